@@ -1,0 +1,287 @@
+"""Connect to the alliance chain by URL, and fund, sign and send transactions the same way on
+every backend.
+
+- ``embedded`` (the default): an in-process EVM (eth-tester on py-evm), for development and tests.
+- ``http://…`` / ``https://…``: any EVM JSON-RPC node (anvil locally, a consortium chain such as
+  Besu/QBFT in production).
+
+Every account signs locally (its key never leaves the process), so the code path is one whatever the
+node: no node-side unlocked accounts.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from eth_tester.exceptions import TransactionFailed
+from eth_utils import to_checksum_address
+from web3 import Web3
+from web3.exceptions import ContractCustomError, ContractLogicError, ContractPanicError, Web3RPCError
+
+from .artifacts import error_selectors
+
+EMBEDDED = "embedded"
+REVERTS = (ContractCustomError, ContractLogicError, ContractPanicError, TransactionFailed)
+#: anvil's first development account (from its public default mnemonic).
+ANVIL_FAUCET_KEY = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
+ANVIL_BINARY = Path(__file__).resolve().parent / "node_modules" / ".bin" / "anvil"
+
+
+class ChainError(RuntimeError):
+    """The chain could not be reached or refused a transaction for a reason other than a revert."""
+
+
+class ContractRevert(ChainError):
+    """A contract call reverted; ``error`` is the custom error's name and ``args`` its arguments."""
+
+    def __init__(self, error: str, args: dict[str, Any] | None = None, raw: str | None = None):
+        self.error = error
+        self.args_ = args or {}
+        self.raw = raw
+        detail = ", ".join(f"{k}={v}" for k, v in self.args_.items())
+        super().__init__(f"{error}({detail})" if detail else error)
+
+
+def decode_revert(exc: Exception) -> ContractRevert:
+    """Turn web3's revert exceptions into a ContractRevert naming the Solidity custom error."""
+    from eth_abi import decode
+
+    data = getattr(exc, "data", None)
+    if isinstance(exc, TransactionFailed):
+        data = _tester_revert_data(exc)
+    if isinstance(exc, (ContractCustomError, TransactionFailed)) and isinstance(data, str) and len(data) >= 10:
+        payload = bytes.fromhex(data[2:])
+        entry = error_selectors().get(payload[:4])
+        if entry is not None:
+            types = [item["type"] for item in entry["inputs"]]
+            values = decode(types, payload[4:])
+            return ContractRevert(entry["name"], {item["name"]: v for item, v in zip(entry["inputs"], values)}, data)
+        return ContractRevert("UnknownError", raw=data)
+    if isinstance(exc, ContractPanicError):
+        return ContractRevert("Panic", {"reason": str(exc)})
+    return ContractRevert("Reverted", {"reason": str(getattr(exc, "message", exc))})
+
+
+def _tester_revert_data(exc: TransactionFailed) -> str | None:
+    """eth-tester reports revert data as the text ``execution reverted: b'...'`` (a Python bytes
+    literal); recover the bytes from it."""
+    import ast
+
+    message = exc.args[0] if exc.args else ""
+    if isinstance(message, bytes):
+        return "0x" + message.hex()
+    prefix = "execution reverted: "
+    if isinstance(message, str) and message.startswith(prefix):
+        try:
+            raw = ast.literal_eval(message[len(prefix):])
+        except (ValueError, SyntaxError):
+            return None
+        if isinstance(raw, bytes):
+            return "0x" + raw.hex()
+    return None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Chain:
+    """A connection to the alliance chain plus the account that funds new accounts with gas."""
+
+    w3: Web3
+    url: str
+    faucet: LocalAccount
+    _tester: Any = field(default=None, repr=False)  # the eth-tester instance on the embedded chain
+    # Per-account send lock and next nonce: one account's transactions are numbered here, not by
+    # the node, so concurrent senders never reuse a nonce.
+    _locks: dict[str, threading.Lock] = field(default_factory=dict, repr=False)
+    _nonces: dict[str, int] = field(default_factory=dict, repr=False)
+    _locks_guard: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def account_lock(self, address: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks.setdefault(address, threading.Lock())
+
+    @property
+    def chain_id(self) -> int:
+        return self.w3.eth.chain_id
+
+    @property
+    def embedded(self) -> bool:
+        return self._tester is not None
+
+    def fund(self, address: str, wei: int = 10**20) -> None:
+        """Give an account ether for gas (brands pay gas; members never need any)."""
+        Transactor(self, self.faucet).send_value(address, wei)
+
+    def new_account(self, fund_wei: int = 10**20) -> LocalAccount:
+        account = Account.create()
+        if fund_wei:
+            self.fund(account.address, fund_wei)
+        return account
+
+    def timestamp(self) -> int:
+        return self.w3.eth.get_block("latest")["timestamp"]
+
+    def snapshot(self) -> Any:
+        """Remember the chain state (development chains only)."""
+        if self._tester is not None:
+            return self._tester.take_snapshot()
+        return self.w3.provider.make_request("evm_snapshot", [])["result"]
+
+    def revert(self, snapshot: Any) -> None:
+        """Return to a snapshot; locally numbered nonces are forgotten with the undone transactions."""
+        if self._tester is not None:
+            self._tester.revert_to_snapshot(snapshot)
+        else:
+            self.w3.provider.make_request("evm_revert", [snapshot])
+        self._nonces.clear()
+
+    def advance_time(self, seconds: int) -> None:
+        """Move chain time forward and mine a block (development chains only)."""
+        if self._tester is not None:
+            self._tester.time_travel(self.timestamp() + seconds)
+        else:
+            self.w3.provider.make_request("evm_increaseTime", [seconds])
+            self.w3.provider.make_request("evm_mine", [])
+
+
+def connect(url: str = EMBEDDED, faucet_key: str | None = None) -> Chain:
+    """Connect by URL. ``faucet_key`` (or ALLIANCE_FAUCET_KEY) funds accounts on a real node;
+    the embedded chain and anvil bring their own development faucet."""
+    if url == EMBEDDED:
+        from eth_tester import EthereumTester, PyEVMBackend
+        from web3.providers.eth_tester import EthereumTesterProvider
+
+        backend = PyEVMBackend()
+        tester = EthereumTester(backend)
+        w3 = Web3(EthereumTesterProvider(tester))
+        faucet = Account.from_key(backend.account_keys[0])
+        return Chain(w3=w3, url=url, faucet=faucet, _tester=tester)
+    if url.startswith(("http://", "https://")):
+        w3 = Web3(Web3.HTTPProvider(url, request_kwargs={"timeout": 30}))
+        if not w3.is_connected():
+            raise ChainError(f"no EVM JSON-RPC node answers at {url}")
+        key = faucet_key or os.environ.get("ALLIANCE_FAUCET_KEY") or ANVIL_FAUCET_KEY
+        return Chain(w3=w3, url=url, faucet=Account.from_key(key))
+    raise ChainError(f"unsupported chain URL {url!r}: use 'embedded' or an http(s):// JSON-RPC URL")
+
+
+class Transactor:
+    """Signs and sends one account's transactions, numbering nonces locally so several threads can
+    send from the same account without colliding."""
+
+    def __init__(self, chain: Chain, account: LocalAccount, gas_margin: float = 1.2):
+        self.chain = chain
+        self.account = account
+        self.address = account.address
+        self.gas_margin = gas_margin
+        self._lock = chain.account_lock(self.address)
+
+    def send(self, call, *, wait: bool = True) -> Any:
+        """Send a contract function call (``contract.functions.f(...)``); return its receipt.
+
+        Reverts raise ContractRevert with the decoded custom error, before anything is signed.
+        """
+        w3 = self.chain.w3
+        try:
+            gas = call.estimate_gas({"from": self.address})
+        except REVERTS as exc:
+            raise decode_revert(exc) from None
+        tx = call.build_transaction({"from": self.address, "gas": int(gas * self.gas_margin), "nonce": 0, "chainId": self.chain.chain_id})
+        return self._sign_and_send(tx, wait)
+
+    def send_value(self, to: str, wei: int) -> Any:
+        tx = {"to": to_checksum_address(to), "value": wei, "gas": 21_000, "from": self.address, "nonce": 0, "chainId": self.chain.chain_id}
+        tx.update(self._fees())
+        return self._sign_and_send(tx, True)
+
+    def _fees(self) -> dict[str, int]:
+        base = self.chain.w3.eth.get_block("latest").get("baseFeePerGas", 0)
+        tip = 10**9
+        return {"maxFeePerGas": 2 * base + tip, "maxPriorityFeePerGas": tip}
+
+    def _sign_and_send(self, tx: dict, wait: bool) -> Any:
+        w3 = self.chain.w3
+        with self._lock:
+            nonce = self.chain._nonces.get(self.address)
+            if nonce is None:
+                nonce = w3.eth.get_transaction_count(self.address, "pending")
+            tx["nonce"] = nonce
+            signed = self.account.sign_transaction(tx)
+            try:
+                tx_hash = w3.eth.send_raw_transaction(signed.raw_transaction)
+            except REVERTS as exc:
+                raise decode_revert(exc) from None
+            except (Web3RPCError, ValueError) as exc:
+                self.chain._nonces.pop(self.address, None)  # re-read the nonce from the node next time
+                raise ChainError(f"transaction rejected: {exc}") from exc
+            self.chain._nonces[self.address] = nonce + 1
+        if not wait:
+            return tx_hash
+        receipt = w3.eth.wait_for_transaction_receipt(tx_hash, timeout=120, poll_latency=0.05)
+        if receipt["status"] != 1:
+            raise ContractRevert("Reverted", {"tx": tx_hash.hex()})
+        return receipt
+
+
+class Anvil:
+    """A throwaway anvil node on a free loopback port (``with Anvil() as url: ...``)."""
+
+    def __init__(self, binary: str | Path | None = None, chain_id: int = 31337, block_time: int | None = None):
+        found = binary or os.environ.get("ALLIANCE_ANVIL") or (ANVIL_BINARY if ANVIL_BINARY.exists() else shutil.which("anvil"))
+        if not found:
+            raise ChainError(f"anvil not found: run `npm ci` in {ANVIL_BINARY.parents[2]} or set ALLIANCE_ANVIL")
+        self.binary = str(found)
+        self.chain_id = chain_id
+        self.block_time = block_time
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> str:
+        cmd = [self.binary, "--host", "127.0.0.1", "--port", str(self.port), "--chain-id", str(self.chain_id),
+               "--hardfork", "prague", "--silent", "--gas-limit", "100000000"]
+        if self.block_time:
+            cmd += ["--block-time", str(self.block_time)]
+        self.process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise ChainError(f"anvil exited: {self.process.stderr.read().decode(errors='replace')}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    if Web3(Web3.HTTPProvider(self.url)).is_connected():
+                        return self.url
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise ChainError("anvil did not start within 30 s")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        self.process = None
+
+    def __enter__(self) -> str:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
