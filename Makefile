@@ -1,0 +1,36 @@
+# Two commands for a fresh machine: `make demo` (the main job) and `make test` (the test suite).
+# Each installs what it needs first; the installs are skipped when already up to date.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# Flower must not try to install packages at run time, and keeps its state in the project.
+export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION := 1
+export FLWR_HOME := $(CURDIR)/var/flwr
+
+.PHONY: install demo test bench clean
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	$(BIN)/pip check
+	touch $@
+
+# Node.js is needed only for recompiling the contracts and for anvil (tests and benchmarks).
+contracts/node_modules/.installed: contracts/package.json contracts/package-lock.json
+	cd contracts && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+install: $(VENV)/.installed contracts/node_modules/.installed
+
+demo: $(VENV)/.installed
+	$(BIN)/alliance demo
+
+test: install
+	$(BIN)/python -m pytest
+
+bench: install
+	for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b; done
+
+clean:
+	rm -rf $(VENV) contracts/node_modules var

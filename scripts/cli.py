@@ -1,0 +1,15 @@
+"""The `alliance` command: one entry point that joins each package's own sub-commands."""
+
+from __future__ import annotations
+
+import typer
+
+from contracts.cli import app as contracts_app
+from scripts.demo import run as demo_run
+
+app = typer.Typer(help="Operate a privacy-preserving cross-brand loyalty alliance.", no_args_is_help=True)
+app.add_typer(contracts_app, name="contracts")
+app.command("demo", help="Run a whole local alliance on embedded defaults and print what happened.")(demo_run)
+
+if __name__ == "__main__":
+    app()
