@@ -153,7 +153,7 @@ class Chain:
     def advance_time(self, seconds: int) -> None:
         """Move chain time forward and mine a block (development chains only)."""
         if self._tester is not None:
-            self._tester.time_travel(self.timestamp() + seconds)
+            self._tester.time_travel(self.timestamp() + seconds + 1)  # eth-tester mines the block at to_timestamp - 1
         else:
             self.w3.provider.make_request("evm_increaseTime", [seconds])
             self.w3.provider.make_request("evm_mine", [])
@@ -166,9 +166,18 @@ def connect(url: str = EMBEDDED, faucet_key: str | None = None) -> Chain:
         from eth_tester import EthereumTester, PyEVMBackend
         from web3.providers.eth_tester import EthereumTesterProvider
 
+        class SerialisedProvider(EthereumTesterProvider):
+            """py-evm is not thread-safe; gateways serve requests from a thread pool."""
+
+            _lock = threading.RLock()
+
+            def make_request(self, method, params):
+                with self._lock:
+                    return super().make_request(method, params)
+
         backend = PyEVMBackend()
         tester = EthereumTester(backend)
-        w3 = Web3(EthereumTesterProvider(tester))
+        w3 = Web3(SerialisedProvider(tester))
         faucet = Account.from_key(backend.account_keys[0])
         return Chain(w3=w3, url=url, faucet=faucet, _tester=tester)
     if url.startswith(("http://", "https://")):
@@ -178,6 +187,13 @@ def connect(url: str = EMBEDDED, faucet_key: str | None = None) -> Chain:
         key = faucet_key or os.environ.get("ALLIANCE_FAUCET_KEY") or ANVIL_FAUCET_KEY
         return Chain(w3=w3, url=url, faucet=Account.from_key(key))
     raise ChainError(f"unsupported chain URL {url!r}: use 'embedded' or an http(s):// JSON-RPC URL")
+
+
+@dataclass(frozen=True)
+class SignedTx:
+    raw: str  # 0x-hex of the signed transaction, safe to store and broadcast again
+    hash: str
+    nonce: int
 
 
 class Transactor:
@@ -203,6 +219,54 @@ class Transactor:
             raise decode_revert(exc) from None
         tx = call.build_transaction({"from": self.address, "gas": int(gas * self.gas_margin), "nonce": 0, "chainId": self.chain.chain_id})
         return self._sign_and_send(tx, wait)
+
+    def prepare(self, call) -> SignedTx:
+        """Estimate, number and sign a call without sending it, so an outbox can store the signed
+        transaction first: broadcasting the same bytes again can never execute twice."""
+        try:
+            gas = call.estimate_gas({"from": self.address})
+        except REVERTS as exc:
+            raise decode_revert(exc) from None
+        tx = call.build_transaction({"from": self.address, "gas": int(gas * self.gas_margin), "nonce": 0, "chainId": self.chain.chain_id})
+        with self._lock:
+            nonce = self.chain._nonces.get(self.address)
+            if nonce is None:
+                nonce = self.chain.w3.eth.get_transaction_count(self.address, "pending")
+            tx["nonce"] = nonce
+            signed = self.account.sign_transaction(tx)
+            self.chain._nonces[self.address] = nonce + 1
+        return SignedTx("0x" + bytes(signed.raw_transaction).hex(), "0x" + bytes(signed.hash).hex(), nonce)
+
+    def broadcast(self, signed: SignedTx) -> None:
+        """Send a stored signed transaction; a node that already has it is not an error."""
+        try:
+            self.chain.w3.eth.send_raw_transaction(signed.raw)
+        except REVERTS as exc:
+            raise decode_revert(exc) from None
+        except (Web3RPCError, ValueError) as exc:
+            message = str(exc).lower()
+            if "already known" in message or "already imported" in message or "known transaction" in message:
+                return
+            self.chain._nonces.pop(self.address, None)  # re-read the nonce from the node next time
+            raise ChainError(f"transaction rejected: {exc}") from exc
+        except (ConnectionError, OSError) as exc:
+            raise ChainError(f"chain unreachable: {exc}") from exc
+
+    def receipt(self, tx_hash: str, timeout: float = 0) -> Any | None:
+        """The receipt if the transaction is mined (waiting up to `timeout` seconds), else None."""
+        from web3.exceptions import TimeExhausted, TransactionNotFound
+
+        try:
+            if timeout:
+                return self.chain.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=timeout, poll_latency=0.05)
+            return self.chain.w3.eth.get_transaction_receipt(tx_hash)
+        except (TransactionNotFound, TimeExhausted):
+            return None
+
+    def confirmed_nonce(self) -> int:
+        """How many of this account's transactions are mined: a stored transaction with a lower
+        nonce that has no receipt was replaced and can never be mined."""
+        return self.chain.w3.eth.get_transaction_count(self.address, "latest")
 
     def send_value(self, to: str, wei: int) -> Any:
         tx = {"to": to_checksum_address(to), "value": wei, "gas": 21_000, "from": self.address, "nonce": 0, "chainId": self.chain.chain_id}

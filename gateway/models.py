@@ -1,0 +1,322 @@
+"""The gateway's database. Every amount of points is an integer; every time is UTC.
+
+Privacy: no raw identifier is stored. A member is found through `member_identifiers` by keyed
+pseudonym (HMAC with a versioned pepper); name and contact live only encrypted in `pii_fields` under
+a per-member data key (`data_keys`), so erasure destroys that key and those rows while the
+pseudonymous ledger, keyed by the random `member_ref`, stays and still balances.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from .db import Base
+
+Id = BigInteger().with_variant(Integer(), "sqlite")  # SQLite autoincrements INTEGER PRIMARY KEY only
+
+
+class Member(Base):
+    __tablename__ = "members"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    member_ref: Mapped[str] = mapped_column(String(36), unique=True)  # random, brand-local, shown to the member
+    status: Mapped[str] = mapped_column(String(16), default="active")  # active | frozen | erased
+    enrolled_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    jurisdiction: Mapped[str] = mapped_column(String(2))
+    # Birth month only (not the date): the birthday earn rule needs nothing more. Erased with the PII.
+    birth_month: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    passphrase_hash: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    tier: Mapped[str] = mapped_column(String(16))
+    tier_since: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    downgrade_due_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # Running totals kept with every posting (the ledger is the truth; tests check they agree).
+    balance: Mapped[int] = mapped_column(BigInteger, default=0)
+    purchase_count: Mapped[int] = mapped_column(Integer, default=0)
+    earned_day: Mapped[str | None] = mapped_column(String(10), nullable=True)  # YYYY-MM-DD of earned_today
+    earned_today: Mapped[int] = mapped_column(BigInteger, default=0)
+    wallet_address: Mapped[str | None] = mapped_column(String(42), nullable=True)
+    erased_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class MemberIdentifier(Base):
+    __tablename__ = "member_identifiers"
+
+    pseudonym: Mapped[str] = mapped_column(String(80), primary_key=True)  # "v<pepper>.<hmac hex>"
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(8))  # phone | email | card
+
+
+class DataKey(Base):
+    __tablename__ = "data_keys"
+
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), primary_key=True)
+    kek_id: Mapped[str] = mapped_column(String(64))
+    record: Mapped[str] = mapped_column(Text)  # WrappedKey.to_record() as JSON
+
+
+class PiiField(Base):
+    __tablename__ = "pii_fields"
+
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), primary_key=True)
+    field: Mapped[str] = mapped_column(String(32), primary_key=True)
+    ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class MemberToken(Base):
+    __tablename__ = "member_tokens"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), index=True)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(16))  # operator | pos | auditor
+    label: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class Consent(Base):
+    """A member's current consent per purpose; the history is in the consent log."""
+
+    __tablename__ = "consents"
+
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), primary_key=True)
+    purpose: Mapped[str] = mapped_column(String(32), primary_key=True)
+    granted: Mapped[bool] = mapped_column(Boolean)
+    receipt_id: Mapped[str] = mapped_column(String(36))
+    log_seq: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class LogEntry:
+    """Columns shared by the hash-chained logs (consent log, admin audit log)."""
+
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    payload: Mapped[str] = mapped_column(Text)  # canonical JSON
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    entry_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ConsentLogEntry(LogEntry, Base):
+    __tablename__ = "consent_log"
+
+    member_id: Mapped[int | None] = mapped_column(ForeignKey("members.id"), nullable=True, index=True)
+
+
+class AuditLogEntry(LogEntry, Base):
+    __tablename__ = "audit_log"
+
+
+class LogAnchor(Base):
+    """A Merkle root of one of the logs, posted on chain (ConsentAnchor)."""
+
+    __tablename__ = "log_anchors"
+
+    kind: Mapped[str] = mapped_column(String(32), primary_key=True)
+    period: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    root: Mapped[str] = mapped_column(String(64))
+    tx_hash: Mapped[str | None] = mapped_column(String(66), nullable=True)
+    block_number: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    anchored_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class LedgerTxn(Base):
+    """A balanced posting: its entries sum to zero."""
+
+    __tablename__ = "ledger_txns"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(24))  # earn | welcome | action | clawback | expire | exchange | exchange_reversal | alliance_redeem
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), index=True)
+    ref: Mapped[str | None] = mapped_column(String(64), nullable=True)  # purchase / exchange / redemption id
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class LedgerEntry(Base):
+    __tablename__ = "ledger_entries"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    txn_id: Mapped[int] = mapped_column(ForeignKey("ledger_txns.id"), index=True)
+    account: Mapped[str] = mapped_column(String(24))  # member | issued | expired | clawback | alliance_out | alliance_in
+    member_id: Mapped[int | None] = mapped_column(ForeignKey("members.id"), nullable=True)
+    amount: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (Index("ix_ledger_entries_member", "member_id", "account"),)
+
+
+class PointLot(Base):
+    """Points earned together, spent and expired first-in first-out."""
+
+    __tablename__ = "point_lots"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"))
+    txn_id: Mapped[int] = mapped_column(ForeignKey("ledger_txns.id"))
+    amount: Mapped[int] = mapped_column(BigInteger)
+    remaining: Mapped[int] = mapped_column(BigInteger)
+    earned_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (Index("ix_point_lots_open", "member_id", "expires_at"),)
+
+
+class LotDebit(Base):
+    """How much of which lot a debit took, so a reversal restores exactly those lots."""
+
+    __tablename__ = "lot_debits"
+
+    txn_id: Mapped[int] = mapped_column(ForeignKey("ledger_txns.id"), primary_key=True)
+    lot_id: Mapped[int] = mapped_column(ForeignKey("point_lots.id"), primary_key=True)
+    amount: Mapped[int] = mapped_column(BigInteger)
+
+
+class Purchase(Base):
+    __tablename__ = "purchases"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    purchase_ref: Mapped[str] = mapped_column(String(36), unique=True)
+    idempotency_key: Mapped[str] = mapped_column(String(128), unique=True)
+    request_hash: Mapped[str] = mapped_column(String(64))
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"))
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    refunded_minor: Mapped[int] = mapped_column(BigInteger, default=0)
+    currency: Mapped[str] = mapped_column(String(3))
+    channel: Mapped[str] = mapped_column(String(16))
+    eco: Mapped[bool] = mapped_column(Boolean, default=False)
+    occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    points: Mapped[int] = mapped_column(BigInteger)  # points earned (after multipliers and cap)
+    campaign: Mapped[str | None] = mapped_column(String(24), nullable=True)
+    clawed_back: Mapped[int] = mapped_column(BigInteger, default=0)
+    txn_id: Mapped[int | None] = mapped_column(ForeignKey("ledger_txns.id"), nullable=True)
+
+    __table_args__ = (Index("ix_purchases_member_time", "member_id", "occurred_at"), Index("ix_purchases_member_received", "member_id", "received_at"))
+
+
+class Refund(Base):
+    __tablename__ = "refunds"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    idempotency_key: Mapped[str] = mapped_column(String(128), unique=True)
+    request_hash: Mapped[str] = mapped_column(String(64))
+    purchase_id: Mapped[int] = mapped_column(ForeignKey("purchases.id"), index=True)
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    points: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Action(Base):
+    """A non-purchase behaviour that earns points and counts as engagement (review, share, check-in)."""
+
+    __tablename__ = "actions"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    idempotency_key: Mapped[str] = mapped_column(String(128), unique=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    points: Mapped[int] = mapped_column(BigInteger)
+    occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class TierChange(Base):
+    __tablename__ = "tier_changes"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), index=True)
+    from_tier: Mapped[str] = mapped_column(String(16))
+    to_tier: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(String(64))
+    changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class WalletChallenge(Base):
+    __tablename__ = "wallet_challenges"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"))
+    message: Mapped[str] = mapped_column(Text)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    used: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class Exchange(Base):
+    """Brand points into AP: the ledger debit and the on-chain mint, kept as one outcome through this
+    outbox row (the signed transaction is stored before it is broadcast)."""
+
+    __tablename__ = "exchanges"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    exchange_ref: Mapped[str] = mapped_column(String(64), unique=True)  # also the on-chain mint ref
+    idempotency_key: Mapped[str] = mapped_column(String(128), unique=True)
+    request_hash: Mapped[str] = mapped_column(String(64))
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), index=True)
+    wallet_address: Mapped[str] = mapped_column(String(42))
+    ap_amount: Mapped[int] = mapped_column(BigInteger)
+    brand_points: Mapped[int] = mapped_column(BigInteger)
+    rate: Mapped[int] = mapped_column(BigInteger)
+    rate_version: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))  # pending | confirmed | failed
+    failure: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    debit_txn_id: Mapped[int] = mapped_column(ForeignKey("ledger_txns.id"))
+    raw_tx: Mapped[str | None] = mapped_column(Text, nullable=True)
+    tx_hash: Mapped[str | None] = mapped_column(String(66), nullable=True)
+    tx_nonce: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    block_number: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (Index("ix_exchanges_status", "status"),)
+
+
+class Redemption(Base):
+    """A member's AP redeemed at this brand for brand points, submitted by this gateway."""
+
+    __tablename__ = "redemptions"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    redemption_ref: Mapped[str] = mapped_column(String(36), unique=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), index=True)
+    owner: Mapped[str] = mapped_column(String(42))
+    nonce: Mapped[str] = mapped_column(String(78))  # uint256 as decimal text
+    deadline: Mapped[int] = mapped_column(BigInteger)
+    ap_amount: Mapped[int] = mapped_column(BigInteger)
+    signature: Mapped[str] = mapped_column(String(200))
+    reward_points: Mapped[int] = mapped_column(BigInteger)
+    rate: Mapped[int] = mapped_column(BigInteger)
+    rate_version: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))  # pending | confirmed | failed | refunded
+    failure: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    credit_txn_id: Mapped[int | None] = mapped_column(ForeignKey("ledger_txns.id"), nullable=True)
+    raw_tx: Mapped[str | None] = mapped_column(Text, nullable=True)
+    tx_hash: Mapped[str | None] = mapped_column(String(66), nullable=True)
+    tx_nonce: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    block_number: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    epoch: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (UniqueConstraint("owner", "nonce", name="uq_redemptions_owner_nonce"), Index("ix_redemptions_status", "status"))

@@ -1,0 +1,95 @@
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Response, status
+
+from contracts.client import Redemption as RedemptionAuth
+
+from ..auth import Principal, allow, own_member
+from ..db import transaction
+from ..errors import Conflict, NotFound
+from ..models import Exchange, Member
+from ..runtime import Gateway
+from ..schemas import (
+    Authorisation,
+    ChallengeRequest,
+    ChallengeResponse,
+    ExchangeRequest,
+    ExchangeResponse,
+    LinkRequest,
+    RedemptionResponse,
+)
+from ..services import alliance, purchases
+from . import gateway, idempotency_key
+
+router = APIRouter(prefix="/v1/me", tags=["alliance"])
+
+
+def _need_chain(gw: Gateway) -> None:
+    if gw.alliance is None:
+        raise Conflict("this gateway is not connected to the alliance chain")
+
+
+@router.post("/wallet/challenges", response_model=ChallengeResponse, status_code=status.HTTP_201_CREATED,
+             summary="Ask for a text to sign with the wallet to link (needs alliance_exchange consent)")
+def challenge(body: ChallengeRequest, who: Principal = Depends(allow("member")), gw: Gateway = Depends(gateway)) -> ChallengeResponse:
+    with transaction(gw.sessions) as session:
+        row = alliance.wallet_challenge(session, gw, own_member(session, who), body.address, gw.now())
+        return ChallengeResponse(challenge_id=row.id, message=row.message, expires_at=row.expires_at)
+
+
+@router.post("/wallet", summary="Link the wallet that signed the challenge")
+def link(body: LinkRequest, who: Principal = Depends(allow("member")), gw: Gateway = Depends(gateway)) -> dict[str, str]:
+    with transaction(gw.sessions) as session:
+        address = alliance.link_wallet(session, gw, own_member(session, who), body.challenge_id, body.signature, gw.now())
+        return {"wallet_address": address}
+
+
+def _exchange_out(row: Exchange, replayed: bool) -> ExchangeResponse:
+    return ExchangeResponse(exchange_ref=row.exchange_ref, status=row.status, ap_amount=row.ap_amount,
+                            brand_points=row.brand_points, rate=row.rate, rate_version=row.rate_version,
+                            wallet_address=row.wallet_address, tx_hash=row.tx_hash, failure=row.failure, replayed=replayed)
+
+
+@router.post("/exchanges", response_model=ExchangeResponse, status_code=status.HTTP_201_CREATED,
+             responses={202: {"description": "accepted, the mint is still pending (it is retried until settled)"}},
+             summary="Exchange brand points into alliance points minted to the linked wallet")
+def exchange(body: ExchangeRequest, response: Response, key: str = Depends(idempotency_key),
+             who: Principal = Depends(allow("member")), gw: Gateway = Depends(gateway)) -> ExchangeResponse:
+    _need_chain(gw)
+    with transaction(gw.sessions) as session:
+        row, replayed = alliance.request_exchange(session, gw, own_member(session, who), body.ap_amount,
+                                                  f"{who.subject}:{key}", purchases.request_hash(body.model_dump()), gw.now())
+        ref = row.exchange_ref
+    row = alliance.settle(gw, alliance.EXCHANGE_JOB, ref)
+    response.status_code = status.HTTP_200_OK if replayed else (status.HTTP_202_ACCEPTED if row.status == "pending" else status.HTTP_201_CREATED)
+    return _exchange_out(row, replayed)
+
+
+@router.get("/exchanges/{exchange_ref}", response_model=ExchangeResponse, summary="One exchange and its settlement status")
+def get_exchange(exchange_ref: str, who: Principal = Depends(allow("member")), gw: Gateway = Depends(gateway)) -> ExchangeResponse:
+    with gw.sessions() as session:
+        row = session.query(Exchange).filter_by(exchange_ref=exchange_ref, member_id=who.member_id).first()
+        if row is None:
+            raise NotFound("no such exchange")
+        return _exchange_out(row, True)
+
+
+@router.post("/redemptions", response_model=RedemptionResponse, status_code=status.HTTP_201_CREATED,
+             responses={202: {"description": "accepted, the redemption is still pending on chain"}},
+             summary="Redeem alliance points here by the wallet's signed authorisation; credits brand points")
+def redeem(body: Authorisation, response: Response, who: Principal = Depends(allow("member")),
+           gw: Gateway = Depends(gateway)) -> RedemptionResponse:
+    _need_chain(gw)
+    auth = RedemptionAuth(body.owner, body.brand, body.amount, body.nonce, body.deadline, bytes.fromhex(body.signature[2:]))
+    with transaction(gw.sessions) as session:
+        row, replayed = alliance.accept_redemption(session, gw, own_member(session, who), auth, gw.now())
+        ref = row.redemption_ref
+    row = alliance.settle(gw, alliance.REDEMPTION_JOB, ref)
+    with gw.sessions() as session:
+        balance = session.get(Member, row.member_id).balance
+    response.status_code = status.HTTP_200_OK if replayed else (status.HTTP_202_ACCEPTED if row.status == "pending" else status.HTTP_201_CREATED)
+    return RedemptionResponse(redemption_ref=row.redemption_ref, status=row.status, ap_amount=row.ap_amount,
+                              reward_points=row.reward_points, rate=row.rate, epoch=row.epoch, tx_hash=row.tx_hash,
+                              failure=row.failure, balance=balance, replayed=replayed)
+
+

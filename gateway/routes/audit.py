@@ -1,0 +1,82 @@
+from __future__ import annotations
+
+import json
+
+from fastapi import APIRouter, Depends, Query
+from sqlalchemy import select
+
+from ..auth import Principal, allow
+from ..errors import Conflict, GatewayError, NotFound
+from ..models import LogAnchor
+from ..runtime import Gateway
+from ..services import logs, reconcile
+from . import gateway
+
+router = APIRouter(prefix="/v1/audit", tags=["audit"])
+reader = allow("auditor", "operator")
+
+
+def _model(kind: str):
+    if kind not in logs.LOG_MODELS:
+        raise GatewayError(f"unknown log {kind!r}; expected one of {', '.join(logs.LOG_MODELS)}")
+    return logs.LOG_MODELS[kind]
+
+
+def _entry(r) -> dict:
+    return {"seq": r.seq, "payload": json.loads(r.payload), "prev_hash": r.prev_hash, "entry_hash": r.entry_hash}
+
+
+@router.get("/logs/{kind}", summary="Entries of a hash-chained log (consent-log or audit-log)")
+def log_entries(kind: str, start: int = Query(0, ge=0), limit: int = Query(500, ge=1, le=5000),
+                who: Principal = Depends(reader), gw: Gateway = Depends(gateway)) -> dict:
+    with gw.sessions() as session:
+        model = _model(kind)
+        return {"kind": kind, "size": logs.size(session, model), "entries": [_entry(r) for r in logs.entries(session, model, start, limit)]}
+
+
+@router.get("/logs/{kind}/verification", summary="Re-check the whole hash chain of a log")
+def verify_log(kind: str, who: Principal = Depends(reader), gw: Gateway = Depends(gateway)) -> dict:
+    with gw.sessions() as session:
+        result = logs.verify(session, _model(kind))
+        return {"kind": kind, "ok": result.ok, "checked": result.checked, "first_bad_seq": result.first_bad_seq, "reason": result.reason}
+
+
+@router.get("/logs/{kind}/anchors", summary="Roots posted on chain, each with a consistency proof from the one before")
+def anchors(kind: str, who: Principal = Depends(reader), gw: Gateway = Depends(gateway)) -> list[dict]:
+    with gw.sessions() as session:
+        model = _model(kind)
+        rows = list(session.scalars(select(LogAnchor).where(LogAnchor.kind == kind).order_by(LogAnchor.period)))
+        tree = logs.tree(session, model)
+        out, previous = [], None
+        for a in rows:
+            proof = tree.consistency_proof(previous.size, a.size) if previous is not None else []
+            out.append({"period": a.period, "size": a.size, "root": a.root, "tx_hash": a.tx_hash, "block_number": a.block_number,
+                        "consistency_from_previous": [p.hex() for p in proof]})
+            previous = a
+        return out
+
+
+@router.get("/logs/{kind}/{seq}/proof", summary="An entry with its inclusion proof against the latest anchored root")
+def proof(kind: str, seq: int, who: Principal = Depends(reader), gw: Gateway = Depends(gateway)) -> dict:
+    with gw.sessions() as session:
+        model = _model(kind)
+        record = session.get(model, seq)
+        if record is None:
+            raise NotFound("no such entry")
+        anchor = session.scalars(select(LogAnchor).where(LogAnchor.kind == kind, LogAnchor.size > seq)
+                                 .order_by(LogAnchor.period.desc()).limit(1)).first()
+        if anchor is None:
+            raise Conflict("this entry is not covered by an anchored root yet")
+        tree = logs.tree(session, model, anchor.size)
+        return {"entry": _entry(record), "leaf_index": seq, "tree_size": anchor.size,
+                "proof": [p.hex() for p in tree.inclusion_proof(seq, anchor.size)],
+                "anchor": {"period": anchor.period, "root": anchor.root, "tx_hash": anchor.tx_hash,
+                           "block_number": anchor.block_number, "brand": gw.brand_address}}
+
+
+@router.get("/reconciliation", summary="Ledger invariants, and every exchange and redemption against chain events")
+def reconciliation(who: Principal = Depends(reader), gw: Gateway = Depends(gateway)) -> dict:
+    with gw.sessions() as session:
+        books = reconcile.ledger_report(session)
+        chain = reconcile.chain_report(session, gw)
+        return {"ok": books["ok"] and chain["ok"], "ledger": books, "chain": chain}

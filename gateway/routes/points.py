@@ -1,0 +1,135 @@
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Response, status
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ..auth import Principal, allow, own_member
+from ..db import transaction
+from ..errors import GatewayError, NotFound
+from ..models import LedgerEntry, LedgerTxn, Member
+from ..runtime import Gateway
+from ..schemas import (
+    ActionRequest,
+    ActionResponse,
+    Balance,
+    BatchItem,
+    BatchRequest,
+    BatchResponse,
+    Expiring,
+    LedgerLine,
+    MemberLocator,
+    PurchaseRequest,
+    PurchaseResponse,
+    RefundRequest,
+    RefundResponse,
+)
+from ..services import alliance, ledger, members, purchases
+from . import gateway, idempotency_key
+
+router = APIRouter(prefix="/v1", tags=["points"])
+
+
+def locate(session: Session, gw: Gateway, body: MemberLocator) -> Member:
+    if body.member_ref is not None:
+        return members.get_by_ref(session, body.member_ref)
+    member = members.find_by_identifier(session, gw, body.identifier_kind, body.identifier)
+    if member is None:
+        raise NotFound("no member with this identifier")
+    return member
+
+
+def _aware(moment):
+    return members._aware(moment)
+
+
+def _purchase(session: Session, gw: Gateway, who: Principal, key: str, body: PurchaseRequest) -> PurchaseResponse:
+    fields = body.model_dump(exclude={"idempotency_key"})
+    result = purchases.record_purchase(
+        session, gw, idempotency_key=f"{who.subject}:{key}", member=locate(session, gw, body),
+        amount_minor=body.amount_minor, currency=body.currency, channel=body.channel, eco=body.eco,
+        occurred_at=_aware(body.occurred_at), body_hash=purchases.request_hash(fields), now=gw.now())
+    p, m = result.purchase, result.member
+    return PurchaseResponse(purchase_ref=p.purchase_ref, member_ref=m.member_ref, points=p.points, campaign=p.campaign,
+                            capped=result.capped, balance=m.balance, tier=m.tier, replayed=result.replayed)
+
+
+@router.post("/purchases", response_model=PurchaseResponse, status_code=status.HTTP_201_CREATED,
+             summary="A purchase at the point of sale earns points (idempotent on Idempotency-Key)")
+def purchase(body: PurchaseRequest, response: Response, key: str = Depends(idempotency_key),
+             who: Principal = Depends(allow("pos", "operator")), gw: Gateway = Depends(gateway)) -> PurchaseResponse:
+    with transaction(gw.sessions) as session:
+        result = _purchase(session, gw, who, key, body)
+    if result.replayed:
+        response.status_code = status.HTTP_200_OK
+    return result
+
+
+@router.post("/purchases/batch", response_model=BatchResponse,
+             summary="Many purchases in one request (each idempotent on its own key; one bad event does not stop the rest)")
+def purchase_batch(body: BatchRequest, who: Principal = Depends(allow("pos", "operator")),
+                   gw: Gateway = Depends(gateway)) -> BatchResponse:
+    results = []
+    with transaction(gw.sessions) as session:
+        for event in body.events:
+            try:
+                with session.begin_nested():
+                    r = _purchase(session, gw, who, event.idempotency_key, event)
+                results.append(BatchItem(idempotency_key=event.idempotency_key, ok=True, purchase_ref=r.purchase_ref, points=r.points))
+            except GatewayError as exc:
+                results.append(BatchItem(idempotency_key=event.idempotency_key, ok=False, error=exc.code, detail=exc.detail))
+    accepted = sum(r.ok for r in results)
+    return BatchResponse(accepted=accepted, rejected=len(results) - accepted, results=results)
+
+
+@router.post("/purchases/{purchase_ref}/refunds", response_model=RefundResponse, status_code=status.HTTP_201_CREATED,
+             summary="Refund (part of) a purchase: its points are clawed back proportionally")
+def refund(purchase_ref: str, body: RefundRequest, response: Response, key: str = Depends(idempotency_key),
+           who: Principal = Depends(allow("pos", "operator")), gw: Gateway = Depends(gateway)) -> RefundResponse:
+    with transaction(gw.sessions) as session:
+        record, p, m, replayed = purchases.refund(session, gw, idempotency_key=f"{who.subject}:{key}", purchase_ref=purchase_ref,
+                                                  amount_minor=body.amount_minor,
+                                                  body_hash=purchases.request_hash({"purchase": purchase_ref, **body.model_dump()}),
+                                                  now=gw.now())
+        out = RefundResponse(purchase_ref=p.purchase_ref, refunded_minor=record.amount_minor, points_clawed_back=record.points,
+                             balance=m.balance, replayed=replayed)
+    if replayed:
+        response.status_code = status.HTTP_200_OK
+    return out
+
+
+@router.post("/actions", response_model=ActionResponse, status_code=status.HTTP_201_CREATED,
+             summary="A review, share or check-in earns points and counts as engagement")
+def action(body: ActionRequest, response: Response, key: str = Depends(idempotency_key),
+           who: Principal = Depends(allow("pos", "operator")), gw: Gateway = Depends(gateway)) -> ActionResponse:
+    with transaction(gw.sessions) as session:
+        a, m, replayed = purchases.record_action(session, gw, idempotency_key=f"{who.subject}:{key}",
+                                                 member=locate(session, gw, body), kind=body.kind,
+                                                 occurred_at=_aware(body.occurred_at), now=gw.now())
+        out = ActionResponse(member_ref=m.member_ref, kind=a.kind, points=a.points, balance=m.balance, replayed=replayed)
+    if replayed:
+        response.status_code = status.HTTP_200_OK
+    return out
+
+
+@router.get("/me/balance", response_model=Balance, summary="Brand points, points expiring soon, and AP in the linked wallet")
+def balance(who: Principal = Depends(allow("member")), gw: Gateway = Depends(gateway)) -> Balance:
+    now = gw.now()
+    with gw.sessions() as session:
+        m = own_member(session, who)
+        soon = ledger.expiring(session, m.id, now, gw.settings.earn.expiry_notice_days)
+        return Balance(member_ref=m.member_ref, points=m.balance, tier=m.tier,
+                       expiring_soon=[Expiring(expires_at=_aware(at), points=p) for at, p in soon],
+                       alliance_points=alliance.ap_balance(gw, m.wallet_address), wallet_address=m.wallet_address)
+
+
+@router.get("/me/ledger", response_model=list[LedgerLine], summary="The member's points history (every posting)")
+def member_ledger(who: Principal = Depends(allow("member")), gw: Gateway = Depends(gateway)) -> list[LedgerLine]:
+    with gw.sessions() as session:
+        rows = session.execute(
+            select(LedgerTxn.id, LedgerTxn.kind, LedgerTxn.ref, LedgerTxn.created_at, LedgerEntry.amount)
+            .join(LedgerEntry, LedgerEntry.txn_id == LedgerTxn.id)
+            .where(LedgerEntry.member_id == who.member_id, LedgerEntry.account == ledger.MEMBER).order_by(LedgerTxn.id))
+        return [LedgerLine(txn=t, kind=k, ref=r, at=_aware(at), amount=a) for t, k, r, at, a in rows]
+
+

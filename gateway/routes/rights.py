@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+
+from ..auth import Principal, allow, own_member
+from ..db import transaction
+from ..runtime import Gateway
+from ..services import audit, members, rights
+from . import gateway
+
+router = APIRouter(prefix="/v1", tags=["data subject rights"])
+
+
+@router.get("/me/export", summary="A copy of everything the brand holds about the member")
+def export_mine(who: Principal = Depends(allow("member")), gw: Gateway = Depends(gateway)) -> dict:
+    with gw.sessions() as session:
+        return rights.export(session, gw, own_member(session, who))
+
+
+@router.post("/me/erasure", summary="Erase the member's personal data (crypto-shredding); the pseudonymous ledger stays")
+def erase_mine(who: Principal = Depends(allow("member")), gw: Gateway = Depends(gateway)) -> dict:
+    with transaction(gw.sessions) as session:
+        return rights.erase(session, gw, own_member(session, who), who.subject, gw.now())
+
+
+@router.get("/members/{member_ref}/export", summary="Export for a member who asked through another channel (operator)")
+def export_member(member_ref: str, who: Principal = Depends(allow("operator")), gw: Gateway = Depends(gateway)) -> dict:
+    with transaction(gw.sessions) as session:
+        member = members.get_by_ref(session, member_ref)
+        audit.record(session, who.subject, "member.exported", gw.now(), member_ref=member_ref)
+        return rights.export(session, gw, member)
+
+
+@router.post("/members/{member_ref}/erasure", summary="Erase on a member's request made through another channel (operator)")
+def erase_member(member_ref: str, who: Principal = Depends(allow("operator")), gw: Gateway = Depends(gateway)) -> dict:
+    with transaction(gw.sessions) as session:
+        return rights.erase(session, gw, members.get_by_ref(session, member_ref), who.subject, gw.now())

@@ -1,0 +1,122 @@
+"""Everything a gateway holds at run time: settings, database, key material and the chain."""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Callable
+
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from contracts.chain import Chain, Transactor
+from contracts.client import Alliance
+from privacy.keys import (
+    KEK_FILE,
+    PEPPER_FILE,
+    SIGNING_KEY_FILE,
+    SigningKey,
+    generate_key_files,
+    load_kek,
+    load_pepper,
+    load_signing_key,
+)
+from privacy.pseudonyms import Pseudonymiser
+from privacy.vault import Vault
+
+from .db import Base, make_engine, make_sessionmaker
+from .settings import GatewaySettings
+
+CHAIN_KEY_FILE = "chain.key"
+_PEPPER_VERSION = re.compile(r"^pepper\.v(\d+)\.key$")
+
+
+def ensure_key_files(keys_dir: Path) -> None:
+    """Create the brand's keys on first start (signing key, KEK, pepper, chain account)."""
+    if not (keys_dir / SIGNING_KEY_FILE).exists():
+        generate_key_files(keys_dir)
+    chain_key = keys_dir / CHAIN_KEY_FILE
+    if not chain_key.exists():
+        fd = os.open(chain_key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write("0x" + secrets.token_hex(32) + "\n")
+
+
+def load_peppers(keys_dir: Path) -> dict[int, bytes]:
+    """pepper.key is version 1; a rotation adds pepper.v2.key, pepper.v3.key, ... (newest is current)."""
+    peppers = {1: load_pepper(keys_dir / PEPPER_FILE)}
+    for path in keys_dir.glob("pepper.v*.key"):
+        match = _PEPPER_VERSION.match(path.name)
+        if match:
+            peppers[int(match.group(1))] = load_pepper(path)
+    return peppers
+
+
+@dataclass
+class Gateway:
+    settings: GatewaySettings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    pseudonymiser: Pseudonymiser
+    vault: Vault
+    signing_key: SigningKey
+    chain_account: LocalAccount
+    alliance: Alliance | None  # None when the gateway runs without a chain (brand-local points only)
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    # Test hook: called between the ledger commit and the broadcast of a chain transaction, to prove
+    # that a crash there loses and doubles nothing.
+    before_broadcast: Callable[[str], None] | None = None
+
+    @property
+    def brand_address(self) -> str:
+        return self.chain_account.address
+
+    def now(self) -> datetime:
+        return self.clock()
+
+    def transactor(self) -> Transactor:
+        if self.alliance is None:
+            raise RuntimeError("this gateway has no chain configured")
+        return self.alliance.transactor(self.chain_account)
+
+
+def build_gateway(settings: GatewaySettings, chain: Chain | None = None, create_schema: bool = True) -> Gateway:
+    """Assemble a gateway. ``chain`` lets several gateways share one embedded chain in one process;
+    without it the gateway connects to ``settings.chain_url`` when a manifest is configured."""
+    from contracts.chain import connect
+    from contracts.manifest import Manifest
+
+    keys_dir = settings.keys_dir
+    ensure_key_files(keys_dir)
+    peppers = load_peppers(keys_dir)
+    kek = load_kek(keys_dir / KEK_FILE)
+    if settings.database_url.startswith("sqlite:///"):
+        Path(settings.database_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.database_url)
+    if create_schema:
+        from .migrations import upgrade_to_head
+
+        upgrade_to_head(engine)
+    alliance = None
+    if settings.manifest is not None:
+        chain = chain or connect(settings.chain_url)
+        alliance = Alliance(chain, Manifest.load(settings.manifest))
+    return Gateway(
+        settings=settings,
+        engine=engine,
+        sessions=make_sessionmaker(engine),
+        pseudonymiser=Pseudonymiser(peppers, max(peppers), default_region=settings.default_region),
+        vault=Vault({kek.kek_id: kek}, kek.kek_id),
+        signing_key=load_signing_key(keys_dir / SIGNING_KEY_FILE),
+        chain_account=Account.from_key((keys_dir / CHAIN_KEY_FILE).read_text().strip()),
+        alliance=alliance,
+    )
+
+
+__all__ = ["Base", "Gateway", "build_gateway", "ensure_key_files"]

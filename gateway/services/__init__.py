@@ -1,0 +1,1 @@
+"""Business logic of one brand's gateway. Routes validate and authorise, then call a service."""

@@ -1,0 +1,213 @@
+"""The member's side of the alliance at this brand: link a wallet, exchange brand points into
+alliance points (AP), redeem AP from any brand here for brand points."""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from datetime import datetime, timedelta
+
+from eth_account import Account
+from eth_account.messages import encode_defunct, encode_typed_data
+from eth_utils import is_address, to_checksum_address
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from contracts.chain import ChainError
+from contracts.client import Redemption as RedemptionAuth
+from privacy.receipts import Purpose
+
+from ..errors import ChainRejected, ChainUnavailable, Conflict, Forbidden, GatewayError, IdempotencyMismatch, NotFound
+from ..models import Exchange, Member, Redemption, WalletChallenge
+from ..runtime import Gateway
+from . import consent, ledger, members
+from .outbox import ChainJob, process
+
+CHALLENGE_TTL = timedelta(minutes=10)
+
+
+# ---------------------------------------------------------------- wallet
+
+
+def wallet_challenge(session: Session, gw: Gateway, member: Member, address: str, now: datetime) -> WalletChallenge:
+    members.require_active(member)
+    consent.require(session, member, Purpose.ALLIANCE_EXCHANGE)
+    if not is_address(address):
+        raise GatewayError(f"{address!r} is not an Ethereum address")
+    challenge_id = str(uuid.uuid4())
+    message = (f"Link wallet {to_checksum_address(address)} to {gw.settings.brand_name} ({gw.settings.brand_id}) "
+               f"member {member.member_ref}.\nChallenge {challenge_id}, nonce {secrets.token_hex(8)}, "
+               f"valid until {(now + CHALLENGE_TTL).strftime('%Y-%m-%dT%H:%M:%SZ')}.")
+    row = WalletChallenge(id=challenge_id, member_id=member.id, message=message, expires_at=now + CHALLENGE_TTL, used=False)
+    session.add(row)
+    return row
+
+
+def link_wallet(session: Session, gw: Gateway, member: Member, challenge_id: str, signature: str, now: datetime) -> str:
+    """Verify the member's signature of the challenge (EIP-191) and link the recovered address."""
+    members.require_active(member)
+    consent.require(session, member, Purpose.ALLIANCE_EXCHANGE)
+    challenge = session.get(WalletChallenge, challenge_id, with_for_update=True)
+    if challenge is None or challenge.member_id != member.id:
+        raise NotFound("no such challenge")
+    if challenge.used or members._aware(challenge.expires_at) <= now:
+        raise Conflict("the challenge has expired or was used; ask for a new one")
+    try:
+        signer = Account.recover_message(encode_defunct(text=challenge.message), signature=signature)
+    except Exception:  # eth-account raises several types for malformed signatures
+        raise GatewayError("malformed signature") from None
+    claimed = challenge.message.split()[2]
+    if signer != claimed:
+        raise Forbidden("the signature is not by the wallet being linked")
+    challenge.used = True
+    member.wallet_address = signer
+    return signer
+
+
+# ---------------------------------------------------------------- exchange (brand points -> AP)
+
+
+def _ref32(ref: str) -> bytes:
+    return bytes.fromhex(ref)
+
+
+def _exchange_call(gw: Gateway, row: Exchange):
+    return gw.alliance.points.contract.functions.mint(row.wallet_address, row.ap_amount, _ref32(row.exchange_ref))
+
+
+def _exchange_effect(gw: Gateway, row: Exchange) -> dict | None:
+    logs = gw.alliance.points.issued_logs(_ref32(row.exchange_ref), from_block=gw.alliance.manifest.deployed_block)
+    mine = [log for log in logs if log["brand"] == gw.brand_address]
+    return mine[0] if mine else None
+
+
+def _exchange_succeed(session: Session, gw: Gateway, row: Exchange, effect: dict) -> None:
+    row.status, row.block_number, row.updated_at = "confirmed", effect["blockNumber"], gw.now()
+
+
+def _exchange_fail(session: Session, gw: Gateway, row: Exchange, reason: str) -> None:
+    member = members.lock(session, session.get(Member, row.member_id))
+    ledger.reverse_debit(session, member, session.get(ledger.LedgerTxn, row.debit_txn_id), "exchange_reversal", "alliance_out", gw.now())
+    row.status, row.failure, row.updated_at = "failed", reason[:200], gw.now()
+
+
+EXCHANGE_JOB = ChainJob(Exchange, "exchange_ref", _exchange_call, _exchange_effect, _exchange_succeed, _exchange_fail)
+
+
+def request_exchange(session: Session, gw: Gateway, member: Member, ap_amount: int, idempotency_key: str,
+                     body_hash: str, now: datetime) -> tuple[Exchange, bool]:
+    """Debit the brand points and queue the mint (committed by the caller before `process`)."""
+    existing = session.scalars(select(Exchange).where(Exchange.idempotency_key == idempotency_key)).first()
+    if existing is not None:
+        if existing.request_hash != body_hash or existing.member_id != member.id:
+            raise IdempotencyMismatch("this idempotency key was used for a different request")
+        return existing, True
+    member = members.lock(session, member)
+    members.require_active(member)
+    consent.require(session, member, Purpose.ALLIANCE_EXCHANGE)
+    if member.wallet_address is None:
+        raise Conflict("link a wallet first")
+    rate, version = _rate(gw)
+    brand_points = ap_amount * rate
+    ref = uuid.uuid4().hex + uuid.uuid4().hex  # 32 random bytes: the on-chain mint reference
+    txn = ledger.debit(session, member, "exchange", brand_points, "alliance_out", now, ref=ref)
+    row = Exchange(exchange_ref=ref, idempotency_key=idempotency_key, request_hash=body_hash, member_id=member.id,
+                   wallet_address=member.wallet_address, ap_amount=ap_amount, brand_points=brand_points, rate=rate,
+                   rate_version=version, status="pending", debit_txn_id=txn.id, attempts=0, created_at=now, updated_at=now)
+    session.add(row)
+    return row, False
+
+
+def _rate(gw: Gateway) -> tuple[int, int]:
+    try:
+        return gw.alliance.registry.rate(gw.brand_address)
+    except ChainError as exc:
+        raise ChainUnavailable(f"cannot read this brand's rate: {exc}") from None
+    except Exception as exc:  # web3 raises transport errors of several kinds
+        raise ChainUnavailable(f"cannot read this brand's rate: {exc}") from None
+
+
+def settle(gw: Gateway, job: ChainJob, ref: str):
+    """Run the outbox for one row and turn its outcome into the API's answer."""
+    try:
+        row = process(gw, job, ref)
+    except ChainError as exc:
+        raise ChainUnavailable(f"the chain is unreachable; the operation is kept and will be retried ({exc})", ref=ref) from None
+    if row.status == "failed":
+        raise ChainRejected(f"the alliance contracts refused it: {row.failure}", ref=ref)
+    return row
+
+
+# ---------------------------------------------------------------- redemption (AP -> brand points here)
+
+
+def _redemption_call(gw: Gateway, row: Redemption):
+    auth = RedemptionAuth(row.owner, gw.brand_address, row.ap_amount, int(row.nonce), row.deadline, bytes.fromhex(row.signature[2:]))
+    return gw.alliance.points.contract.functions.redeem(auth.as_struct(), auth.signature)
+
+
+def _redemption_effect(gw: Gateway, row: Redemption) -> dict | None:
+    events = gw.alliance.points.contract.events.Redeemed().get_logs(
+        from_block=gw.alliance.manifest.deployed_block, argument_filters={"owner": row.owner, "brand": gw.brand_address})
+    for event in events:
+        if event["args"]["nonce"] == int(row.nonce):
+            return dict(event["args"]) | {"blockNumber": event["blockNumber"]}
+    return None
+
+
+def _redemption_succeed(session: Session, gw: Gateway, row: Redemption, effect: dict) -> None:
+    member = members.lock(session, session.get(Member, row.member_id))
+    txn = ledger.credit(session, member, "alliance_redeem", row.reward_points, "alliance_in", gw.now(),
+                        gw.settings.earn.validity_days, ref=row.redemption_ref)
+    row.status, row.credit_txn_id, row.epoch = "confirmed", txn.id, effect["epoch"]
+    row.block_number, row.updated_at = effect["blockNumber"], gw.now()
+
+
+def _redemption_fail(session: Session, gw: Gateway, row: Redemption, reason: str) -> None:
+    row.status, row.failure, row.updated_at = "failed", reason[:200], gw.now()
+
+
+REDEMPTION_JOB = ChainJob(Redemption, "redemption_ref", _redemption_call, _redemption_effect, _redemption_succeed, _redemption_fail)
+
+
+def accept_redemption(session: Session, gw: Gateway, member: Member, auth: RedemptionAuth, now: datetime) -> tuple[Redemption, bool]:
+    """Check a member's signed authorisation here (a clear 4xx, no gas spent on a bad one) and queue it."""
+    if to_checksum_address(auth.brand) != gw.brand_address:
+        raise GatewayError("the authorisation names another brand")
+    if auth.amount <= 0:
+        raise GatewayError("amount must be positive")
+    if auth.deadline <= int(now.timestamp()):
+        raise GatewayError("the authorisation has expired")
+    points = gw.alliance.points
+    signable = encode_typed_data(RedemptionAuth.domain(gw.alliance.chain.chain_id, points.address), RedemptionAuth.TYPES, auth.message())
+    try:
+        signer = Account.recover_message(signable, signature=auth.signature)
+    except Exception:
+        raise GatewayError("malformed signature") from None
+    if signer != to_checksum_address(auth.owner):
+        raise Forbidden("the signature is not by the owner of the points")
+    owner, nonce = to_checksum_address(auth.owner), str(auth.nonce)
+    existing = session.scalars(select(Redemption).where(Redemption.owner == owner, Redemption.nonce == nonce)).first()
+    if existing is not None:
+        if existing.member_id != member.id or existing.ap_amount != auth.amount:
+            raise Conflict("this authorisation was already submitted")
+        return existing, True
+    member = members.lock(session, member)
+    members.require_active(member)
+    consent.require(session, member, Purpose.ALLIANCE_EXCHANGE)
+    rate, version = _rate(gw)
+    row = Redemption(redemption_ref=str(uuid.uuid4()), member_id=member.id, owner=owner, nonce=nonce,
+                     deadline=auth.deadline, ap_amount=auth.amount, signature="0x" + auth.signature.hex(),
+                     reward_points=auth.amount * rate, rate=rate, rate_version=version, status="pending",
+                     attempts=0, created_at=now, updated_at=now)
+    session.add(row)
+    return row, False
+
+
+def ap_balance(gw: Gateway, address: str | None) -> int | None:
+    if address is None or gw.alliance is None:
+        return None
+    try:
+        return gw.alliance.points.balance_of(address)
+    except Exception:
+        return None  # the chain being unreachable must not break a balance page

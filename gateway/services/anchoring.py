@@ -1,0 +1,34 @@
+"""Post the Merkle root of a hash-chained log on chain (ConsentAnchor), so an auditor can check any
+entry's inclusion proof against a root the brand cannot change afterwards."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ..models import LogAnchor
+from ..runtime import Gateway
+from . import audit, logs
+
+
+def latest(session: Session, kind: str) -> LogAnchor | None:
+    return session.scalars(select(LogAnchor).where(LogAnchor.kind == kind).order_by(LogAnchor.period.desc()).limit(1)).first()
+
+
+def anchor(session: Session, gw: Gateway, kind: str, actor: str, now: datetime) -> LogAnchor | None:
+    """Anchor the log's current root as the next period; None when nothing new was logged."""
+    model = logs.LOG_MODELS[kind]
+    size = logs.size(session, model)
+    last = latest(session, kind)
+    if size == 0 or (last is not None and last.size == size):
+        return None
+    root = logs.tree(session, model, size).root()
+    period = 1 if last is None else last.period + 1
+    receipt = gw.alliance.anchor.post(gw.transactor(), kind, period, size, root)
+    row = LogAnchor(kind=kind, period=period, size=size, root=root.hex(), tx_hash="0x" + bytes(receipt["transactionHash"]).hex(),
+                    block_number=receipt["blockNumber"], anchored_at=now)
+    session.add(row)
+    audit.record(session, actor, "log.anchored", now, kind=kind, period=period, size=size, root=root.hex())
+    return row

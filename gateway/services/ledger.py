@@ -1,0 +1,127 @@
+"""The brand's points ledger: double-entry, append-only, integer amounts, FIFO lots with expiry.
+
+Every posting is a LedgerTxn whose entries sum to zero. A member's points sit in the `member`
+account; the other side names where points came from or went (`issued`, `expired`, `clawback`,
+`alliance_out`, `alliance_in`). `Member.balance` is a running total updated in the same
+transaction, and always equals the sum of the member's entries.
+
+Credits open a lot that expires `validity_days` later; debits take from the lots that expire first.
+A refund can claw back more than a member still holds: the balance then goes negative (a debt that
+later earnings pay off first) rather than points being lost from the books.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from ..errors import InsufficientPoints
+from ..models import LedgerEntry, LedgerTxn, LotDebit, Member, PointLot
+
+MEMBER = "member"
+
+
+def post(session: Session, member: Member, kind: str, amount: int, counter_account: str, now: datetime,
+         ref: str | None = None) -> LedgerTxn:
+    """Move `amount` points into (amount > 0) or out of (amount < 0) the member's account."""
+    txn = LedgerTxn(kind=kind, member_id=member.id, ref=ref, created_at=now)
+    session.add(txn)
+    session.flush()
+    session.add_all([
+        LedgerEntry(txn_id=txn.id, account=MEMBER, member_id=member.id, amount=amount),
+        LedgerEntry(txn_id=txn.id, account=counter_account, member_id=None, amount=-amount),
+    ])
+    member.balance += amount
+    return txn
+
+
+def credit(session: Session, member: Member, kind: str, amount: int, counter_account: str, now: datetime,
+           validity_days: int, ref: str | None = None, expires_at: datetime | None = None) -> LedgerTxn:
+    """Credit points and open a lot for them (less any debt the member carries)."""
+    debt = max(0, -member.balance)
+    txn = post(session, member, kind, amount, counter_account, now, ref)
+    if amount > debt:
+        session.add(PointLot(member_id=member.id, txn_id=txn.id, amount=amount, remaining=amount - debt,
+                             earned_at=now, expires_at=expires_at or now + timedelta(days=validity_days)))
+    return txn
+
+
+def open_lots(session: Session, member_id: int, now: datetime) -> list[PointLot]:
+    return list(session.scalars(
+        select(PointLot)
+        .where(PointLot.member_id == member_id, PointLot.remaining > 0, PointLot.expires_at > now)
+        .order_by(PointLot.expires_at, PointLot.id)
+        .with_for_update()
+    ))
+
+
+def debit(session: Session, member: Member, kind: str, amount: int, counter_account: str, now: datetime,
+          ref: str | None = None, allow_debt: bool = False) -> LedgerTxn:
+    """Take `amount` points from the member, oldest-expiring lots first.
+
+    Without `allow_debt`, refuses (InsufficientPoints) when the unexpired lots hold less."""
+    lots = open_lots(session, member.id, now)
+    available = sum(lot.remaining for lot in lots)
+    if amount > available and not allow_debt:
+        raise InsufficientPoints(f"{amount} points needed, {available} available", needed=amount, available=available)
+    txn = post(session, member, kind, -amount, counter_account, now, ref)
+    left = amount
+    for lot in lots:
+        if left == 0:
+            break
+        take = min(lot.remaining, left)
+        lot.remaining -= take
+        left -= take
+        session.add(LotDebit(txn_id=txn.id, lot_id=lot.id, amount=take))
+    return txn
+
+
+def reverse_debit(session: Session, member: Member, debit_txn: LedgerTxn, kind: str, counter_account: str,
+                  now: datetime) -> LedgerTxn:
+    """Undo a debit: post the opposite amount and put the points back into the very lots they came
+    from (keeping their original expiry)."""
+    amount = -session.scalar(select(LedgerEntry.amount).where(LedgerEntry.txn_id == debit_txn.id, LedgerEntry.account == MEMBER))
+    txn = post(session, member, kind, amount, counter_account, now, ref=debit_txn.ref)
+    for lot_debit in session.scalars(select(LotDebit).where(LotDebit.txn_id == debit_txn.id)):
+        session.execute(update(PointLot).where(PointLot.id == lot_debit.lot_id).values(remaining=PointLot.remaining + lot_debit.amount))
+    return txn
+
+
+def expire_due(session: Session, now: datetime, member_id: int | None = None) -> int:
+    """Expire every lot past its date; returns the points expired."""
+    query = select(PointLot).where(PointLot.remaining > 0, PointLot.expires_at <= now)
+    if member_id is not None:
+        query = query.where(PointLot.member_id == member_id)
+    total = 0
+    for lot in session.scalars(query.order_by(PointLot.member_id, PointLot.id).with_for_update()):
+        member = session.get(Member, lot.member_id)
+        txn = post(session, member, "expire", -lot.remaining, "expired", now, ref=f"lot:{lot.id}")
+        session.add(LotDebit(txn_id=txn.id, lot_id=lot.id, amount=lot.remaining))
+        total += lot.remaining
+        lot.remaining = 0
+    return total
+
+
+def expiring(session: Session, member_id: int, now: datetime, within_days: int) -> list[tuple[datetime, int]]:
+    """(expiry date, points) of the member's lots expiring within the notice window."""
+    rows = session.execute(
+        select(PointLot.expires_at, PointLot.remaining)
+        .where(PointLot.member_id == member_id, PointLot.remaining > 0, PointLot.expires_at > now,
+               PointLot.expires_at <= now + timedelta(days=within_days))
+        .order_by(PointLot.expires_at)
+    )
+    return [(at, remaining) for at, remaining in rows]
+
+
+def ledger_balance(session: Session, member_id: int) -> int:
+    """The member's balance as the sum of their ledger entries (the truth `Member.balance` mirrors)."""
+    return session.scalar(select(func.coalesce(func.sum(LedgerEntry.amount), 0))
+                          .where(LedgerEntry.member_id == member_id, LedgerEntry.account == MEMBER))
+
+
+def unbalanced_txns(session: Session) -> list[int]:
+    """Ids of postings whose entries do not sum to zero (must always be empty)."""
+    rows = session.execute(select(LedgerEntry.txn_id).group_by(LedgerEntry.txn_id).having(func.sum(LedgerEntry.amount) != 0))
+    return [r[0] for r in rows]

@@ -1,0 +1,47 @@
+"""Earn rules: how many points a purchase or an action is worth. Pure functions, integer maths."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from ..settings import EarnRules, TierRule
+
+
+@dataclass(frozen=True)
+class Earning:
+    base: int
+    multiplier_pct: int  # tier% x campaign% / 100
+    campaign: str | None
+    points: int  # after multipliers, before the daily cap
+
+
+def purchase_points(rules: EarnRules, tier: TierRule, amount_minor: int, *, first_order: bool,
+                    birth_month: int | None, eco: bool, occurred_at: datetime) -> Earning:
+    base = amount_minor * rules.points_per_unit // rules.minor_per_unit
+    campaigns = {"none": 100}
+    if first_order:
+        campaigns["first_order"] = rules.first_order_multiplier_pct
+    if birth_month is not None and birth_month == occurred_at.month:
+        campaigns["birthday_month"] = rules.birthday_month_multiplier_pct
+    if eco:
+        campaigns["eco_choice"] = rules.eco_multiplier_pct
+    if rules.member_day is not None and occurred_at.day == rules.member_day:
+        campaigns["member_day"] = rules.member_day_multiplier_pct
+    campaign, campaign_pct = max(campaigns.items(), key=lambda kv: kv[1])
+    multiplier = tier.earn_multiplier_pct * campaign_pct // 100
+    return Earning(base, multiplier, None if campaign == "none" else campaign, base * multiplier // 100)
+
+
+def capped(points: int, earned_today: int, daily_cap: int) -> int:
+    """Points actually credited under the daily cap."""
+    return max(0, min(points, daily_cap - earned_today))
+
+
+def clawback_points(purchase_points_: int, purchase_minor: int, refunded_minor_before: int, refund_minor: int,
+                    clawed_back_before: int) -> int:
+    """Points to take back for a (partial) refund: proportional to the refunded amount, and exactly
+    everything left when the purchase is fully refunded (so rounding never leaves points behind)."""
+    if refunded_minor_before + refund_minor >= purchase_minor:
+        return purchase_points_ - clawed_back_before
+    return purchase_points_ * (refunded_minor_before + refund_minor) // purchase_minor - clawed_back_before
