@@ -103,6 +103,7 @@ def create_app(settings: GatewaySettings | None = None, *, gateway: Gateway | No
 
     for module in (members, consent, points, alliance, rights, audit, admin):
         app.include_router(module.router)
+    app.include_router(alliance.public)
     return app
 
 

@@ -5,10 +5,14 @@ from __future__ import annotations
 import typer
 
 from contracts.cli import app as contracts_app
+from gateway.cli import app as gateway_app
+from gateway.member_cli import app as member_app
 from scripts.demo import run as demo_run
 
 app = typer.Typer(help="Operate a privacy-preserving cross-brand loyalty alliance.", no_args_is_help=True)
 app.add_typer(contracts_app, name="contracts")
+app.add_typer(gateway_app, name="gateway")
+app.add_typer(member_app, name="member")
 app.command("demo", help="Run a whole local alliance on embedded defaults and print what happened.")(demo_run)
 
 if __name__ == "__main__":

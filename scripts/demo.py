@@ -1,68 +1,143 @@
 """The main job: a whole local alliance on embedded defaults, end to end.
 
-Deploys the contracts on the in-process chain, onboards three brands, lets members exchange brand
-points into alliance points at one brand and redeem them at another, closes the settlement epoch and
-prints balances and net positions.
+Three brands run their gateways (SQLite each) on the in-process chain. Members make wallets on their
+own devices, enrol, consent, earn at the till, exchange brand points into alliance points (AP) at one
+brand and redeem them at another; a member withdraws consent and another has their data erased; the
+brands anchor their consent logs; the operator closes the settlement epoch. Everything a person would
+check is printed: balances on both ledgers and on chain, net positions, the pool invariant, each
+gateway's reconciliation, and an auditor's check of a consent receipt against the anchored root.
 """
 
 from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import typer
 from eth_account import Account
 from rich.console import Console
 from rich.table import Table
 
-from contracts.chain import EMBEDDED, connect
-from contracts.deploy import BrandTerms, deploy_alliance, onboard_brand
+from contracts.deploy import BrandTerms
+from gateway.local import LocalAlliance
+from privacy.keys import PublicKey
+from privacy.merkle import verify_inclusion
+from privacy.receipts import SignedReceipt, verify_receipt
 
-BRANDS = (
-    BrandTerms("Harbour Grocery", rate=100, credit_limit=1_000_000, collateral=50_000_000_000),
-    BrandTerms("Skyway Airlines", rate=20, credit_limit=1_000_000, collateral=50_000_000_000),
-    BrandTerms("Bean Cafe", rate=50, credit_limit=1_000_000, collateral=50_000_000_000),
-)
+BRANDS = {
+    "grocery": BrandTerms("Harbour Grocery", rate=100, credit_limit=1_000_000, collateral=50_000_000_000),
+    "airline": BrandTerms("Skyway Airlines", rate=20, credit_limit=1_000_000, collateral=50_000_000_000),
+    "cafe": BrandTerms("Bean Cafe", rate=50, credit_limit=1_000_000, collateral=50_000_000_000),
+}
 
 
-def run(chain_url: str = typer.Option(EMBEDDED, "--chain", help="'embedded' or an http(s) JSON-RPC URL")) -> None:
+def run(workdir: Path = typer.Option(Path("var/demo"), help="where the brands' databases and keys go (recreated)")) -> None:
     console = Console()
-    chain = connect(chain_url)
-    governor = chain.new_account()
-    alliance = deploy_alliance(chain, governor)
-    console.print(f"[bold]Alliance deployed[/bold] on chain {chain.chain_id} ({chain.url})")
+    local = LocalAlliance.start(workdir)
+    console.rule("[bold]Alliance")
+    console.print(f"contracts deployed on the embedded chain {local.chain.chain_id}; manifest {workdir / 'deployment.json'}")
+    brands = {bid: local.add_brand(bid, terms) for bid, terms in BRANDS.items()}
+    for bid, b in brands.items():
+        console.print(f"  {BRANDS[bid].name:16} gateway account {b.address}, {BRANDS[bid].rate} points per AP")
 
-    brands = [chain.new_account() for _ in BRANDS]
-    for account, terms in zip(brands, BRANDS):
-        onboard_brand(alliance, governor, account, terms)
-    grocery, airline, cafe = brands
-    names = {b.address: t.name for b, t in zip(brands, BRANDS)}
+    console.rule("[bold]Members")
+    now = datetime.now(UTC)
+    people = {"alice": ("+8613812345678", "Alice Zhang"), "bob": ("+8613900001111", "Bob Li"), "carol": ("+8613700002222", "Carol Wu")}
+    wallets = {name: Account.create() for name in people}  # made on each member's own device
+    sessions = {}
+    for name, (phone, full_name) in people.items():
+        for bid in ("grocery", "airline", "cafe"):
+            client = brands[bid].member()
+            client.enrol({"phone": phone}, full_name, f"{name}-passphrase-2026", "1990-05-17")
+            sessions[name, bid] = client
+    console.print(f"{len(people)} members enrolled at {len(brands)} brands (welcome points; only loyalty_core consent by default)")
 
-    members = {name: Account.create() for name in ("alice", "bob")}
-    # Exchange: each brand debits its own ledger (the gateway's job) and mints AP to the member.
-    alliance.points.mint(alliance.transactor(grocery), members["alice"].address, 1_200, "grocery-ex-1")
-    alliance.points.mint(alliance.transactor(airline), members["bob"].address, 800, "airline-ex-1")
-    # Redeem at another brand: the member signs, the brand submits and pays the gas.
-    deadline = chain.timestamp() + 3600
-    for member, brand, amount in (("alice", airline, 700), ("bob", cafe, 500), ("alice", cafe, 200)):
-        auth = alliance.points.authorise(members[member], brand.address, amount, deadline)
-        alliance.points.redeem(alliance.transactor(brand), auth)
-        console.print(f"{member} redeemed {amount} AP at {names[brand.address]}")
+    grocery = brands["grocery"]
+    for i, (name, amount) in enumerate((("alice", 268_000), ("alice", 45_000), ("bob", 120_000), ("carol", 35_000))):
+        ref = sessions[name, "grocery"].balance()["member_ref"]
+        r = grocery.http.post("/v1/purchases", headers=grocery.headers("pos", **{"Idempotency-Key": f"till-7:{i}"}),
+                              json={"member_ref": ref, "amount_minor": amount, "occurred_at": (now - timedelta(minutes=5 - i)).isoformat()})
+        body = r.json()
+        console.print(f"{name} spends {amount / 100:.2f} at Harbour Grocery: +{body['points']} points"
+                      f"{' (' + body['campaign'] + ')' if body['campaign'] else ''}, tier {body['tier']}")
+    retry = grocery.http.post("/v1/purchases", headers=grocery.headers("pos", **{"Idempotency-Key": "till-7:0"}),
+                              json={"member_ref": sessions["alice", "grocery"].balance()["member_ref"], "amount_minor": 268_000,
+                                    "occurred_at": (now - timedelta(minutes=5)).isoformat()})
+    console.print(f"the till retries its first request: replayed={retry.json()['replayed']}, no points added")
 
-    receipt = alliance.settlement.close_epoch(alliance.transactor(governor))
-    settled = alliance.settlement.events(receipt, "BrandSettled")
+    console.rule("[bold]Cross-brand")
+    for name in ("alice", "bob"):
+        sessions[name, "grocery"].consent("alliance_exchange")
+        sessions[name, "grocery"].link_wallet(wallets[name])
+    x = sessions["alice", "grocery"].exchange(50)
+    console.print(f"alice exchanges {x['brand_points']} Harbour points into {x['ap_amount']} AP ({x['status']}, tx {x['tx_hash'][:12]}...)")
+    x = sessions["bob", "grocery"].exchange(20)
+    console.print(f"bob exchanges {x['brand_points']} Harbour points into {x['ap_amount']} AP")
+    for name, bid, amount in (("alice", "airline", 30), ("bob", "cafe", 15), ("alice", "cafe", 10)):
+        client = sessions[name, bid]
+        client.consent("alliance_exchange")
+        r = client.redeem(client.authorise(wallets[name], amount))
+        console.print(f"{name} redeems {amount} AP at {BRANDS[bid].name}: +{r['reward_points']} {BRANDS[bid].name} points (epoch {r['epoch']})")
+    try:
+        client = sessions["bob", "cafe"]
+        client.redeem(client.authorise(wallets["bob"], 1_000))
+    except Exception as exc:
+        console.print(f"bob tries to redeem more AP than he holds: refused ({str(exc)[:90]}...)")
 
-    balances = Table(title="Member AP balances")
-    balances.add_column("member")
-    balances.add_column("AP", justify="right")
-    for name, account in members.items():
-        balances.add_row(name, str(alliance.points.balance_of(account.address)))
-    console.print(balances)
+    console.rule("[bold]Privacy")
+    sessions["bob", "grocery"].consent("alliance_exchange", granted=False)
+    try:
+        sessions["bob", "grocery"].exchange(1)
+    except Exception as exc:
+        console.print(f"bob withdraws alliance_exchange consent; his next exchange is refused at once ({exc.body['error']})")
+    erased = sessions["carol", "cafe"].erase()
+    export = brands["cafe"].http.get(f"/v1/members/{erased['member_ref']}/export", headers=brands["cafe"].headers("operator")).json()
+    console.print(f"carol's data erased at Bean Cafe (data key destroyed: {erased['key_absent']}); "
+                  f"export now holds personal data: {export['personal_data'] or 'none'}, ledger lines kept: {len(export['ledger'])}")
 
-    value = alliance.settlement.value_per_point()
+    console.rule("[bold]Settlement and audit")
+    for b in brands.values():
+        b.http.post("/v1/admin/anchors", json={"kind": "consent-log"}, headers=b.headers("operator"))
+    settled = local.close_epoch()
+    names = {b.address: BRANDS[bid].name for bid, b in brands.items()}
     positions = Table(title="Epoch 1 net positions (settlement-token units, 6 decimals)")
     for column in ("brand", "issued AP", "redeemed AP", "net", "collateral after"):
-        positions.add_column(column, justify="right" if column != "brand" else "left")
+        positions.add_column(column, justify="left" if column == "brand" else "right")
     for row in settled:
         positions.add_row(names[row["brand"]], str(row["issued"]), str(row["redeemed"]), f"{row['netValue']:+,}", f"{row['collateral']:,}")
     console.print(positions)
-    supply, pool = alliance.points.total_supply(), alliance.settlement.pool_balance()
-    console.print(f"AP supply {supply} x value {value} = {supply * value:,}; pool {pool:,} "
-                  f"[{'green' if pool == supply * value else 'red'}]{'balanced' if pool == supply * value else 'NOT balanced'}[/]")
+    supply, pool, value = local.alliance.points.total_supply(), local.alliance.settlement.pool_balance(), local.alliance.settlement.value_per_point()
+    console.print(f"AP supply {supply} x {value} = {supply * value:,}; pool {pool:,}: "
+                  + ("[green]balanced[/green]" if pool == supply * value else "[red]NOT balanced[/red]"))
+
+    balances = Table(title="Member balances")
+    for column in ("member", *[BRANDS[b].name for b in brands], "AP (wallet)"):
+        balances.add_column(column, justify="right")
+    for name in people:
+        row = []
+        for bid in brands:
+            try:
+                row.append(str(sessions[name, bid].balance()["points"]))
+            except Exception:
+                row.append("erased")
+        balances.add_row(name, *row, str(local.alliance.points.balance_of(wallets[name].address)))
+    console.print(balances)
+
+    for bid, b in brands.items():
+        report = b.http.get("/v1/audit/reconciliation", headers=b.headers("auditor")).json()
+        console.print(f"{BRANDS[bid].name:16} reconciliation: " + ("[green]ok[/green]" if report["ok"] else f"[red]{report}[/red]"))
+
+    # An auditor takes one of alice's receipts and checks it without trusting the brand.
+    auditor = grocery.headers("auditor")
+    proof = grocery.http.get("/v1/audit/logs/consent-log/1/proof", headers=auditor).json()
+    key = PublicKey.from_pem(grocery.http.get("/v1/brand").json()["receipt_public_key_pem"].encode())
+    verify_receipt(SignedReceipt.from_json(json.dumps(proof["entry"]["payload"])), key)
+    anchor = local.alliance.anchor.anchor(grocery.address, "consent-log", proof["anchor"]["period"])
+    from privacy.hashchain import entry_body
+
+    included = verify_inclusion(entry_body(1, proof["entry"]["payload"]), 1, proof["tree_size"],
+                                [bytes.fromhex(p) for p in proof["proof"]], anchor.root)
+    console.print(f"auditor: receipt signature valid, included under the root anchored on chain in block {anchor.block_number}: "
+                  + ("[green]yes[/green]" if included else "[red]NO[/red]"))
+    console.print(f"databases and keys are in {workdir}")

@@ -1,12 +1,12 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Response, status
+from fastapi import APIRouter, Depends, Query, Response, status
 
 from contracts.client import Redemption as RedemptionAuth
 
 from ..auth import Principal, allow, own_member
 from ..db import transaction
-from ..errors import Conflict, NotFound
+from ..errors import ChainUnavailable, Conflict, NotFound
 from ..models import Exchange, Member
 from ..runtime import Gateway
 from ..schemas import (
@@ -93,3 +93,18 @@ def redeem(body: Authorisation, response: Response, who: Principal = Depends(all
                               failure=row.failure, balance=balance, replayed=replayed)
 
 
+
+
+public = APIRouter(prefix="/v1", tags=["alliance"])
+
+
+@public.get("/redemption-nonce", summary="The lowest unused redemption nonce of a wallet at this brand (for wallets without a chain connection)")
+def redemption_nonce(owner: str = Query(pattern=r"^0x[0-9a-fA-F]{40}$"), reserved: list[int] = Query([], max_length=256),
+                     gw: Gateway = Depends(gateway)) -> dict:
+    _need_chain(gw)
+    try:
+        nonce = gw.alliance.points.free_nonce(owner, gw.brand_address, reserved)
+    except Exception as exc:  # transport errors of several kinds
+        raise ChainUnavailable(f"cannot read the chain: {exc}") from None
+    return {"owner": owner, "brand": gw.brand_address, "nonce": nonce, "chain_id": gw.alliance.chain.chain_id,
+            "points_contract": gw.alliance.points.address}

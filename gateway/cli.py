@@ -1,0 +1,91 @@
+"""`alliance gateway ...`: run and operate one brand's gateway (settings from GATEWAY_* variables)."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+from rich.console import Console
+
+from .settings import GatewaySettings
+
+app = typer.Typer(help="Run and operate a brand gateway (configured by GATEWAY_* environment variables).", no_args_is_help=True)
+console = Console()
+
+
+def _gateway():
+    from .runtime import build_gateway
+
+    return build_gateway(GatewaySettings())
+
+
+@app.command()
+def keys() -> None:
+    """Create the brand's keys if missing (receipt signing key, KEK, pepper, chain account) and show their public parts."""
+    from .runtime import build_gateway
+
+    gw = build_gateway(GatewaySettings(), create_schema=False)
+    console.print(f"keys directory   {gw.settings.keys_dir}")
+    console.print(f"chain account    {gw.brand_address}  (the governor admits this address; fund it with gas)")
+    console.print(f"receipt key id   {gw.signing_key.key_id}")
+
+
+@app.command()
+def migrate() -> None:
+    """Bring the database schema to the latest migration."""
+    gw = _gateway()  # build_gateway upgrades the schema
+    console.print(f"schema up to date at {gw.engine.url.render_as_string(hide_password=True)}")
+
+
+@app.command()
+def serve(host: str = "127.0.0.1", port: int = typer.Option(8000, min=1, max=65535),
+          workers: int = typer.Option(1, min=1, help="uvicorn worker processes (PostgreSQL for more than one)")) -> None:
+    """Serve the gateway's HTTP API with uvicorn."""
+    import uvicorn
+
+    if workers > 1 and GatewaySettings().database_url.startswith("sqlite"):
+        raise typer.BadParameter("several workers need a PostgreSQL database (GATEWAY_DATABASE_URL)")
+    uvicorn.run("gateway.app:create_app", factory=True, host=host, port=port, workers=workers, log_level="info")
+
+
+@app.command("apikey")
+def apikey(role: str = typer.Argument(..., help="operator | pos | auditor"), label: str = typer.Option(..., help="who holds it")) -> None:
+    """Issue an API key; the secret is shown once and stored only hashed."""
+    from .auth import API_KEY_ROLES, create_api_key
+    from .db import transaction
+    from .services import audit
+
+    if role not in API_KEY_ROLES:
+        raise typer.BadParameter(f"role must be one of {', '.join(API_KEY_ROLES)}")
+    gw = _gateway()
+    with transaction(gw.sessions) as session:
+        row, secret = create_api_key(session, role, label, gw.now())
+        audit.record(session, "cli", "apikey.created", gw.now(), key_id=row.id, role=role, label=label)
+    console.print(secret)
+
+
+@app.command()
+def anchor(kind: str = typer.Option("consent-log", help="consent-log | audit-log")) -> None:
+    """Post the log's current Merkle root on chain (also done on a schedule while serving)."""
+    from .db import transaction
+    from .services import anchoring, logs
+
+    if kind not in logs.LOG_MODELS:
+        raise typer.BadParameter(f"kind must be one of {', '.join(logs.LOG_MODELS)}")
+    gw = _gateway()
+    if gw.alliance is None:
+        raise typer.BadParameter("no alliance manifest configured (GATEWAY_MANIFEST)")
+    with transaction(gw.sessions) as session:
+        row = anchoring.anchor(session, gw, kind, "cli", gw.now())
+    if row is None:
+        console.print("nothing logged since the last anchor")
+    else:
+        console.print(json.dumps({"period": row.period, "size": row.size, "root": row.root, "tx_hash": row.tx_hash}))
+
+
+@app.command()
+def maintenance() -> None:
+    """Expire due points, review tiers, and retry pending chain operations."""
+    from .routes.admin import run_maintenance
+
+    console.print(json.dumps(run_maintenance(_gateway(), "cli")))
