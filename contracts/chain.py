@@ -30,7 +30,7 @@ from web3.exceptions import ContractCustomError, ContractLogicError, ContractPan
 
 from .artifacts import error_selectors
 
-EMBEDDED = "embedded"
+from .defaults import EMBEDDED
 REVERTS = (ContractCustomError, ContractLogicError, ContractPanicError, TransactionFailed)
 #: anvil's first development account (from its public default mnemonic).
 ANVIL_FAUCET_KEY = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import typer
-from eth_account import Account
 from rich.console import Console
 
-from . import build as build_mod
-from .artifacts import CONTRACT_NAMES, load_artifact
-from .chain import EMBEDDED, ChainError, connect
-from .deploy import DEFAULT_RATE_NOTICE, DEFAULT_VALUE_PER_POINT, deploy_alliance
+from .defaults import EMBEDDED, RATE_NOTICE_S, VALUE_PER_POINT
+
+# Heavy imports (web3, eth-account, the compiler driver) happen inside the commands, so that
+# `alliance --help` and every other command start fast.
 
 app = typer.Typer(help="Build, check and deploy the alliance contracts (Python only, no Hardhat).", no_args_is_help=True)
 console = Console()
@@ -21,6 +21,8 @@ console = Console()
 @app.command()
 def build() -> None:
     """Compile contracts/src with the pinned solc-js and write contracts/artifacts."""
+    from . import build as build_mod
+
     try:
         for path in build_mod.build():
             console.print(f"wrote {path}")
@@ -31,6 +33,9 @@ def build() -> None:
 @app.command()
 def check() -> None:
     """Recompile and fail if any committed artifact differs from what the sources compile to."""
+    from . import build as build_mod
+    from .artifacts import CONTRACT_NAMES, load_artifact
+
     try:
         result = build_mod.check()
     except build_mod.ToolchainMissing as exc:
@@ -52,14 +57,19 @@ def check() -> None:
 def deploy(
     chain_url: str = typer.Option(EMBEDDED, "--chain", envvar="ALLIANCE_CHAIN_URL", help="'embedded' or an http(s) JSON-RPC URL"),
     manifest: Path = typer.Option(Path("var/deployment.json"), help="where to write the deployment manifest"),
-    value_per_point: int = typer.Option(DEFAULT_VALUE_PER_POINT, min=1, help="settlement-token units per alliance point"),
-    rate_notice: int = typer.Option(DEFAULT_RATE_NOTICE, min=86_400, help="seconds between publishing a rate and its effect"),
+    value_per_point: int = typer.Option(VALUE_PER_POINT, min=1, help="settlement-token units per alliance point"),
+    rate_notice: int = typer.Option(RATE_NOTICE_S, min=86_400, help="seconds between publishing a rate and its effect"),
     settlement_token: str = typer.Option(None, help="existing settlement token address (default: deploy the test token)"),
 ) -> None:
     """Deploy registry, settlement token, settlement, points and anchor, and write the manifest.
 
     The governor key comes from ALLIANCE_GOVERNOR_KEY; without it a new key is made and funded from
     the development faucet (embedded chain and anvil only)."""
+    from eth_account import Account
+
+    from .chain import ChainError, connect
+    from .deploy import deploy_alliance
+
     try:
         chain = connect(chain_url)
         key = os.environ.get("ALLIANCE_GOVERNOR_KEY")
@@ -75,3 +85,62 @@ def deploy(
     console.print(f"manifest: {path}")
     if chain.embedded:
         console.print("[yellow]embedded chain: it lives only in this process; use --chain http://... to keep it[/yellow]")
+
+
+def _governed(chain_url: str, manifest: Path):
+    """The alliance and the governor's transactor (ALLIANCE_GOVERNOR_KEY)."""
+    from eth_account import Account
+
+    from .chain import ChainError, connect
+    from .client import Alliance
+    from .manifest import Manifest
+
+    key = os.environ.get("ALLIANCE_GOVERNOR_KEY")
+    if not key:
+        raise typer.BadParameter("set ALLIANCE_GOVERNOR_KEY to the governor's private key")
+    try:
+        alliance = Alliance(connect(chain_url), Manifest.load(manifest))
+    except (ChainError, FileNotFoundError, ValueError) as exc:
+        raise typer.BadParameter(str(exc)) from None
+    return alliance, alliance.transactor(Account.from_key(key))
+
+
+@app.command()
+def admit(
+    brand: str = typer.Argument(..., help="the brand gateway's chain account (`alliance gateway keys` shows it)"),
+    name: str = typer.Option(...),
+    rate: int = typer.Option(..., min=1, help="brand points per alliance point"),
+    credit_limit: int = typer.Option(..., min=0, help="most AP the brand may issue net per open epoch"),
+    fund_gas: bool = typer.Option(False, help="send the brand ether for gas from the faucet (development chains)"),
+    mint_collateral: int = typer.Option(0, min=0, help="mint this much test settlement token to the brand (test token only)"),
+    chain_url: str = typer.Option(EMBEDDED, "--chain", envvar="ALLIANCE_CHAIN_URL"),
+    manifest: Path = typer.Option(Path("var/deployment.json"), envvar="ALLIANCE_MANIFEST"),
+) -> None:
+    """Governance: admit a brand and set its credit limit (it then deposits its own collateral)."""
+    from .chain import ContractRevert
+
+    alliance, gov = _governed(chain_url, manifest)
+    try:
+        alliance.registry.admit(gov, brand, name, rate)
+        alliance.settlement.set_credit_limit(gov, brand, credit_limit)
+        if mint_collateral:
+            alliance.token.mint(gov, brand, mint_collateral)
+        if fund_gas:
+            alliance.chain.fund(brand)
+    except ContractRevert as exc:
+        console.print(f"[red]refused by the contracts: {exc}[/red]")
+        raise typer.Exit(1) from None
+    console.print(f"admitted {name} ({brand}) at {rate} points per AP, credit limit {credit_limit} AP")
+
+
+@app.command("close-epoch")
+def close_epoch(
+    chain_url: str = typer.Option(EMBEDDED, "--chain", envvar="ALLIANCE_CHAIN_URL"),
+    manifest: Path = typer.Option(Path("var/deployment.json"), envvar="ALLIANCE_MANIFEST"),
+) -> None:
+    """Governance: settle the open epoch (one net movement per brand)."""
+    alliance, gov = _governed(chain_url, manifest)
+    receipt = alliance.settlement.close_epoch(gov)
+    settled = alliance.settlement.events(receipt, "BrandSettled")
+    console.print_json(json.dumps({"epoch": settled[0]["epoch"] if settled else None, "block": receipt["blockNumber"],
+                                   "pool": alliance.settlement.pool_balance(), "brands": settled}))

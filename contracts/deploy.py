@@ -12,8 +12,7 @@ from .chain import Chain, Transactor
 from .client import Alliance
 from .manifest import Manifest
 
-DEFAULT_VALUE_PER_POINT = 10_000  # 1 AP = 0.01 of a 6-decimal settlement dollar ("100 points = 1")
-DEFAULT_RATE_NOTICE = 7 * 24 * 3600
+from .defaults import RATE_NOTICE_S, VALUE_PER_POINT
 
 
 def _deploy(tx: Transactor, name: str, *args) -> str:
@@ -26,8 +25,8 @@ def deploy_alliance(
     chain: Chain,
     governor: LocalAccount,
     *,
-    value_per_point: int = DEFAULT_VALUE_PER_POINT,
-    rate_notice: int = DEFAULT_RATE_NOTICE,
+    value_per_point: int = VALUE_PER_POINT,
+    rate_notice: int = RATE_NOTICE_S,
     settlement_token: str | None = None,
 ) -> Alliance:
     """Deploy registry, settlement token (unless an existing one is given), settlement, points and

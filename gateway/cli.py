@@ -89,3 +89,22 @@ def maintenance() -> None:
     from .routes.admin import run_maintenance
 
     console.print(json.dumps(run_maintenance(_gateway(), "cli")))
+
+
+@app.command()
+def deposit(amount: int = typer.Argument(..., min=1, help="settlement-token units to add as collateral")) -> None:
+    """Deposit collateral at the settlement contract from the brand's chain account."""
+    from contracts.chain import ContractRevert
+
+    gw = _gateway()
+    if gw.alliance is None:
+        raise typer.BadParameter("no alliance manifest configured (GATEWAY_MANIFEST)")
+    tx = gw.transactor()
+    try:
+        gw.alliance.token.approve(tx, gw.alliance.settlement.address, amount)
+        gw.alliance.settlement.deposit(tx, amount)
+    except ContractRevert as exc:
+        console.print(f"[red]refused by the contracts: {exc}[/red]")
+        raise typer.Exit(1) from None
+    position = gw.alliance.settlement.open_position(gw.brand_address)
+    console.print(f"deposited {amount}; free collateral now {position.free_collateral}")

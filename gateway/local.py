@@ -18,7 +18,7 @@ from contracts.deploy import BrandTerms, deploy_alliance, onboard_brand
 from .app import create_app
 from .auth import create_api_key
 from .db import transaction
-from .member_cli import MemberClient
+from .member import MemberClient
 from .runtime import Gateway, build_gateway
 from .settings import GatewaySettings
 

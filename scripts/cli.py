@@ -7,13 +7,21 @@ import typer
 from contracts.cli import app as contracts_app
 from gateway.cli import app as gateway_app
 from gateway.member_cli import app as member_app
-from scripts.demo import run as demo_run
 
 app = typer.Typer(help="Operate a privacy-preserving cross-brand loyalty alliance.", no_args_is_help=True)
 app.add_typer(contracts_app, name="contracts")
 app.add_typer(gateway_app, name="gateway")
 app.add_typer(member_app, name="member")
-app.command("demo", help="Run a whole local alliance on embedded defaults and print what happened.")(demo_run)
+
+
+@app.command()
+def demo(workdir: str = typer.Option("var/demo", help="where the brands' databases and keys go (recreated)")) -> None:
+    """Run a whole local alliance on embedded defaults and print what happened."""
+    from pathlib import Path
+
+    from scripts.demo import run
+
+    run(Path(workdir))
 
 if __name__ == "__main__":
     app()

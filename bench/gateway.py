@@ -1,0 +1,155 @@
+"""Gateway benchmarks; prints one JSON object.
+
+- ingest: POST /v1/purchases on ONE uvicorn worker, 32 concurrent keep-alive clients from a separate
+  process (bench/loadgen.py), SQLite and PostgreSQL: requests/s, p50/p99 latency.
+- bulk: POST /v1/purchases/batch, events/s.
+- redemptions: cross-brand redemption end to end (HTTP -> gateway -> anvil), redemptions/s and p99.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from contracts.chain import free_port  # noqa: E402
+from gateway.auth import create_api_key  # noqa: E402
+from gateway.db import transaction  # noqa: E402
+from gateway.runtime import build_gateway  # noqa: E402
+from gateway.services import members  # noqa: E402
+from gateway.settings import GatewaySettings  # noqa: E402
+
+PG_URL = os.environ.get("ALLIANCE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+CONCURRENCY, SECONDS, MEMBERS = 32, 10.0, 2000
+
+
+def fresh_postgres() -> str | None:
+    """A new empty database on the local server, or None when there is none."""
+    import psycopg
+
+    name = "bench_" + uuid.uuid4().hex[:8]
+    admin = PG_URL.replace("postgresql+psycopg://", "postgresql://")
+    try:
+        with psycopg.connect(admin, autocommit=True, connect_timeout=3) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.Error:
+        return None
+    return PG_URL.rsplit("/", 1)[0] + "/" + name
+
+
+def settings_env(workdir: Path, database_url: str) -> dict[str, str]:
+    return {"GATEWAY_BRAND_ID": "bench", "GATEWAY_BRAND_NAME": "Bench Mart", "GATEWAY_DATABASE_URL": database_url,
+            "GATEWAY_KEYS_DIR": str(workdir / "keys"), "GATEWAY_PURCHASES_PER_MEMBER_PER_MINUTE": "1000000",
+            "GATEWAY_OUTBOX_INTERVAL_S": "0", "GATEWAY_ANCHOR_INTERVAL_S": "0"}
+
+
+def prepare(workdir: Path, database_url: str) -> tuple[dict[str, str], str, list[str]]:
+    env = settings_env(workdir, database_url)
+    os.environ.update(env)
+    gw = build_gateway(GatewaySettings())
+    now = gw.now()
+    refs = []
+    with transaction(gw.sessions) as session:
+        pos_key = create_api_key(session, "pos", "bench-till", now)[1]
+        for i in range(MEMBERS):
+            enrolment = members.enrol(session, gw, identifiers={"email": f"m{i}@bench.example"}, name=f"Member {i}",
+                                      birthday=None, passphrase=None, jurisdiction=None, channel="api", now=now)
+            refs.append(enrolment.member.member_ref)
+    gw.engine.dispose()
+    return env, pos_key, refs
+
+
+class Server:
+    def __init__(self, env: dict[str, str]):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "gateway.app:create_app", "--factory", "--host", "127.0.0.1", "--port", str(self.port),
+             "--workers", "1", "--log-level", "warning", "--no-access-log"],
+            cwd=ROOT, env=os.environ | env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        self.stop()
+        raise RuntimeError("gateway did not start: " + self.process.stderr.read().decode()[-2000:])
+
+    def stop(self):
+        self.process.terminate()
+        self.process.wait(timeout=20)
+
+
+def load(url: str, path: str, headers: dict, bodies: list[str], seconds: float = SECONDS, concurrency: int = CONCURRENCY) -> dict:
+    with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as fh:
+        fh.write("\n".join(bodies))
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "loadgen.py"), url, path, str(concurrency), str(seconds),
+                          json.dumps(headers), fh.name], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
+
+
+def purchase_body(ref: str, rng: random.Random, when: str) -> str:
+    return json.dumps({"member_ref": ref, "amount_minor": rng.randint(100, 50_000), "occurred_at": when})
+
+
+def ingest(database_url: str) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        env, pos_key, refs = prepare(Path(tmp), database_url)
+        rng = random.Random(7)
+        when = datetime.now(UTC).isoformat()
+        bodies = [purchase_body(rng.choice(refs), rng, when) for _ in range(5000)]
+        server = Server(env)
+        try:
+            headers = {"Authorization": f"Bearer {pos_key}", "Idempotency-Key": "bench-{n}"}
+            load(server.url, "/v1/purchases", headers | {"Idempotency-Key": "warm-{n}"}, bodies, seconds=2)
+            single = load(server.url, "/v1/purchases", headers, bodies)
+            batch_bodies = []
+            for b in range(20):
+                events = [json.loads(purchase_body(rng.choice(refs), rng, when)) | {"idempotency_key": f"bulk-{b}-{i}"} for i in range(5000)]
+                batch_bodies.append(json.dumps({"events": events}))
+            start = time.perf_counter()
+            accepted = 0
+            with httpx.Client(base_url=server.url, timeout=600, headers={"Authorization": f"Bearer {pos_key}"}) as client:
+                for body in batch_bodies:
+                    r = client.post("/v1/purchases/batch", content=body, headers={"Content-Type": "application/json"})
+                    r.raise_for_status()
+                    accepted += r.json()["accepted"]
+            bulk_s = time.perf_counter() - start
+        finally:
+            server.stop()
+        return {"single": single, "bulk": {"events": accepted, "seconds": round(bulk_s, 2), "events_per_s": round(accepted / bulk_s)}}
+
+
+def main() -> None:
+    result: dict = {"concurrency": CONCURRENCY, "seconds": SECONDS}
+    sqlite = ingest(f"sqlite:///{tempfile.mkdtemp()}/bench.sqlite")
+    result |= {"ingest_rps_sqlite": sqlite["single"]["rps"], "ingest_p50_ms_sqlite": sqlite["single"]["p50_ms"],
+               "ingest_p99_ms_sqlite": sqlite["single"]["p99_ms"], "ingest_errors_sqlite": sqlite["single"]["errors"],
+               "bulk_events_per_s": sqlite["bulk"]["events_per_s"]}
+    pg = fresh_postgres()
+    if pg is None:
+        result["postgres"] = "skipped: no PostgreSQL server reachable"
+    else:
+        postgres = ingest(pg)
+        result |= {"ingest_rps_postgres": postgres["single"]["rps"], "ingest_p50_ms_postgres": postgres["single"]["p50_ms"],
+                   "ingest_p99_ms_postgres": postgres["single"]["p99_ms"], "ingest_errors_postgres": postgres["single"]["errors"],
+                   "bulk_events_per_s_postgres": postgres["bulk"]["events_per_s"]}
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
