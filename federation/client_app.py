@@ -1,0 +1,219 @@
+"""Flower ClientApp: one per brand.  It reads its own brand's rows and sends back only a model.
+
+What leaves a brand (and the tests inspect the real reply messages for it):
+
+* train replies: one ``ArrayRecord`` with the model (``w`` and ``b`` for logistic regression,
+  one uint8 array of booster bytes for XGBoost), one ``MetricRecord`` of scalars
+  (``num-examples``, training loss, the DP-SGD parameters the brand used), and a
+  ``ConfigRecord`` with the brand's id;
+* evaluate replies: a ``MetricRecord`` of scalars (count, loss, AUC, the DP-SGD parameters) and
+  two 100-bin score histograms (counts of positives / negatives per score bin) so the operator
+  can compute a pooled AUC from sums of counts.
+
+No feature row, row id or pseudonym is ever put in a reply.  With SecAgg+ the model is masked by
+Flower's ``secaggplus_mod`` before it leaves (the legacy fit path is used for that; the handlers
+below speak both the Message-API format and the legacy FitIns/FitRes format).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.client.mod import secaggplus_mod
+from flwr.clientapp import ClientApp
+from flwr.common import Code, EvaluateRes, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
+from flwr.compat.common import recorddict_compat as compat
+
+from federation import models
+from federation.config import resolve
+from federation.data import BrandData, load_partition
+
+LR_KEYS = ("w", "b")
+DP_STATE = "alliance-dp-state"
+
+
+def maybe_secaggplus_mod(msg: Message, ctxt: Context, call_next: Any) -> Message:
+    """Flower's ``secaggplus_mod`` for SecAgg+ rounds; a pass-through for every other message."""
+    if RECORD_KEY_CONFIGS in msg.content.config_records:
+        return secaggplus_mod(msg, ctxt, call_next)
+    return call_next(msg, ctxt)
+
+
+@functools.lru_cache(maxsize=256)
+def _calibrated_sigma(epsilon: float, delta: float, sample_rate: float, steps: int) -> float:
+    from privacy.dp import calibrate_noise_multiplier
+
+    return calibrate_noise_multiplier(epsilon, delta, sample_rate, steps)
+
+
+def dp_plan(cfg: dict[str, Any], n_train: int) -> models.DPSGD | None:
+    """The brand's DP-SGD plan for one round, calibrated for the whole run's budget."""
+    eps = float(cfg["dp-epsilon"])
+    if eps <= 0:
+        return None
+    q = models.dp_sample_rate(int(cfg["dp-batch-size"]), n_train)
+    steps_round = models.dp_steps_per_round(int(cfg["local-epochs"]), q)
+    total = steps_round * int(cfg["num-rounds"])
+    sigma = _calibrated_sigma(eps, float(cfg["dp-delta"]), q, total)
+    return models.DPSGD(noise_multiplier=sigma, clip=float(cfg["dp-clip"]), sample_rate=q, steps=steps_round)
+
+
+def _dp_metrics(context: Context, plan: models.DPSGD | None) -> dict[str, float]:
+    steps = 0
+    if DP_STATE in context.state.config_records:
+        steps = int(context.state.config_records[DP_STATE]["steps"])
+    if plan is None:
+        return {"dp-noise-multiplier": 0.0, "dp-sample-rate": 0.0, "dp-steps": float(steps)}
+    return {
+        "dp-noise-multiplier": float(plan.noise_multiplier),
+        "dp-sample-rate": float(plan.sample_rate),
+        "dp-steps": float(steps),
+    }
+
+
+def _record_dp_steps(context: Context, n: int) -> None:
+    prev = 0
+    if DP_STATE in context.state.config_records:
+        prev = int(context.state.config_records[DP_STATE]["steps"])
+    context.state.config_records[DP_STATE] = ConfigRecord({"steps": prev + n})
+
+
+def _brand_index(context: Context) -> int:
+    return int(context.node_config.get("partition-id", -1))
+
+
+def local_train(
+    cfg: dict[str, Any], data: BrandData, arrays: dict[str, np.ndarray], config: dict[str, Any], context: Context
+) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """One round of local training. Returns (model arrays to send, scalar metrics to send)."""
+    server_round = int(config.get("server-round", 1))
+    rng = np.random.default_rng([int(cfg["seed"]), _brand_index(context) + 1, server_round])
+    if cfg["model"] == "xgb":
+        params = models.xgb_params(float(cfg["xgb-eta"]), int(cfg["xgb-max-depth"]), int(cfg["seed"]))
+        blob = models.xgb_local_round(
+            arrays["0"].tobytes(),
+            data.X,
+            data.y,
+            local_rounds=int(cfg["xgb-local-rounds"]),
+            params=params,
+            return_only_new=cfg["strategy"] != "xgb-cyclic",
+        )
+        new = {"0": np.frombuffer(blob, dtype=np.uint8)}
+        loss = models.log_loss(data.y, models.xgb_predict(blob, data.X))
+        plan = None
+    else:
+        plan = dp_plan(cfg, data.n_train)
+        params = {k: np.asarray(arrays[k], dtype=np.float32) for k in LR_KEYS}
+        new, loss = models.lr_train(
+            params,
+            data.X,
+            data.y,
+            epochs=int(cfg["local-epochs"]),
+            lr=float(cfg["lr"]),
+            batch_size=int(cfg["batch-size"]),
+            l2=float(cfg["l2"]),
+            proximal_mu=float(config.get("proximal-mu", 0.0)),
+            dp=plan,
+            rng=rng,
+        )
+        if plan is not None:
+            _record_dp_steps(context, plan.steps)
+        if _brand_index(context) == int(cfg["byzantine-brand"]):
+            # A misbehaving brand (attack simulation): a large random update.
+            new = {k: (v + rng.normal(0.0, 10.0, v.shape)).astype(np.float32) for k, v in new.items()}
+    metrics = {"num-examples": float(data.n_train), "unit-weight": 1.0, "train-loss": float(loss)}
+    metrics.update(_dp_metrics(context, plan))
+    return new, metrics
+
+
+def local_evaluate(cfg: dict[str, Any], data: BrandData, arrays: dict[str, np.ndarray], context: Context) -> dict[str, Any]:
+    """Evaluate the global model on the brand's held-out rows: aggregate figures only."""
+    if cfg["model"] == "xgb":
+        p = models.xgb_predict(arrays["0"].tobytes(), data.X_test)
+    else:
+        p = models.lr_predict({k: arrays[k] for k in LR_KEYS}, data.X_test)
+    auc = models.roc_auc(data.y_test, p)
+    pos, neg = models.score_histograms(data.y_test, p)
+    plan = dp_plan(cfg, data.n_train) if cfg["model"] != "xgb" else None
+    out: dict[str, Any] = {
+        "num-examples": float(len(data.y_test)),
+        "unit-weight": 1.0,
+        "loss": models.log_loss(data.y_test, p),
+        "auc": 0.5 if np.isnan(auc) else auc,
+        "hist-pos": pos,
+        "hist-neg": neg,
+    }
+    out.update(_dp_metrics(context, plan))
+    return out
+
+
+def _legacy_arrays(params: Any, cfg: dict[str, Any]) -> dict[str, np.ndarray]:
+    nds = parameters_to_ndarrays(params)
+    if cfg["model"] == "xgb":
+        return {"0": nds[0]}
+    return dict(zip(LR_KEYS, nds, strict=True))
+
+
+def build_client_app(overrides: dict[str, Any] | None = None) -> ClientApp:
+    """The ClientApp; ``overrides`` are merged into the run config (for ``run_simulation``)."""
+    app = ClientApp(mods=[maybe_secaggplus_mod])
+
+    @app.train()
+    def train(msg: Message, context: Context) -> Message:
+        cfg, context = resolve(context, overrides)
+        data = load_partition(context)
+        content = msg.content
+        if "fitins.parameters" in content.array_records:  # legacy path (SecAgg+ workflow)
+            fitins = compat.recorddict_to_fitins(content, keep_input=True)
+            new, metrics = local_train(cfg, data, _legacy_arrays(fitins.parameters, cfg), dict(fitins.config), context)
+            fitres = FitRes(
+                status=Status(code=Code.OK, message="ok"),
+                parameters=ndarrays_to_parameters([new[k] for k in (LR_KEYS if cfg["model"] != "xgb" else ("0",))]),
+                num_examples=int(metrics["num-examples"]),
+                metrics={**{k: v for k, v in metrics.items()}, "brand-id": data.brand_id},
+            )
+            return Message(compat.fitres_to_recorddict(fitres, keep_input=False), reply_to=msg)
+        arrays = {k: v.numpy() for k, v in content["arrays"].items()}
+        config = dict(content["config"]) if "config" in content.config_records else {}
+        new, metrics = local_train(cfg, data, arrays, config, context)
+        reply = RecordDict(
+            {
+                "arrays": ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in new.items()}),
+                "metrics": MetricRecord(metrics),
+                "brand": ConfigRecord({"brand-id": data.brand_id}),
+            }
+        )
+        return Message(content=reply, reply_to=msg)
+
+    @app.evaluate()
+    def evaluate(msg: Message, context: Context) -> Message:
+        cfg, context = resolve(context, overrides)
+        data = load_partition(context)
+        content = msg.content
+        if "evaluateins.parameters" in content.array_records:  # legacy path
+            ins = compat.recorddict_to_evaluateins(content, keep_input=True)
+            m = local_evaluate(cfg, data, _legacy_arrays(ins.parameters, cfg), context)
+            legacy = {k: v for k, v in m.items() if not isinstance(v, list)}
+            legacy["hist-pos"] = np.asarray(m["hist-pos"], dtype="<i8").tobytes()
+            legacy["hist-neg"] = np.asarray(m["hist-neg"], dtype="<i8").tobytes()
+            legacy["brand-id"] = data.brand_id
+            res = EvaluateRes(
+                status=Status(code=Code.OK, message="ok"),
+                loss=float(m["loss"]),
+                num_examples=int(m["num-examples"]),
+                metrics=legacy,
+            )
+            return Message(compat.evaluateres_to_recorddict(res), reply_to=msg)
+        arrays = {k: v.numpy() for k, v in content["arrays"].items()}
+        m = local_evaluate(cfg, data, arrays, context)
+        reply = RecordDict({"metrics": MetricRecord(m), "brand": ConfigRecord({"brand-id": data.brand_id})})
+        return Message(content=reply, reply_to=msg)
+
+    return app
+
+
+app = build_client_app()

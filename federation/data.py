@@ -1,0 +1,285 @@
+"""The data-source seam: how a brand's ClientApp gets its own training rows.
+
+The ClientApp calls exactly one function, :func:`load_partition`, with its Flower ``Context``;
+the run config key ``data-source`` picks a registered source, and the node config says which
+brand the node is (``brand-id`` and/or ``partition-id`` / ``num-partitions``; simulation sets the
+last two, a deployed SuperNode gets them with ``--node-config``).  Phase 1 ships two sources:
+
+``synthetic``
+    A seeded numpy alliance of non-IID brands (unequal sizes, shifted feature distributions,
+    different base rates and a brand-specific tilt of the true propensity function).  Features
+    are generated on a standard scale, so no standardisation statistics are needed at all.
+
+``telco``
+    The public IBM Telco churn sample (``/work/shared/datasets/telco-customer-churn.csv``),
+    split into brands by ``PaymentMethod`` (that column is then dropped: it is the brand key).
+    **Encoding uses fixed domain knowledge only, never pooled statistics**: the category lists
+    are the documented value sets of the dataset, and the numeric columns are scaled with fixed
+    constants (tenure in months centred at 36 and divided by 24; monthly charges centred at
+    $65 and divided by $30; ``log1p`` of total charges centred at 7 and divided by 1.5; a blank
+    total charge, which the sample has for brand-new customers, is 0).  Each brand can therefore
+    encode its rows alone.  The train/test split is fixed per brand by ``seed`` (80/20).
+
+A source returns a :class:`BrandData`.  The ids of the rows read stay in the ClientApp (tests
+assert on them); they are never put in a message.  Phase 2 registers ``gateway`` (features of
+consented members read from the brand's own gateway database) with :func:`register_source`.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import hashlib
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from federation.config import effective
+
+TELCO_CSV = os.environ.get("ALLIANCE_TELCO_CSV", "/work/shared/datasets/telco-customer-churn.csv")
+
+#: Brands of the telco split, in partition order (largest first).
+TELCO_BRANDS: tuple[str, ...] = (
+    "Electronic check",
+    "Mailed check",
+    "Bank transfer (automatic)",
+    "Credit card (automatic)",
+)
+
+_YES_NO = ("gender", "SeniorCitizen", "Partner", "Dependents", "PhoneService", "PaperlessBilling")
+_CATEGORIES: dict[str, tuple[str, ...]] = {
+    "MultipleLines": ("No", "Yes", "No phone service"),
+    "InternetService": ("DSL", "Fiber optic", "No"),
+    "OnlineSecurity": ("No", "Yes", "No internet service"),
+    "OnlineBackup": ("No", "Yes", "No internet service"),
+    "DeviceProtection": ("No", "Yes", "No internet service"),
+    "TechSupport": ("No", "Yes", "No internet service"),
+    "StreamingTV": ("No", "Yes", "No internet service"),
+    "StreamingMovies": ("No", "Yes", "No internet service"),
+    "Contract": ("Month-to-month", "One year", "Two year"),
+}
+_NUMERIC = ("tenure", "MonthlyCharges", "TotalCharges")
+
+
+@dataclass
+class BrandData:
+    """One brand's rows, as read by its ClientApp.
+
+    ``X``/``y`` are the training rows, ``X_test``/``y_test`` the brand's held-out rows.
+    ``row_ids`` / ``test_row_ids`` are the member (or customer) ids of those rows, kept so that
+    tests can assert which members were read; they never leave the ClientApp.
+    """
+
+    brand_id: str
+    X: np.ndarray
+    y: np.ndarray
+    X_test: np.ndarray
+    y_test: np.ndarray
+    feature_names: list[str]
+    row_ids: list[str] = field(repr=False)
+    test_row_ids: list[str] = field(repr=False)
+
+    @property
+    def n_members(self) -> int:
+        """Distinct members read (train and test)."""
+        return len(set(self.row_ids) | set(self.test_row_ids))
+
+    @property
+    def n_train(self) -> int:
+        return int(self.X.shape[0])
+
+
+SourceFn = Callable[[Mapping[str, Any], Mapping[str, Any]], BrandData]
+SchemaFn = Callable[[Mapping[str, Any]], list[str]]
+_SOURCES: dict[str, SourceFn] = {}
+_SCHEMAS: dict[str, SchemaFn] = {}
+
+
+def register_source(name: str, fn: SourceFn, schema: SchemaFn) -> None:
+    """Register a data source ``fn(run_config, node_config) -> BrandData`` under ``name``.
+
+    ``schema(run_config)`` returns the feature names without reading any member (the operator
+    needs the model's input width and names to initialise and release a model).
+    """
+    _SOURCES[name] = fn
+    _SCHEMAS[name] = schema
+
+
+def feature_names_for(cfg: Mapping[str, Any]) -> list[str]:
+    """Feature names of the configured source (schema only, no data)."""
+    cfg = effective(dict(cfg))
+    name = str(cfg["data-source"])
+    if name not in _SCHEMAS:
+        raise ValueError(f"unknown data-source {name!r}; registered: {sorted(_SCHEMAS)}")
+    return _SCHEMAS[name](cfg)
+
+
+def load_partition(context: Any) -> BrandData:
+    """The brand's data for this run, read through the source named by ``data-source``."""
+    cfg = effective(context.run_config)
+    name = str(cfg["data-source"])
+    if name not in _SOURCES:
+        raise ValueError(f"unknown data-source {name!r}; registered: {sorted(_SOURCES)}")
+    return _SOURCES[name](cfg, dict(context.node_config))
+
+
+def partition_index(node_config: Mapping[str, Any], num_brands: int | None = None) -> tuple[int, int]:
+    """(partition index, number of partitions) from the node config."""
+    if "partition-id" not in node_config:
+        raise ValueError("node config needs partition-id (simulation sets it; SuperNodes get --node-config)")
+    pid = int(node_config["partition-id"])
+    n = int(node_config.get("num-partitions", num_brands or pid + 1))
+    if not 0 <= pid < n:
+        raise ValueError(f"partition-id {pid} outside 0..{n - 1}")
+    return pid, n
+
+
+# --------------------------------------------------------------------------- synthetic
+
+
+def synthetic_brand_sizes(total: int, num_brands: int) -> list[int]:
+    """Unequal brand sizes (geometric, ratio 0.6) summing to ``total``."""
+    weights = np.array([0.6**k for k in range(num_brands)])
+    sizes = np.floor(total * weights / weights.sum()).astype(int)
+    sizes[0] += total - sizes.sum()
+    return [int(s) for s in sizes]
+
+
+SYNTHETIC_DIM = 32
+
+
+def _synthetic_truth(seed: int) -> tuple[np.ndarray, float]:
+    rng = np.random.default_rng([seed, 0])
+    w = rng.normal(0.0, 1.0, SYNTHETIC_DIM) * (rng.random(SYNTHETIC_DIM) < 0.7)
+    return w / np.linalg.norm(w) * 2.5, -1.0
+
+
+def synthetic_brand(seed: int, brand: int, num_brands: int, total: int) -> BrandData:
+    """Brand ``brand`` of a seeded synthetic alliance (non-IID in size, covariates and concept)."""
+    w_true, b_true = _synthetic_truth(seed)
+    n = synthetic_brand_sizes(total, num_brands)[brand]
+    rng = np.random.default_rng([seed, 1, brand])
+    shift = rng.normal(0.0, 0.3, SYNTHETIC_DIM)  # covariate shift
+    scale = rng.uniform(0.7, 1.3, SYNTHETIC_DIM)
+    tilt = rng.normal(0.0, 0.08, SYNTHETIC_DIM)  # brand-specific concept shift (mild)
+    bias = b_true + rng.normal(0.0, 0.3)  # different base rates
+    X = (rng.normal(0.0, 1.0, (n, SYNTHETIC_DIM)) * scale + shift).astype(np.float32)
+    logit = X @ (w_true + tilt) + bias + 0.8 * X[:, 0] * X[:, 1] - 0.5 * np.abs(X[:, 2])
+    y = (rng.random(n) < 1.0 / (1.0 + np.exp(-logit))).astype(np.int64)
+    ids = [f"syn-{seed}-{brand}-{i}" for i in range(n)]
+    order = rng.permutation(n)
+    cut = int(round(0.8 * n))
+    tr, te = order[:cut], order[cut:]
+    return BrandData(
+        brand_id=f"brand-{brand}",
+        X=X[tr],
+        y=y[tr],
+        X_test=X[te],
+        y_test=y[te],
+        feature_names=[f"x{j}" for j in range(SYNTHETIC_DIM)],
+        row_ids=[ids[i] for i in tr],
+        test_row_ids=[ids[i] for i in te],
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _synthetic_cached(seed: int, brand: int, num_brands: int, total: int) -> BrandData:
+    return synthetic_brand(seed, brand, num_brands, total)
+
+
+def _synthetic_source(cfg: Mapping[str, Any], node_config: Mapping[str, Any]) -> BrandData:
+    pid, n = partition_index(node_config)
+    return _synthetic_cached(int(cfg["seed"]), pid, n, int(cfg["synthetic-n"]))
+
+
+# --------------------------------------------------------------------------- telco
+
+
+def telco_feature_names() -> list[str]:
+    names = ["is_male" if c == "gender" else c for c in _YES_NO]
+    for col, cats in _CATEGORIES.items():
+        names += [f"{col}={c}" for c in cats]
+    names += ["tenure_scaled", "monthly_charges_scaled", "log_total_charges_scaled"]
+    return names
+
+
+def encode_telco_row(row: Mapping[str, str]) -> list[float]:
+    """Encode one customer with fixed domain constants (no statistics of anybody else's rows)."""
+    out: list[float] = []
+    for col in _YES_NO:
+        v = row[col]
+        out.append(1.0 if v in ("Yes", "1", "Male") else 0.0)
+    for col, cats in _CATEGORIES.items():
+        v = row[col]
+        if v not in cats:
+            raise ValueError(f"unexpected {col}={v!r}")
+        out += [1.0 if v == c else 0.0 for c in cats]
+    tenure = float(row["tenure"])
+    monthly = float(row["MonthlyCharges"])
+    total = float(row["TotalCharges"]) if row["TotalCharges"].strip() else 0.0
+    out += [(tenure - 36.0) / 24.0, (monthly - 65.0) / 30.0, (np.log1p(total) - 7.0) / 1.5]
+    return out
+
+
+@functools.lru_cache(maxsize=4)
+def _telco_rows(path: str) -> tuple[dict[str, str], ...]:
+    with open(path, newline="") as fh:
+        return tuple(csv.DictReader(fh))
+
+
+def telco_brand(brand: int | str, seed: int, path: str = TELCO_CSV) -> BrandData:
+    """Brand = one PaymentMethod; only that brand's rows are encoded."""
+    method = TELCO_BRANDS[brand] if isinstance(brand, int) else brand
+    if method not in TELCO_BRANDS:
+        raise ValueError(f"unknown telco brand {method!r}")
+    rows = [r for r in _telco_rows(path) if r["PaymentMethod"] == method]
+    X = np.asarray([encode_telco_row(r) for r in rows], dtype=np.float32)
+    y = np.asarray([1 if r["Churn"] == "Yes" else 0 for r in rows], dtype=np.int64)
+    ids = [r["customerID"] for r in rows]
+    # Fixed split: a seeded permutation of the brand's rows ordered by customer id.
+    order_by_id = np.argsort(ids, kind="stable")
+    digest = int(hashlib.sha256(method.encode()).hexdigest()[:8], 16)
+    perm = order_by_id[np.random.default_rng([seed, digest]).permutation(len(ids))]
+    cut = int(round(0.8 * len(ids)))
+    tr, te = perm[:cut], perm[cut:]
+    slug = method.split(" (")[0].lower().replace(" ", "-")
+    return BrandData(
+        brand_id=f"telco-{slug}",
+        X=X[tr],
+        y=y[tr],
+        X_test=X[te],
+        y_test=y[te],
+        feature_names=telco_feature_names(),
+        row_ids=[ids[i] for i in tr],
+        test_row_ids=[ids[i] for i in te],
+    )
+
+
+@functools.lru_cache(maxsize=16)
+def _telco_cached(brand: int, seed: int) -> BrandData:
+    return telco_brand(brand, seed)
+
+
+def _telco_source(cfg: Mapping[str, Any], node_config: Mapping[str, Any]) -> BrandData:
+    if "brand-id" in node_config and str(node_config["brand-id"]) in TELCO_BRANDS:
+        return telco_brand(str(node_config["brand-id"]), int(cfg["seed"]))
+    pid, _ = partition_index(node_config)
+    if pid >= len(TELCO_BRANDS):
+        raise ValueError(f"the telco split has {len(TELCO_BRANDS)} brands; partition-id {pid} is out of range")
+    return _telco_cached(pid, int(cfg["seed"]))
+
+
+register_source("synthetic", _synthetic_source, lambda cfg: [f"x{j}" for j in range(SYNTHETIC_DIM)])
+register_source("telco", _telco_source, lambda cfg: telco_feature_names())
+
+
+def all_brands(cfg: Mapping[str, Any], num_brands: int) -> list[BrandData]:
+    """Every brand's data in one process: ONLY for simulation yardsticks (centralized / local-only)."""
+    cfg = effective(dict(cfg))
+    return [
+        _SOURCES[str(cfg["data-source"])](cfg, {"partition-id": k, "num-partitions": num_brands})
+        for k in range(num_brands)
+    ]

@@ -1,0 +1,426 @@
+"""Flower ServerApp: the alliance operator.  Aggregates brands' models, never sees their rows.
+
+Paths
+-----
+* Message API (default): Flower's ``flwr.serverapp.strategy`` FedAvg / FedProx / FedMedian /
+  FedTrimmedAvg / Krum / MultiKrum / Bulyan for logistic regression, FedXgbBagging / FedXgbCyclic
+  for XGBoost; optionally wrapped in ``DifferentialPrivacyServerSideFixedClipping`` (client-level
+  DP, with Flower's RDP accountant) when ``client-dp-noise > 0``.
+* SecAgg+ (``secagg = true``): Flower's legacy workflow, ``LegacyContext`` +
+  ``DefaultWorkflow(fit_workflow=SecAggPlusWorkflow(...))`` with the legacy FedAvg; the operator
+  only ever sees the sum of the brands' masked, quantised models.
+
+Record-level DP (``dp-epsilon > 0``) happens inside every brand (DP-SGD, see
+:mod:`federation.models`); brands report the (noise multiplier, sample rate, steps) they used
+and the operator recomputes epsilon with :class:`privacy.dp.PrivacyAccountant` for the release.
+
+Every run ends with a release record (:mod:`federation.releases`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from logging import INFO
+from typing import Any
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.serverapp import Grid, ServerApp
+from flwr.serverapp import strategy as st
+from flwr.supercore import log
+
+from federation import models
+from federation.config import resolve
+from federation.data import feature_names_for
+from federation.releases import write_release
+
+LR_STRATEGIES = ("fedavg", "fedprox", "fedmedian", "fedtrimmedavg", "krum", "multikrum", "bulyan")
+XGB_STRATEGIES = ("xgb-bagging", "xgb-cyclic")
+
+
+class RunRecorder:
+    """Collects what the release record needs from the replies of every round."""
+
+    def __init__(self) -> None:
+        self.rounds: dict[int, dict[str, Any]] = {}
+        self.brands: set[str] = set()
+        self.dp: dict[str, dict[str, float]] = {}
+
+    def _round(self, r: int) -> dict[str, Any]:
+        return self.rounds.setdefault(r, {"round": r, "train_brands": [], "evaluate_brands": [], "per_brand": {}})
+
+    def _dp(self, brand: str, m: dict[str, Any]) -> None:
+        if float(m.get("dp-noise-multiplier", 0.0)) > 0:
+            prev = self.dp.get(brand, {})
+            if float(m["dp-steps"]) >= float(prev.get("steps", -1)):
+                self.dp[brand] = {
+                    "noise_multiplier": float(m["dp-noise-multiplier"]),
+                    "sample_rate": float(m["dp-sample-rate"]),
+                    "steps": float(m["dp-steps"]),
+                }
+
+    def train(self, r: int, replies: list[tuple[str, dict[str, Any]]]) -> None:
+        rec = self._round(r)
+        losses, weights = [], []
+        for brand, m in replies:
+            self.brands.add(brand)
+            rec["train_brands"].append(brand)
+            self._dp(brand, m)
+            losses.append(float(m.get("train-loss", np.nan)))
+            weights.append(float(m.get("num-examples", 1.0)))
+        if weights:
+            rec["train"] = {"train_loss": float(np.average(losses, weights=weights)), "num_brands": len(weights)}
+
+    def evaluate(self, r: int, replies: list[tuple[str, dict[str, Any]]]) -> dict[str, float]:
+        rec = self._round(r)
+        pos = np.zeros(models.HIST_BINS)
+        neg = np.zeros(models.HIST_BINS)
+        aucs, losses, ns = [], [], []
+        for brand, m in replies:
+            rec["evaluate_brands"].append(brand)
+            self._dp(brand, m)
+            pos += np.asarray(m["hist-pos"], dtype=float)
+            neg += np.asarray(m["hist-neg"], dtype=float)
+            n = float(m["num-examples"])
+            rec["per_brand"][brand] = {"auc": float(m["auc"]), "loss": float(m["loss"]), "num_examples": int(n)}
+            aucs.append(float(m["auc"]))
+            losses.append(float(m["loss"]))
+            ns.append(n)
+        out: dict[str, float] = {}
+        if ns:
+            out = {
+                "auc_pooled": models.auc_from_histograms(pos, neg),
+                "auc_mean_brand": float(np.average(aucs, weights=ns)),
+                "loss": float(np.average(losses, weights=ns)),
+                "num_examples": float(sum(ns)),
+            }
+            rec["evaluate"] = out
+        return out
+
+    def metrics_per_round(self) -> list[dict[str, Any]]:
+        return [self.rounds[r] for r in sorted(self.rounds)]
+
+
+def _brand_of(msg: Message) -> str:
+    if "brand" in msg.content.config_records:
+        return str(msg.content.config_records["brand"]["brand-id"])
+    return f"node-{msg.metadata.src_node_id}"
+
+
+def _metrics_of(msg: Message) -> dict[str, Any]:
+    return dict(next(iter(msg.content.metric_records.values())))
+
+
+def _scalar_mean(records: list[RecordDict], weight_key: str) -> MetricRecord:
+    """Weighted mean of the scalar metrics (lists such as histograms are summed)."""
+    ms = [next(iter(r.metric_records.values())) for r in records]
+    w = np.asarray([float(m[weight_key]) for m in ms])
+    out = MetricRecord()
+    for key, value in ms[0].items():
+        if key == weight_key:
+            continue
+        if isinstance(value, list):
+            out[key] = [int(v) if isinstance(v, int) else float(v) for v in np.sum([m[key] for m in ms], axis=0).tolist()]
+        else:
+            out[key] = float(np.average([float(m[key]) for m in ms], weights=w))
+    return out
+
+
+def _instrument(strategy: st.Strategy, recorder: RunRecorder) -> st.Strategy:
+    """Record per-brand figures of each round's replies before the strategy aggregates them."""
+    inner_train = strategy.aggregate_train
+    inner_eval = strategy.aggregate_evaluate
+
+    def aggregate_train(server_round: int, replies: Iterable[Message]):  # type: ignore[no-untyped-def]
+        replies = list(replies)
+        recorder.train(server_round, [(_brand_of(m), _metrics_of(m)) for m in replies if not m.has_error()])
+        return inner_train(server_round, replies)
+
+    def aggregate_evaluate(server_round: int, replies: Iterable[Message]):  # type: ignore[no-untyped-def]
+        replies = list(replies)
+        ok = [m for m in replies if not m.has_error()]
+        pooled = recorder.evaluate(server_round, [(_brand_of(m), _metrics_of(m)) for m in ok])
+        agg = inner_eval(server_round, replies)
+        if agg is not None:
+            for k, v in pooled.items():
+                agg[k] = v
+        return agg
+
+    strategy.aggregate_train = aggregate_train  # type: ignore[method-assign]
+    strategy.aggregate_evaluate = aggregate_evaluate  # type: ignore[method-assign]
+    return strategy
+
+
+def build_strategy(cfg: dict[str, Any], num_nodes: int) -> st.Strategy:
+    """The Flower strategy named by the run config."""
+    name = str(cfg["strategy"])
+    model = str(cfg["model"])
+    min_nodes = int(cfg["min-brands"]) or num_nodes
+    client_dp = float(cfg["client-dp-noise"]) > 0
+    common: dict[str, Any] = {
+        "fraction_train": float(cfg["fraction-train"]),
+        "fraction_evaluate": 1.0,
+        "min_train_nodes": min_nodes,
+        "min_evaluate_nodes": min_nodes,
+        "min_available_nodes": min_nodes,
+        "weighted_by_key": "unit-weight" if client_dp else "num-examples",
+        "train_metrics_aggr_fn": _scalar_mean,
+        "evaluate_metrics_aggr_fn": _scalar_mean,
+    }
+    if model == "xgb":
+        if name not in XGB_STRATEGIES:
+            raise ValueError(f"model xgb needs strategy in {XGB_STRATEGIES}, got {name!r}")
+        if float(cfg["dp-epsilon"]) > 0 or client_dp:
+            raise ValueError("DP is implemented for the logistic-regression model only")
+        if name == "xgb-cyclic":
+            common.pop("min_train_nodes")
+            common.pop("min_evaluate_nodes")
+            return st.FedXgbCyclic(**common)
+        return st.FedXgbBagging(**common)
+    if name not in LR_STRATEGIES:
+        raise ValueError(f"model logreg needs strategy in {LR_STRATEGIES}, got {name!r}")
+    f = int(cfg["num-malicious"])
+    strategy: st.Strategy
+    if name == "fedavg":
+        strategy = st.FedAvg(**common)
+    elif name == "fedprox":
+        strategy = st.FedProx(**common, proximal_mu=float(cfg["proximal-mu"]))
+    elif name == "fedmedian":
+        strategy = st.FedMedian(**common)
+    elif name == "fedtrimmedavg":
+        strategy = st.FedTrimmedAvg(**common, beta=float(cfg["trimmed-beta"]))
+    elif name == "krum":
+        strategy = st.Krum(**common, num_malicious_nodes=f)
+    elif name == "multikrum":
+        strategy = st.MultiKrum(**common, num_malicious_nodes=f, num_nodes_to_select=max(1, min_nodes - f))
+    else:
+        strategy = st.Bulyan(**common, num_malicious_nodes=f)
+    if client_dp:
+        if name != "fedavg":
+            raise ValueError("client-level DP (with accounting) needs strategy fedavg")
+        from flwr.supercore.privacy_accounting import NeighboringRelation, PrivacyConfig, SamplingMethod
+        from flwr.supercore.privacy_accounting.rdp_accountant import RdpAccountant
+
+        accountant = RdpAccountant(
+            PrivacyConfig(
+                target_delta=float(cfg["dp-delta"]),
+                population_size=min_nodes,
+                neighboring_relation=NeighboringRelation.ADD_OR_REMOVE_ONE,
+                sampling_method=SamplingMethod.NO_AMPLIFICATION,
+            )
+        )
+        strategy = st.DifferentialPrivacyServerSideFixedClipping(
+            strategy,
+            noise_multiplier=float(cfg["client-dp-noise"]),
+            clipping_norm=float(cfg["client-dp-clip"]),
+            num_sampled_clients=min_nodes,
+            accountant=accountant,
+        )
+    return strategy
+
+
+def _wait_for_brands(grid: Grid, n: int, timeout: float) -> int:
+    deadline = time.monotonic() + timeout
+    while True:
+        nodes = len(list(grid.get_node_ids()))
+        if nodes >= n or time.monotonic() > deadline:
+            return nodes
+        time.sleep(0.5)
+
+
+def privacy_section(cfg: dict[str, Any], recorder: RunRecorder, client_dp_spent: Any = None) -> dict[str, Any]:
+    """The release record's privacy block; epsilon recomputed by the privacy core's accountant."""
+    from privacy.dp import PrivacyAccountant
+
+    delta = float(cfg["dp-delta"])
+    record_level = None
+    if float(cfg["dp-epsilon"]) > 0 and recorder.dp:
+        per_brand = {}
+        for brand, d in sorted(recorder.dp.items()):
+            acc = PrivacyAccountant(d["noise_multiplier"], d["sample_rate"], unit="member")
+            if int(d["steps"]) > 0:
+                acc.step(int(d["steps"]))
+            per_brand[brand] = acc.spent(delta).to_dict()
+        record_level = {
+            "unit": "member",
+            "target_epsilon": float(cfg["dp-epsilon"]),
+            "epsilon": max(v["epsilon"] for v in per_brand.values()),
+            "delta": delta,
+            "clip": float(cfg["dp-clip"]),
+            "mechanism": "DP-SGD (Poisson-subsampled Gaussian) inside each brand",
+            "accountant": "dp_accounting.rdp via privacy.dp.PrivacyAccountant",
+            "per_brand": per_brand,
+        }
+    client_level = None
+    if float(cfg["client-dp-noise"]) > 0:
+        client_level = {
+            "unit": "brand",
+            "noise_multiplier": float(cfg["client-dp-noise"]),
+            "clipping_norm": float(cfg["client-dp-clip"]),
+            "epsilon": None if client_dp_spent is None else float(client_dp_spent.epsilon),
+            "delta": delta,
+            "accountant": "flwr RdpAccountant (no amplification)",
+            "mechanism": "DifferentialPrivacyServerSideFixedClipping",
+        }
+    guarantee = "+".join(g for g, x in (("record-level", record_level), ("client-level", client_level)) if x) or "none"
+    return {
+        "guarantee": guarantee,
+        "epsilon_spent": record_level["epsilon"] if record_level else (client_level or {}).get("epsilon"),
+        "delta": delta if guarantee != "none" else None,
+        "record_level": record_level,
+        "client_level": client_level,
+    }
+
+
+def _initial_arrays(cfg: dict[str, Any], dim: int) -> dict[str, np.ndarray]:
+    if cfg["model"] == "xgb":
+        return {"0": np.zeros(0, dtype=np.uint8)}
+    return models.lr_init(dim)
+
+
+def _run_message_api(grid: Grid, cfg: dict[str, Any], dim: int, num_nodes: int, recorder: RunRecorder):  # type: ignore[no-untyped-def]
+    strategy = _instrument(build_strategy(cfg, num_nodes), recorder)
+    result = strategy.start(
+        grid=grid,
+        initial_arrays=ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in _initial_arrays(cfg, dim).items()}),
+        num_rounds=int(cfg["num-rounds"]),
+        timeout=float(cfg["round-timeout"]),
+        train_config=ConfigRecord({"num-rounds": int(cfg["num-rounds"])}),
+        evaluate_config=ConfigRecord({"num-rounds": int(cfg["num-rounds"])}),
+    )
+    final = {k: v.numpy() for k, v in result.arrays.items()} if result.arrays is not None else {}
+    spent = strategy.privacy_spent() if hasattr(strategy, "privacy_spent") else None
+    return final, spent
+
+
+def _run_secagg(grid: Grid, context: Context, cfg: dict[str, Any], dim: int, num_nodes: int, recorder: RunRecorder):  # type: ignore[no-untyped-def]
+    from flwr.common import ndarrays_to_parameters, parameters_to_ndarrays
+    from flwr.compat.common import recorddict_compat as compat
+    from flwr.server import LegacyContext, ServerConfig
+    from flwr.server.strategy import FedAvg as LegacyFedAvg
+    from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
+    from flwr.server.workflow.constant import MAIN_PARAMS_RECORD
+
+    if cfg["model"] != "logreg" or cfg["strategy"] not in ("fedavg", "fedprox"):
+        raise ValueError("SecAgg+ runs with the logreg model and FedAvg/FedProx aggregation")
+    if float(cfg["client-dp-noise"]) > 0:
+        raise ValueError("server-side client-level DP clips individual updates; it cannot run under SecAgg+")
+    shares = int(cfg["secagg-num-shares"])
+    min_nodes = int(cfg["min-brands"]) or num_nodes
+    if shares % 2 == 0 or shares > min_nodes:
+        raise ValueError(f"secagg-num-shares must be odd and <= number of brands ({min_nodes}), got {shares}")
+    rounds_seen = {"fit": 0, "eval": 0}
+    mu = float(cfg["proximal-mu"]) if cfg["strategy"] == "fedprox" else 0.0
+
+    def fit_config(server_round: int) -> dict[str, Any]:
+        return {"server-round": server_round, "num-rounds": int(cfg["num-rounds"]), "proximal-mu": mu}
+
+    def eval_metrics(results: list[tuple[int, dict[str, Any]]]) -> dict[str, Any]:
+        rounds_seen["eval"] += 1
+        replies = []
+        for _, m in results:
+            m = dict(m)
+            m["hist-pos"] = np.frombuffer(m["hist-pos"], dtype="<i8")
+            m["hist-neg"] = np.frombuffer(m["hist-neg"], dtype="<i8")
+            replies.append((str(m["brand-id"]), m))
+        out = recorder.evaluate(rounds_seen["eval"], replies)
+        # Under SecAgg+ the fit replies are masked; the brands that trained are those the
+        # workflow aggregated, which the evaluate round (all sampled brands) reports.
+        recorder.train(rounds_seen["eval"], replies)
+        recorder.rounds[rounds_seen["eval"]].pop("train", None)
+        return out
+
+    def fit_metrics(results: list[tuple[int, dict[str, Any]]]) -> dict[str, Any]:
+        rounds_seen["fit"] += 1
+        return {}
+
+    init = models.lr_init(dim)
+    strategy = LegacyFedAvg(
+        fraction_fit=float(cfg["fraction-train"]),
+        fraction_evaluate=1.0,
+        min_fit_clients=min_nodes,
+        min_evaluate_clients=min_nodes,
+        min_available_clients=min_nodes,
+        on_fit_config_fn=fit_config,
+        on_evaluate_config_fn=fit_config,
+        initial_parameters=ndarrays_to_parameters([init["w"], init["b"]]),
+        fit_metrics_aggregation_fn=fit_metrics,
+        evaluate_metrics_aggregation_fn=eval_metrics,
+    )
+    legacy = LegacyContext(context=context, config=ServerConfig(num_rounds=int(cfg["num-rounds"])), strategy=strategy)
+    workflow = DefaultWorkflow(
+        fit_workflow=SecAggPlusWorkflow(
+            num_shares=shares,
+            reconstruction_threshold=int(cfg["secagg-threshold"]),
+            max_weight=float(cfg["secagg-max-weight"]),
+            timeout=float(cfg["round-timeout"]),
+        )
+    )
+    workflow(grid, legacy)
+    params = parameters_to_ndarrays(
+        compat.arrayrecord_to_parameters(legacy.state.array_records[MAIN_PARAMS_RECORD], keep_input=True)
+    )
+    return {"w": params[0], "b": params[1]}, None
+
+
+def build_server_app(overrides: dict[str, Any] | None = None) -> ServerApp:
+    """The ServerApp; ``overrides`` are merged into the run config (for ``run_simulation``)."""
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        cfg, context = resolve(context, overrides)
+        started = time.monotonic()
+        names = feature_names_for(cfg)
+        wait_for = int(cfg["wait-brands"]) or max(2, int(cfg["min-brands"]))
+        num_nodes = _wait_for_brands(grid, wait_for, float(cfg["round-timeout"]))
+        time.sleep(0.2)
+        num_nodes = max(num_nodes, len(list(grid.get_node_ids())))
+        log(INFO, "alliance: %d brands connected; task=%s model=%s strategy=%s", num_nodes, cfg["task"], cfg["model"], cfg["strategy"])
+        recorder = RunRecorder()
+        if bool(cfg["secagg"]):
+            final, spent = _run_secagg(grid, context, cfg, len(names), num_nodes, recorder)
+        else:
+            final, spent = _run_message_api(grid, cfg, len(names), num_nodes, recorder)
+        if not final or (cfg["model"] != "xgb" and "w" not in final):
+            raise RuntimeError("no round produced a global model (every brand failed); no release written")
+        if cfg["model"] == "xgb":
+            blob, fmt = final["0"].tobytes(), "xgboost.json"
+        else:
+            blob, fmt = models.serialise_logreg(final, names), "alliance.logreg/1"
+        rounds = recorder.metrics_per_round()
+        completed = [r["round"] for r in rounds if r.get("train_brands")]
+        final_metrics = next((r["evaluate"] for r in reversed(rounds) if "evaluate" in r), {})
+        path, _ = write_release(
+            str(cfg["release-dir"]),
+            model_bytes=blob,
+            model_format=fmt,
+            fields={
+                "task": cfg["task"],
+                "model": cfg["model"],
+                "strategy": cfg["strategy"],
+                "data_source": cfg["data-source"],
+                "feature_names": names,
+                "run_id": int(context.run_id),
+                "num_rounds": int(cfg["num-rounds"]),
+                "rounds_completed": len(completed),
+                "participating_brands": sorted(recorder.brands),
+                "privacy": privacy_section(cfg, recorder, spent),
+                "secure_aggregation": {
+                    "enabled": bool(cfg["secagg"]),
+                    "protocol": "SecAgg+" if cfg["secagg"] else None,
+                    "num_shares": int(cfg["secagg-num-shares"]) if cfg["secagg"] else None,
+                    "reconstruction_threshold": int(cfg["secagg-threshold"]) if cfg["secagg"] else None,
+                },
+                "metrics_per_round": rounds,
+                "final_metrics": final_metrics,
+                "wall_s": round(time.monotonic() - started, 3),
+            },
+        )
+        log(INFO, "alliance: release written to %s", path)
+
+    return app
+
+
+app = build_server_app()
