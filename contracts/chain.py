@@ -66,6 +66,8 @@ def decode_revert(exc: Exception) -> ContractRevert:
             types = [item["type"] for item in entry["inputs"]]
             values = decode(types, payload[4:])
             return ContractRevert(entry["name"], {item["name"]: v for item, v in zip(entry["inputs"], values)}, data)
+        if payload[:4] == bytes.fromhex("4e487b71"):  # Panic(uint256), as anvil's web3 path names it
+            return ContractRevert("Panic", {"code": int.from_bytes(payload[4:36], "big")}, data)
         return ContractRevert("UnknownError", raw=data)
     if isinstance(exc, ContractPanicError):
         return ContractRevert("Panic", {"reason": str(exc)})

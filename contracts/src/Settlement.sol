@@ -181,11 +181,13 @@ contract Settlement is AccessControl, ReentrancyGuard {
             // negative here; checked arithmetic would revert the whole close if it did.
             uint256 collateral = a.collateral + redeemed * value - issued * value;
             a.collateral = collateral.toUint128();
-            pool = pool + issued * value - redeemed * value;
             epochIssued += issued;
             epochRedeemed += redeemed;
             emit BrandSettled(epoch, brand, issued, redeemed, int256(redeemed * value) - int256(issued * value), collateral);
         }
+        // Summed after the loop: a running pool could dip below zero part-way (a brand owed by the
+        // pool listed before the issuer whose mints back it) and revert a valid close.
+        pool = pool + epochIssued * value - epochRedeemed * value;
         uint256 supply = IERC20(points).totalSupply();
         if (pool != supply * value) revert InvariantBroken(pool, supply * value);
         totalCollateral = totalCollateral + epochRedeemed * value - epochIssued * value;
