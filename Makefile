@@ -21,7 +21,11 @@ contracts/node_modules/.installed: contracts/package.json contracts/package-lock
 	cd contracts && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-install: $(VENV)/.installed contracts/node_modules/.installed
+# Debian's Chromium for the auditor console's browser tests (Playwright never downloads a browser here).
+/usr/bin/chromium:
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+
+install: $(VENV)/.installed contracts/node_modules/.installed /usr/bin/chromium
 
 demo: $(VENV)/.installed
 	$(BIN)/alliance demo

@@ -1,0 +1,90 @@
+"""A whole local alliance with gateways (embedded chain) in the state the settlement service audits:
+members enrolled, consents given and withdrawn, exchanges and redemptions across brands, consent and
+audit logs anchored twice, one epoch closed."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from eth_account import Account
+
+from contracts.deploy import BrandTerms
+from gateway.local import LocalAlliance, LocalBrand
+from settlement.audit import GatewayAccess
+from settlement.store import Store
+
+BRANDS = {
+    "grocery": BrandTerms("Harbour Grocery", rate=100, credit_limit=1_000_000, collateral=50_000_000_000),
+    "airline": BrandTerms("Skyway Airlines", rate=20, credit_limit=1_000_000, collateral=50_000_000_000),
+    "cafe": BrandTerms("Bean Cafe", rate=50, credit_limit=1_000_000, collateral=50_000_000_000),
+}
+
+
+@dataclass
+class GatewayWorld:
+    local: LocalAlliance
+    brands: dict[str, LocalBrand]
+    store: Store
+    wallets: dict[str, object] = field(default_factory=dict)
+
+    def access(self, brand_id: str, database: bool = True) -> GatewayAccess:
+        b = self.brands[brand_id]
+        return GatewayAccess(brand_id, b.address, b.http, b.api_keys["auditor"], None,
+                             b.gateway.settings.database_url if database else None)
+
+    def accesses(self) -> list[GatewayAccess]:
+        return [self.access(b) for b in self.brands]
+
+    def db_path(self, brand_id: str) -> Path:
+        return Path(self.brands[brand_id].gateway.settings.database_url.removeprefix("sqlite:///"))
+
+    def anchor(self, brand_id: str, kind: str = "consent-log"):
+        b = self.brands[brand_id]
+        return b.http.post("/v1/admin/anchors", json={"kind": kind}, headers=b.headers("operator"))
+
+
+def build(workdir: Path, chain_url: str = "embedded") -> GatewayWorld:
+    local = LocalAlliance.start(workdir, chain_url=chain_url)
+    brands = {bid: local.add_brand(bid, terms) for bid, terms in BRANDS.items()}
+    people = ["alice", "bob", "carol", "dan"]
+    wallets = {p: Account.create() for p in people}
+    sessions = {}
+    for i, name in enumerate(people):
+        for bid in brands:
+            client = brands[bid].member()
+            client.enrol({"phone": f"+86138{i:08d}"}, name.title(), f"{name}-passphrase-2026", "1990-05-17")
+            sessions[name, bid] = client
+    grocery = brands["grocery"]
+    for i, name in enumerate(people):
+        ref = sessions[name, "grocery"].balance()["member_ref"]
+        r = grocery.http.post("/v1/purchases", headers=grocery.headers("pos", **{"Idempotency-Key": f"till:{i}"}),
+                              json={"member_ref": ref, "amount_minor": 200_000 + 10_000 * i,
+                                    "occurred_at": (datetime.now(UTC) - timedelta(minutes=5)).isoformat()})
+        assert r.status_code == 201, r.text
+    for name in ("alice", "bob", "carol"):
+        sessions[name, "grocery"].consent("alliance_exchange")
+        sessions[name, "grocery"].link_wallet(wallets[name])
+        sessions[name, "grocery"].exchange(10)
+    for bid in brands:
+        brands[bid].http.post("/v1/admin/anchors", json={"kind": "consent-log"}, headers=brands[bid].headers("operator"))
+    for name, bid, amount in (("alice", "airline", 6), ("bob", "cafe", 5), ("alice", "cafe", 2), ("carol", "grocery", 3)):
+        client = sessions[name, bid]
+        client.consent("alliance_exchange")
+        client.redeem(client.authorise(wallets[name], amount))
+    sessions["bob", "grocery"].consent("alliance_exchange", granted=False)
+    sessions["dan", "cafe"].consent("marketing")
+    for bid in brands:
+        for kind in ("consent-log", "audit-log"):
+            brands[bid].http.post("/v1/admin/anchors", json={"kind": kind}, headers=brands[bid].headers("operator"))
+    local.close_epoch()
+    # Open-epoch activity after the close.
+    sessions["alice", "grocery"].exchange(4)
+    store = Store(f"sqlite:///{workdir / 'settlement.sqlite'}")
+    return GatewayWorld(local, brands, store, wallets)
+
+
+def new_secret() -> str:
+    return secrets.token_urlsafe(12)
