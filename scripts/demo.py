@@ -24,6 +24,10 @@ from gateway.local import LocalAlliance
 from privacy.keys import PublicKey
 from privacy.merkle import verify_inclusion
 from privacy.receipts import SignedReceipt, verify_receipt
+from settlement.audit import GatewayAccess, verify
+from settlement.epochs import close_epoch
+from settlement.reports import build_report, write_report
+from settlement.store import Store
 
 BRANDS = {
     "grocery": BrandTerms("Harbour Grocery", rate=100, credit_limit=1_000_000, collateral=50_000_000_000),
@@ -98,15 +102,21 @@ def run(workdir: Path = typer.Option(Path("var/demo"), help="where the brands' d
 
     console.rule("[bold]Settlement and audit")
     for b in brands.values():
-        b.http.post("/v1/admin/anchors", json={"kind": "consent-log"}, headers=b.headers("operator"))
-    settled = local.close_epoch()
+        for kind in ("consent-log", "audit-log"):
+            b.http.post("/v1/admin/anchors", json={"kind": kind}, headers=b.headers("operator"))
+    # The settlement service indexes the chain, proves its derivation equals the contracts, closes the
+    # epoch and proves the close (every net amount re-derived from events, pool = supply x value).
+    store = Store(f"sqlite:///{workdir / 'settlement.sqlite'}")
+    close = close_epoch(local.alliance, local.governor, store, force=True)
     names = {b.address: BRANDS[bid].name for bid, b in brands.items()}
-    positions = Table(title="Epoch 1 net positions (settlement-token units, 6 decimals)")
+    positions = Table(title=f"Epoch {close.epoch} net positions (settlement-token units, 6 decimals)")
     for column in ("brand", "issued AP", "redeemed AP", "net", "collateral after"):
         positions.add_column(column, justify="left" if column == "brand" else "right")
-    for row in settled:
-        positions.add_row(names[row["brand"]], str(row["issued"]), str(row["redeemed"]), f"{row['netValue']:+,}", f"{row['collateral']:,}")
+    for row in close.to_dict()["settlement"]["brands"]:
+        positions.add_row(names.get(row["brand"], row["brand"]), str(row["issued"]), str(row["redeemed"]),
+                          f"{row['net_value']:+,}", f"{row['collateral']:,}")
     console.print(positions)
+    console.print(f"close verified before and after against the chain: " + ("[green]yes[/green]" if close.ok else "[red]NO[/red]"))
     supply, pool, value = local.alliance.points.total_supply(), local.alliance.settlement.pool_balance(), local.alliance.settlement.value_per_point()
     console.print(f"AP supply {supply} x {value} = {supply * value:,}; pool {pool:,}: "
                   + ("[green]balanced[/green]" if pool == supply * value else "[red]NOT balanced[/red]"))
@@ -140,4 +150,12 @@ def run(workdir: Path = typer.Option(Path("var/demo"), help="where the brands' d
                                 [bytes.fromhex(p) for p in proof["proof"]], anchor.root)
     console.print(f"auditor: receipt signature valid, included under the root anchored on chain in block {anchor.block_number}: "
                   + ("[green]yes[/green]" if included else "[red]NO[/red]"))
+    report = build_report(store, local.alliance.manifest.value_per_point, names=names)
+    written = write_report(report, workdir / "settlement-report")
+    audit = verify(local.alliance, [GatewayAccess(bid, b.address, b.http, b.api_keys["auditor"]) for bid, b in brands.items()], store=store)
+    audit_files = audit.write(workdir / "audit")
+    console.print(f"compliance audit of every brand (hash chains, anchors on chain, receipts, consent behind every processing): "
+                  + ("[green]pass[/green]" if audit.ok else "[red]FAIL[/red]"))
+    console.print(f"settlement report: {', '.join(sorted({str(Path(p).parent) for paths in written.values() for p in paths}))}")
+    console.print(f"audit report: {', '.join(audit_files.values())}")
     console.print(f"databases and keys are in {workdir}")
