@@ -85,7 +85,9 @@ def normalise_phone(value: str, default_region: str | None = None) -> str:
     try:
         number = phonenumbers.parse(text, region)
     except phonenumbers.NumberParseException as exc:
-        raise IdentifierError(f"not a phone number: {exc.error_type.name}") from None
+        if exc.error_type == phonenumbers.NumberParseException.INVALID_COUNTRY_CODE:
+            raise IdentifierError("phone number has no valid country code (and no default region)") from None
+        raise IdentifierError("not a phone number") from None
     if not phonenumbers.is_valid_number(number):
         raise IdentifierError("phone number is not valid for its region")
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
@@ -241,9 +243,7 @@ class Pseudonymiser:
             if isinstance(version, bool) or not isinstance(version, int) or version < 1:
                 raise KeyMaterialError("pepper versions must be positive integers")
             if not isinstance(pepper, (bytes, bytearray)) or len(pepper) < MIN_PEPPER_BYTES:
-                raise KeyMaterialError(
-                    f"pepper v{version} must be at least {MIN_PEPPER_BYTES} bytes"
-                )
+                raise KeyMaterialError(f"pepper v{version} must be at least {MIN_PEPPER_BYTES} bytes")
             hashers[version] = KeyedHasher(bytes(pepper))
         if current_version not in hashers:
             raise KeyMaterialError(f"current pepper version v{current_version} is not among the peppers")

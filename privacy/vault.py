@@ -305,24 +305,26 @@ class Vault:
         except InvalidTag:
             raise DecryptionError("data key does not unwrap for this member (wrong member, KEK or tampered)") from None
 
-    def _data_key(self, wrapped: WrappedKey | None, member_ref: str) -> AESGCM:
+    def _data_key(self, wrapped: WrappedKey | None, member_ref: str) -> tuple[AESGCM, str]:
+        """The member's ready cipher and its DEK id (for the field AAD)."""
         if wrapped is None:
             raise KeyShreddedError("the member's data key has been shredded")
         if not isinstance(wrapped, WrappedKey):
             raise VaultError("wrapped must be a WrappedKey or None")
+        ref = _text("member_ref", member_ref)
         cache_key = (wrapped.kek_id, wrapped.dek_id, wrapped.wrapped, member_ref)
         aead = self._cache.get(cache_key)
         if aead is None:
-            aead = AESGCM(self._unwrap_raw(wrapped, _text("member_ref", member_ref)))
+            aead = AESGCM(self._unwrap_raw(wrapped, ref))
             self._cache.put(cache_key, aead)
-        return aead
+        return aead, wrapped.dek_id
 
     def new_data_key(self, member_ref: str) -> WrappedKey:
         """Make a random 256-bit data key for ``member_ref`` and return it wrapped."""
         ref = _text("member_ref", member_ref)
         return self._wrap(secrets.token_bytes(_KEY_BYTES), secrets.token_hex(16), ref)
 
-    def rewrap(self, wrapped: WrappedKey, member_ref: str) -> WrappedKey:
+    def rewrap(self, wrapped: WrappedKey | None, member_ref: str) -> WrappedKey:
         """Re-wrap ``wrapped`` under the current KEK (same DEK, so ciphertexts stay valid).
 
         Returns ``wrapped`` itself if it is already under the current KEK.
@@ -344,10 +346,9 @@ class Vault:
         """Encrypt one PII field value with the member's data key (AES-256-GCM, random 96-bit nonce)."""
         if not isinstance(plaintext, str):
             raise VaultError("plaintext must be a string")
-        aead = self._data_key(wrapped, member_ref)
-        assert wrapped is not None  # _data_key raised otherwise
+        aead, dek_id = self._data_key(wrapped, member_ref)
         nonce = os.urandom(_NONCE_BYTES)
-        aad = self._field_aad(member_ref, field, wrapped.dek_id)
+        aad = self._field_aad(member_ref, field, dek_id)
         return _FIELD_FORMAT + nonce + aead.encrypt(nonce, plaintext.encode("utf-8"), aad)
 
     def decrypt_field(self, wrapped: WrappedKey | None, member_ref: str, field: str, ciphertext: bytes) -> str:
@@ -356,22 +357,23 @@ class Vault:
         ``wrapped=None`` (the key row is gone) raises :class:`KeyShreddedError`;
         a ciphertext from another member, field or key raises :class:`DecryptionError`.
         """
-        aead = self._data_key(wrapped, member_ref)
-        assert wrapped is not None
+        aead, dek_id = self._data_key(wrapped, member_ref)
         if (
             not isinstance(ciphertext, (bytes, bytearray))
             or len(ciphertext) < 1 + _NONCE_BYTES + _TAG_BYTES
             or ciphertext[:1] != _FIELD_FORMAT
         ):
             raise DecryptionError("not a vault field ciphertext")
-        aad = self._field_aad(member_ref, field, wrapped.dek_id)
+        aad = self._field_aad(member_ref, field, dek_id)
         try:
             plain = aead.decrypt(bytes(ciphertext[1 : 1 + _NONCE_BYTES]), bytes(ciphertext[1 + _NONCE_BYTES :]), aad)
         except InvalidTag:
             raise DecryptionError("field does not decrypt for this member, field and key") from None
         return plain.decode("utf-8")
 
-    def encrypt_fields(self, wrapped: WrappedKey | None, member_ref: str, values: Mapping[str, str]) -> dict[str, bytes]:
+    def encrypt_fields(
+        self, wrapped: WrappedKey | None, member_ref: str, values: Mapping[str, str]
+    ) -> dict[str, bytes]:
         """:meth:`encrypt_field` for each item of ``values``."""
         return {name: self.encrypt_field(wrapped, member_ref, name, value) for name, value in values.items()}
 
@@ -405,12 +407,16 @@ class Vault:
         if verify_binding:
             self._unwrap_raw(wrapped, ref)
         self._cache.evict_dek(wrapped.kek_id, wrapped.dek_id)
+        try:
+            shredded_at = format_rfc3339(now) if now is not None else utc_now_rfc3339()
+        except (ValueError, AttributeError):
+            raise VaultError("now must be a timezone-aware datetime") from None
         return ErasureEvidence(
             member_ref=member_ref,
             dek_id=wrapped.dek_id,
             kek_id=wrapped.kek_id,
             wrapped_key_sha256=wrapped.fingerprint,
-            shredded_at=format_rfc3339(now) if now is not None else utc_now_rfc3339(),
+            shredded_at=shredded_at,
         )
 
     def clear_cache(self) -> None:
