@@ -9,7 +9,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 
 from contracts.chain import Chain
 from privacy.receipts import policy_digest
@@ -72,6 +72,13 @@ def create_app(settings: GatewaySettings | None = None, *, gateway: Gateway | No
     async def _integrity_error(request: Request, exc: IntegrityError):
         # Two concurrent requests raced for the same unique thing: the loser retries and gets the winner's result.
         return JSONResponse({"error": "conflict", "detail": "a concurrent request changed the same record; retry"}, status_code=409)
+
+    @app.exception_handler(DataError)
+    async def _unstorable(request: Request, exc: DataError):
+        # A value the database cannot hold (out of range, too long, a NUL character in text): the
+        # schemas bound what they can; this is the net under them, so bad input is never a 500.
+        log.warning("database refused a value: %s", exc.orig)
+        return JSONResponse({"error": "invalid_request", "detail": "a value is out of the range this service can store"}, status_code=422)
 
     @app.exception_handler(OperationalError)
     async def _busy(request: Request, exc: OperationalError):

@@ -78,7 +78,11 @@ class MemberClient:
         return auth.signed_by(wallet, info["chain_id"], info["points_contract"])
 
     def redeem(self, auth: Redemption) -> dict:
+        """Submit a signed authorisation; the wallet must be linked to this account at this brand."""
         return self._call("POST", "/v1/me/redemptions", json=auth.to_dict())
+
+    def linked_wallet(self) -> str | None:
+        return self._call("GET", "/v1/me")["wallet_address"]
 
     def balance(self) -> dict:
         return self._call("GET", "/v1/me/balance")

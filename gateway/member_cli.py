@@ -118,7 +118,10 @@ def redeem(ap_amount: int = typer.Argument(..., min=1), at: str = typer.Option(.
 
     def go():
         client = _home(home).client(at)
-        return client.redeem(client.authorise(_home(home).wallet(passphrase), ap_amount))
+        wallet = _home(home).wallet(passphrase)
+        if client.linked_wallet() != wallet.address:
+            client.link_wallet(wallet)  # the brand credits only the member who controls the wallet
+        return client.redeem(client.authorise(wallet, ap_amount))
 
     _run(go)
 

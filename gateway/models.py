@@ -269,7 +269,8 @@ class Exchange(Base):
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     exchange_ref: Mapped[str] = mapped_column(String(64), unique=True)  # also the on-chain mint ref
-    idempotency_key: Mapped[str] = mapped_column(String(128), unique=True)
+    # "member:<member_ref>:<key>": 44 characters of scope plus a key of up to 100.
+    idempotency_key: Mapped[str] = mapped_column(String(160), unique=True)
     request_hash: Mapped[str] = mapped_column(String(64))
     member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), index=True)
     wallet_address: Mapped[str] = mapped_column(String(42))

@@ -10,8 +10,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 Points = int
 MAX_AMOUNT = 10**12  # minor units; anything larger is refused as implausible before any rule runs
 IdempotencyKey = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._:-]+$")
-MemberRef = Field(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$",
-                  examples=["0b7c2f9e-8f8a-4c52-9a4d-3f1f3c7d2a10"])
+UUID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+# Optional (default None): a purchase or action may locate the member by identifier instead.
+MemberRef = Field(None, pattern=UUID_PATTERN, examples=["0b7c2f9e-8f8a-4c52-9a4d-3f1f3c7d2a10"])
+MAX_DB_INT = 2**63 - 1  # the widest integer column (BIGINT); larger values are refused, never overflow the database
 
 
 class Strict(BaseModel):
@@ -115,7 +117,7 @@ class MemberLocator(Strict):
 
 
 class PurchaseRequest(MemberLocator):
-    amount_minor: int = Field(gt=0, le=MAX_AMOUNT, description="amount in minor currency units", examples=[12_850])
+    amount_minor: int = Field(gt=0, le=MAX_AMOUNT, strict=True, description="amount in minor currency units", examples=[12_850])
     currency: str = Field("CNY", pattern=r"^[A-Z]{3}$")
     channel: Literal["store", "online", "app", "partner"] = "store"
     eco: bool = Field(False, description="green choice (eco packaging or logistics): double points")
@@ -157,7 +159,7 @@ class BatchResponse(BaseModel):
 
 
 class RefundRequest(Strict):
-    amount_minor: int = Field(gt=0, le=MAX_AMOUNT)
+    amount_minor: int = Field(gt=0, le=MAX_AMOUNT, strict=True)
 
 
 class RefundResponse(BaseModel):
@@ -192,12 +194,12 @@ class ChallengeResponse(BaseModel):
 
 
 class LinkRequest(Strict):
-    challenge_id: str = Field(max_length=36)
+    challenge_id: str = Field(pattern=UUID_PATTERN)
     signature: str = Field(pattern=r"^0x[0-9a-fA-F]{130}$")
 
 
 class ExchangeRequest(Strict):
-    ap_amount: int = Field(gt=0, le=10**9, description="alliance points wanted", examples=[10])
+    ap_amount: int = Field(gt=0, le=10**9, strict=True, description="alliance points wanted", examples=[10])
 
 
 class ExchangeResponse(BaseModel):
@@ -216,9 +218,9 @@ class ExchangeResponse(BaseModel):
 class Authorisation(Strict):
     owner: str = Field(pattern=r"^0x[0-9a-fA-F]{40}$")
     brand: str = Field(pattern=r"^0x[0-9a-fA-F]{40}$")
-    amount: int = Field(gt=0, le=10**9)
+    amount: int = Field(gt=0, le=10**9, strict=True)
     nonce: int = Field(ge=0, lt=2**256)
-    deadline: int = Field(gt=0, lt=2**64)
+    deadline: int = Field(gt=0, le=MAX_DB_INT, description="unix seconds (a uint256 on chain; kept to 63 bits here)")
     signature: str = Field(pattern=r"^0x[0-9a-fA-F]{130}$")
 
 
@@ -242,7 +244,7 @@ class StatusChange(Strict):
 
 class ApiKeyRequest(Strict):
     role: Literal["operator", "pos", "auditor"]
-    label: str = Field(min_length=1, max_length=100)
+    label: str = Field(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]+$")
 
 
 class AnchorRequest(Strict):

@@ -81,6 +81,8 @@ def run(workdir: Path = typer.Option(Path("var/demo"), help="where the brands' d
     for name, bid, amount in (("alice", "airline", 30), ("bob", "cafe", 15), ("alice", "cafe", 10)):
         client = sessions[name, bid]
         client.consent("alliance_exchange")
+        if client.linked_wallet() != wallets[name].address:
+            client.link_wallet(wallets[name])  # the redeeming brand credits only the wallet's owner
         r = client.redeem(client.authorise(wallets[name], amount))
         console.print(f"{name} redeems {amount} AP at {BRANDS[bid].name}: +{r['reward_points']} {BRANDS[bid].name} points (epoch {r['epoch']})")
     try:

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Query, Response, status
+from fastapi import APIRouter, Depends, Path, Query, Response, status
 
 from contracts.client import Redemption as RedemptionAuth
 
@@ -66,7 +66,7 @@ def exchange(body: ExchangeRequest, response: Response, key: str = Depends(idemp
 
 
 @router.get("/exchanges/{exchange_ref}", response_model=ExchangeResponse, summary="One exchange and its settlement status")
-def get_exchange(exchange_ref: str, who: Principal = Depends(allow("member")), gw: Gateway = Depends(gateway)) -> ExchangeResponse:
+def get_exchange(exchange_ref: str = Path(pattern=r"^[0-9a-f]{64}$"), who: Principal = Depends(allow("member")), gw: Gateway = Depends(gateway)) -> ExchangeResponse:
     with gw.sessions() as session:
         row = session.query(Exchange).filter_by(exchange_ref=exchange_ref, member_id=who.member_id).first()
         if row is None:

@@ -2,13 +2,14 @@ from __future__ import annotations
 
 import json
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Path, Query
 from sqlalchemy import select
 
 from ..auth import Principal, allow
 from ..errors import Conflict, GatewayError, NotFound
 from ..models import LogAnchor
 from ..runtime import Gateway
+from ..schemas import MAX_DB_INT
 from ..services import logs, reconcile
 from . import gateway
 
@@ -27,7 +28,7 @@ def _entry(r) -> dict:
 
 
 @router.get("/logs/{kind}", summary="Entries of a hash-chained log (consent-log or audit-log)")
-def log_entries(kind: str, start: int = Query(0, ge=0), limit: int = Query(500, ge=1, le=5000),
+def log_entries(kind: str, start: int = Query(0, ge=0, le=MAX_DB_INT), limit: int = Query(500, ge=1, le=5000),
                 who: Principal = Depends(reader), gw: Gateway = Depends(gateway)) -> dict:
     with gw.sessions() as session:
         model = _model(kind)
@@ -57,7 +58,7 @@ def anchors(kind: str, who: Principal = Depends(reader), gw: Gateway = Depends(g
 
 
 @router.get("/logs/{kind}/{seq}/proof", summary="An entry with its inclusion proof against the latest anchored root")
-def proof(kind: str, seq: int, who: Principal = Depends(reader), gw: Gateway = Depends(gateway)) -> dict:
+def proof(kind: str, seq: int = Path(ge=0, le=MAX_DB_INT), who: Principal = Depends(reader), gw: Gateway = Depends(gateway)) -> dict:
     with gw.sessions() as session:
         model = _model(kind)
         record = session.get(model, seq)

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Response, status
+from fastapi import APIRouter, Depends, Path, Response, status
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -22,6 +22,7 @@ from ..schemas import (
     PurchaseRequest,
     PurchaseResponse,
     RefundRequest,
+    UUID_PATTERN,
     RefundResponse,
 )
 from ..services import alliance, ledger, members, purchases
@@ -84,8 +85,9 @@ def purchase_batch(body: BatchRequest, who: Principal = Depends(allow("pos", "op
 
 @router.post("/purchases/{purchase_ref}/refunds", response_model=RefundResponse, status_code=status.HTTP_201_CREATED,
              summary="Refund (part of) a purchase: its points are clawed back proportionally")
-def refund(purchase_ref: str, body: RefundRequest, response: Response, key: str = Depends(idempotency_key),
-           who: Principal = Depends(allow("pos", "operator")), gw: Gateway = Depends(gateway)) -> RefundResponse:
+def refund(body: RefundRequest, response: Response, key: str = Depends(idempotency_key),
+           who: Principal = Depends(allow("pos", "operator")), gw: Gateway = Depends(gateway),
+           purchase_ref: str = Path(pattern=UUID_PATTERN)) -> RefundResponse:
     with transaction(gw.sessions) as session:
         record, p, m, replayed = purchases.refund(session, gw, idempotency_key=f"{who.subject}:{key}", purchase_ref=purchase_ref,
                                                   amount_minor=body.amount_minor,

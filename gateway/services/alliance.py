@@ -75,9 +75,34 @@ def _exchange_call(gw: Gateway, row: Exchange):
     return gw.alliance.points.contract.functions.mint(row.wallet_address, row.ap_amount, _ref32(row.exchange_ref))
 
 
+def _mined_events(gw: Gateway, row, event: str) -> list[dict] | None:
+    """`event` logs of the points contract in the receipt of the row's stored transaction: None when
+    that transaction is not mined, none at all when it reverted."""
+    from web3.logs import DISCARD
+
+    receipt = gw.transactor().receipt(row.tx_hash)
+    if receipt is None:
+        return None
+    if receipt["status"] != 1:
+        return []
+    logs = getattr(gw.alliance.points.contract.events, event)().process_receipt(receipt, errors=DISCARD)
+    return [dict(log["args"]) | {"blockNumber": log["blockNumber"]} for log in logs]
+
+
+# Finding an operation's effect: a transaction is always stored before it is broadcast, so a row
+# without one has nothing on chain, and the stored one's receipt answers in one lookup. Only a row
+# whose transaction is not mined (still pending, or replaced) is searched for in the logs since
+# deployment, in case an earlier transaction of it did land: slow on a long chain, and rare.
+
+
 def _exchange_effect(gw: Gateway, row: Exchange) -> dict | None:
-    logs = gw.alliance.points.issued_logs(_ref32(row.exchange_ref), from_block=gw.alliance.manifest.deployed_block)
-    mine = [log for log in logs if log["brand"] == gw.brand_address]
+    if not row.tx_hash:
+        return None
+    ref = _ref32(row.exchange_ref)
+    events = _mined_events(gw, row, "Issued")
+    if events is None:
+        events = gw.alliance.points.issued_logs(ref, from_block=gw.alliance.manifest.deployed_block)
+    mine = [e for e in events if e["brand"] == gw.brand_address and bytes(e["ref"]) == ref]
     return mine[0] if mine else None
 
 
@@ -147,11 +172,15 @@ def _redemption_call(gw: Gateway, row: Redemption):
 
 
 def _redemption_effect(gw: Gateway, row: Redemption) -> dict | None:
-    events = gw.alliance.points.contract.events.Redeemed().get_logs(
-        from_block=gw.alliance.manifest.deployed_block, argument_filters={"owner": row.owner, "brand": gw.brand_address})
+    if not row.tx_hash:
+        return None
+    events = _mined_events(gw, row, "Redeemed")
+    if events is None:
+        events = [dict(e["args"]) | {"blockNumber": e["blockNumber"]} for e in gw.alliance.points.contract.events.Redeemed().get_logs(
+            from_block=gw.alliance.manifest.deployed_block, argument_filters={"owner": row.owner, "brand": gw.brand_address})]
     for event in events:
-        if event["args"]["nonce"] == int(row.nonce):
-            return dict(event["args"]) | {"blockNumber": event["blockNumber"]}
+        if event["owner"] == row.owner and event["brand"] == gw.brand_address and event["nonce"] == int(row.nonce):
+            return event
     return None
 
 
@@ -187,19 +216,33 @@ def accept_redemption(session: Session, gw: Gateway, member: Member, auth: Redem
     if signer != to_checksum_address(auth.owner):
         raise Forbidden("the signature is not by the owner of the points")
     owner, nonce = to_checksum_address(auth.owner), str(auth.nonce)
-    existing = session.scalars(select(Redemption).where(Redemption.owner == owner, Redemption.nonce == nonce)).first()
-    if existing is not None:
+    existing = session.scalars(select(Redemption).where(Redemption.owner == owner, Redemption.nonce == nonce)
+                               .with_for_update()).first()
+    if existing is not None and existing.status != "failed":
         if existing.member_id != member.id or existing.ap_amount != auth.amount:
             raise Conflict("this authorisation was already submitted")
         return existing, True
     member = members.lock(session, member)
     members.require_active(member)
     consent.require(session, member, Purpose.ALLIANCE_EXCHANGE)
+    # The signed authorisation names the brand but not the member account to credit: only a member
+    # who has proved control of the wallet here (by linking it) may present it, so an authorisation
+    # that leaks or is intercepted credits nobody else.
+    if member.wallet_address != owner:
+        raise Forbidden("link this wallet to your account at this brand before redeeming its points")
     rate, version = _rate(gw)
-    row = Redemption(redemption_ref=str(uuid.uuid4()), member_id=member.id, owner=owner, nonce=nonce,
-                     deadline=auth.deadline, ap_amount=auth.amount, signature="0x" + auth.signature.hex(),
-                     reward_points=auth.amount * rate, rate=rate, rate_version=version, status="pending",
-                     attempts=0, created_at=now, updated_at=now)
+    fields = dict(redemption_ref=str(uuid.uuid4()), member_id=member.id, owner=owner, nonce=nonce,
+                  deadline=auth.deadline, ap_amount=auth.amount, signature="0x" + auth.signature.hex(),
+                  reward_points=auth.amount * rate, rate=rate, rate_version=version, status="pending", failure=None,
+                  credit_txn_id=None, raw_tx=None, tx_hash=None, tx_nonce=None, block_number=None, epoch=None,
+                  attempts=0, created_at=now, updated_at=now)
+    if existing is not None:
+        # A failed attempt left the nonce unused on chain and nothing in the ledger, so a wallet that
+        # asks the chain for its next free nonce signs this one again: it is a new attempt, not a replay.
+        for name, value in fields.items():
+            setattr(existing, name, value)
+        return existing, False
+    row = Redemption(**fields)
     session.add(row)
     return row, False
 

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from ..models import LogAnchor
 from ..runtime import Gateway
 from . import audit, logs
+from .outbox import submission_lock
 
 
 def latest(session: Session, kind: str) -> LogAnchor | None:
@@ -26,7 +27,9 @@ def anchor(session: Session, gw: Gateway, kind: str, actor: str, now: datetime) 
         return None
     root = logs.tree(session, model, size).root()
     period = 1 if last is None else last.period + 1
-    receipt = gw.alliance.anchor.post(gw.transactor(), kind, period, size, root)
+    tx = gw.transactor()
+    with submission_lock(tx.address):  # numbered and sent in order with the outbox's transactions
+        receipt = gw.alliance.anchor.post(tx, kind, period, size, root)
     row = LogAnchor(kind=kind, period=period, size=size, root=root.hex(), tx_hash="0x" + bytes(receipt["transactionHash"]).hex(),
                     block_number=receipt["blockNumber"], anchored_at=now)
     session.add(row)

@@ -83,24 +83,39 @@ def reverse_debit(session: Session, member: Member, debit_txn: LedgerTxn, kind: 
     """Undo a debit: post the opposite amount and put the points back into the very lots they came
     from (keeping their original expiry)."""
     amount = -session.scalar(select(LedgerEntry.amount).where(LedgerEntry.txn_id == debit_txn.id, LedgerEntry.account == MEMBER))
+    # A debt run up since the debit (a clawback while the exchange was pending) is paid first, as
+    # with any credit: only the rest goes back into lots, the longest-lived first.
+    restore = amount - min(max(0, -member.balance), amount)
     txn = post(session, member, kind, amount, counter_account, now, ref=debit_txn.ref)
-    for lot_debit in session.scalars(select(LotDebit).where(LotDebit.txn_id == debit_txn.id)):
-        session.execute(update(PointLot).where(PointLot.id == lot_debit.lot_id).values(remaining=PointLot.remaining + lot_debit.amount))
+    debits = session.execute(select(LotDebit.lot_id, LotDebit.amount).join(PointLot, PointLot.id == LotDebit.lot_id)
+                             .where(LotDebit.txn_id == debit_txn.id).order_by(PointLot.expires_at.desc(), PointLot.id.desc())).all()
+    for lot_id, taken in debits:
+        back = min(taken, restore)
+        if back <= 0:
+            break
+        session.execute(update(PointLot).where(PointLot.id == lot_id).values(remaining=PointLot.remaining + back))
+        restore -= back
     return txn
 
 
 def expire_due(session: Session, now: datetime, member_id: int | None = None) -> int:
     """Expire every lot past its date; returns the points expired."""
-    query = select(PointLot).where(PointLot.remaining > 0, PointLot.expires_at <= now)
+    due = select(PointLot.member_id).where(PointLot.remaining > 0, PointLot.expires_at <= now).distinct()
     if member_id is not None:
-        query = query.where(PointLot.member_id == member_id)
+        due = due.where(PointLot.member_id == member_id)
     total = 0
-    for lot in session.scalars(query.order_by(PointLot.member_id, PointLot.id).with_for_update()):
-        member = session.get(Member, lot.member_id)
-        txn = post(session, member, "expire", -lot.remaining, "expired", now, ref=f"lot:{lot.id}")
-        session.add(LotDebit(txn_id=txn.id, lot_id=lot.id, amount=lot.remaining))
-        total += lot.remaining
-        lot.remaining = 0
+    for mid in sorted(session.scalars(due).all()):
+        # The member row is locked (and re-read) before its lots, in the order every other posting
+        # takes them: a purchase committed meanwhile is seen, never overwritten by a stale balance.
+        member = session.scalars(select(Member).where(Member.id == mid).with_for_update()
+                                 .execution_options(populate_existing=True)).one()
+        lots = session.scalars(select(PointLot).where(PointLot.member_id == mid, PointLot.remaining > 0, PointLot.expires_at <= now)
+                               .order_by(PointLot.id).with_for_update().execution_options(populate_existing=True))
+        for lot in lots.all():
+            txn = post(session, member, "expire", -lot.remaining, "expired", now, ref=f"lot:{lot.id}")
+            session.add(LotDebit(txn_id=txn.id, lot_id=lot.id, amount=lot.remaining))
+            total += lot.remaining
+            lot.remaining = 0
     return total
 
 

@@ -149,7 +149,10 @@ def login(session: Session, gw: Gateway, kind: str, value: str, passphrase: str,
     ok = check_passphrase(member.passphrase_hash if member else hash_passphrase("x" * 12), passphrase)
     if member is None or not ok:
         raise Unauthorised("identifier or passphrase not recognised")
-    if member.status != "active":
+    # A frozen member still logs in: freezing stops new processing (every processing checks
+    # `require_active`), not the member's rights to see their data, export it, erase it or withdraw
+    # consent. (An erased member has no identifiers left to log in with.)
+    if member.status == "erased":
         raise MemberNotActive(f"the account is {member.status}")
     return member, issue_token(session, gw, member, now)
 

@@ -14,6 +14,7 @@ chain check finds: points are never lost and never doubled. Run on start and by 
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -38,6 +39,20 @@ class ChainJob:
     fail: Callable[[Session, Gateway, Any, str], None]
 
 
+_SUBMIT_LOCKS: dict[str, threading.Lock] = {}
+_SUBMIT_GUARD = threading.Lock()
+
+
+def submission_lock(address: str) -> threading.Lock:
+    """One lock per sending account, held from numbering a transaction (its nonce) until it is
+    broadcast. Without it, two requests that were given nonces N and N+1 can broadcast N+1 first:
+    a node that queues future nonces copes, but the embedded chain refuses it outright, and so
+    would any node once a gap outlives its queue. Anything else this process sends from the
+    brand's account (anchoring) takes the same lock."""
+    with _SUBMIT_GUARD:
+        return _SUBMIT_LOCKS.setdefault(address, threading.Lock())
+
+
 def _row(session: Session, job: ChainJob, ref: str):
     return session.scalars(select(job.model).where(getattr(job.model, job.ref_column) == ref).with_for_update()).one()
 
@@ -46,35 +61,57 @@ def process(gw: Gateway, job: ChainJob, ref: str, wait_s: float = 30.0) -> Any:
     """Drive one row as far as it can go now; returns the row (status pending, confirmed or failed).
     Raises ChainError only when the chain cannot be reached (the row stays pending, to retry)."""
     tx = gw.transactor()
+    lock = submission_lock(tx.address)
     for _ in range(3):  # at most: resolve a stale transaction, sign anew, confirm
-        with transaction(gw.sessions) as session:
-            row = _row(session, job, ref)
-            if row.status != "pending":
-                return row
-            effect = job.effect(gw, row)
-            if effect is not None:
-                job.succeed(session, gw, row, effect)
-                return row
-            signed = None
-            if row.tx_hash:
-                receipt = tx.receipt(row.tx_hash)
-                if receipt is not None and receipt["status"] == 0:
-                    job.fail(session, gw, row, "transaction reverted on chain")
+        held = False
+        try:
+            with transaction(gw.sessions) as session:
+                row = _row(session, job, ref)
+                if row.status != "pending":
                     return row
-                if receipt is None and tx.confirmed_nonce() <= row.tx_nonce:
-                    signed = SignedTx(row.raw_tx, row.tx_hash, row.tx_nonce)  # may still be mined
-            if signed is None:
-                try:
-                    signed = tx.prepare(job.call(gw, row))
-                except ContractRevert as exc:
-                    job.fail(session, gw, row, str(exc))
+                effect = job.effect(gw, row)
+                if effect is not None:
+                    job.succeed(session, gw, row, effect)
                     return row
-                row.raw_tx, row.tx_hash, row.tx_nonce = signed.raw, signed.hash, signed.nonce
-                row.attempts += 1
-        # Committed: the signed transaction is on disk before it can reach the chain.
-        if gw.before_broadcast is not None:
-            gw.before_broadcast(ref)
-        tx.broadcast(signed)
+                signed = None
+                if row.tx_hash:
+                    # The account's mined-transaction count is read BEFORE the receipt: if the stored
+                    # transaction is mined at any moment before that count, the receipt read after it
+                    # sees it. (The other order can miss a transaction mined in between, take it for
+                    # replaced and sign the operation again: a double mint.)
+                    confirmed = tx.confirmed_nonce()
+                    receipt = tx.receipt(row.tx_hash)
+                    if receipt is not None and receipt["status"] == 0:
+                        job.fail(session, gw, row, "transaction reverted on chain")
+                        return row
+                    if receipt is not None:
+                        # Mined and succeeded, yet its effect was not found: never sign it again.
+                        raise ChainError(f"{ref}: transaction {row.tx_hash} is mined but its effect is not visible yet")
+                    if confirmed <= row.tx_nonce:
+                        signed = SignedTx(row.raw_tx, row.tx_hash, row.tx_nonce)  # may still be mined
+                    # else: its nonce went to another transaction, so it can never be mined: sign anew.
+                lock.acquire()
+                held = True
+                if signed is None:
+                    try:
+                        signed = tx.prepare(job.call(gw, row))
+                    except ContractRevert as exc:
+                        job.fail(session, gw, row, str(exc))
+                        return row
+                    row.raw_tx, row.tx_hash, row.tx_nonce = signed.raw, signed.hash, signed.nonce
+                    row.attempts += 1
+            # Committed: the signed transaction is on disk before it can reach the chain.
+            if gw.before_broadcast is not None:
+                gw.before_broadcast(ref)
+            try:
+                tx.broadcast(signed)
+            except ChainError:
+                raise
+            except Exception as exc:  # a node refusing the bytes (e.g. the embedded chain's nonce check)
+                raise ChainError(f"{ref}: broadcast failed: {exc}") from exc
+        finally:
+            if held:
+                lock.release()
         if tx.receipt(signed.hash, timeout=wait_s) is None:
             with transaction(gw.sessions) as session:
                 return _row(session, job, ref)  # still pending: the worker finishes it

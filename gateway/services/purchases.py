@@ -7,7 +7,7 @@ import hashlib
 import json
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -29,6 +29,31 @@ def _replay(existing, body_hash: str):
     if existing.request_hash != body_hash:
         raise IdempotencyMismatch("this idempotency key was used for a different request")
     return existing
+
+
+def _earned_that_day(session: Session, member: Member, occurred_at: datetime) -> tuple[str, int, bool]:
+    """(day, points already earned that day, whether that day is the member's latest earning day).
+
+    The running counter on the member covers its latest day. An event for a later day starts a new
+    one; a late event for an earlier day (a till that was offline) is counted against *that* day's
+    cap from the stored events, and leaves the counter alone, so interleaving days cannot reset it."""
+    day = occurred_at.date().isoformat()
+    if member.earned_day is None or day > member.earned_day:
+        return day, 0, True
+    if day == member.earned_day:
+        return day, member.earned_today, True
+    start = datetime.combine(occurred_at.date(), time(), tzinfo=occurred_at.tzinfo).astimezone(UTC)
+    end = start + timedelta(days=1)
+    earned = session.scalar(select(func.coalesce(func.sum(Purchase.points), 0)).where(
+        Purchase.member_id == member.id, Purchase.occurred_at >= start, Purchase.occurred_at < end))
+    earned += session.scalar(select(func.coalesce(func.sum(Action.points), 0)).where(
+        Action.member_id == member.id, Action.occurred_at >= start, Action.occurred_at < end))
+    return day, int(earned), False
+
+
+def _note_earned(member: Member, day: str, earned_before: int, points: int, latest: bool) -> None:
+    if latest:
+        member.earned_day, member.earned_today = day, earned_before + points
 
 
 @dataclass(frozen=True)
@@ -61,12 +86,12 @@ def record_purchase(session: Session, gw: Gateway, *, idempotency_key: str, memb
     earning = rules.purchase_points(s.earn, tiers.tier_rule(s, member.tier), amount_minor,
                                     first_order=member.purchase_count == 0, birth_month=member.birth_month,
                                     eco=eco, occurred_at=occurred_at)
-    day = occurred_at.date().isoformat()
-    earned_today = member.earned_today if member.earned_day == day else 0
+    day, earned_today, latest = _earned_that_day(session, member, occurred_at)
     points = rules.capped(earning.points, earned_today, s.earn.daily_cap)
+    # Stored in UTC: SQLite keeps no offset, and the tier window compares stored times with UTC ones.
     purchase = Purchase(purchase_ref=str(uuid.uuid4()), idempotency_key=idempotency_key, request_hash=body_hash,
                         member_id=member.id, amount_minor=amount_minor, refunded_minor=0, currency=currency,
-                        channel=channel, eco=eco, occurred_at=occurred_at, received_at=now, points=points,
+                        channel=channel, eco=eco, occurred_at=occurred_at.astimezone(UTC), received_at=now, points=points,
                         campaign=earning.campaign, clawed_back=0)
     session.add(purchase)
     try:
@@ -77,7 +102,7 @@ def record_purchase(session: Session, gw: Gateway, *, idempotency_key: str, memb
         txn = ledger.credit(session, member, "earn", points, "issued", now, s.earn.validity_days, ref=purchase.purchase_ref)
         purchase.txn_id = txn.id
     member.purchase_count += 1
-    member.earned_day, member.earned_today = day, earned_today + points
+    _note_earned(member, day, earned_today, points, latest)
     tiers.evaluate(session, s, member, now)
     return PurchaseResult(purchase, member, False, earning.points - points)
 
@@ -120,17 +145,19 @@ def record_action(session: Session, gw: Gateway, *, idempotency_key: str, member
     s = gw.settings
     if kind not in s.earn.action_points:
         raise GatewayError(f"unknown action {kind!r}; expected one of {', '.join(s.earn.action_points)}")
+    if occurred_at > now + timedelta(minutes=5):
+        raise GatewayError("occurred_at is in the future")
     member = members.lock(session, member)
     members.require_active(member)
     consent.require(session, member, Purpose.LOYALTY_CORE)
-    day = occurred_at.date().isoformat()
-    earned_today = member.earned_today if member.earned_day == day else 0
+    day, earned_today, latest = _earned_that_day(session, member, occurred_at)
     points = rules.capped(s.earn.action_points[kind], earned_today, s.earn.daily_cap)
-    action = Action(idempotency_key=idempotency_key, member_id=member.id, kind=kind, points=points, occurred_at=occurred_at)
+    action = Action(idempotency_key=idempotency_key, member_id=member.id, kind=kind, points=points,
+                    occurred_at=occurred_at.astimezone(UTC))
     session.add(action)
     if points:
         ledger.credit(session, member, "action", points, "issued", now, s.earn.validity_days, ref=f"action:{kind}")
-    member.earned_day, member.earned_today = day, earned_today + points
+    _note_earned(member, day, earned_today, points, latest)
     session.flush()
     tiers.evaluate(session, s, member, now)
     return action, member, False

@@ -4,13 +4,17 @@ next review if still short."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from ..models import Action, Member, Purchase, TierChange
 from ..settings import GatewaySettings, TierRule
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def tier_rule(settings: GatewaySettings, name: str) -> TierRule:
@@ -67,9 +71,13 @@ def evaluate(session: Session, settings: GatewaySettings, member: Member, now: d
 def review(session: Session, settings: GatewaySettings, now: datetime) -> int:
     """The scheduled review: re-evaluate members in grace, downgrade those past it. Returns downgrades."""
     downgraded = 0
-    for member in session.scalars(select(Member).where(Member.downgrade_due_at.is_not(None), Member.status != "erased")):
+    # Locked (and re-read) like any other change to a member, so a concurrent purchase's upgrade is
+    # neither missed nor overwritten.
+    for member in session.scalars(select(Member).where(Member.downgrade_due_at.is_not(None), Member.status != "erased")
+                                  .order_by(Member.id).with_for_update().execution_options(populate_existing=True)).all():
         evaluate(session, settings, member, now)
-        if member.downgrade_due_at is not None and member.downgrade_due_at <= now:
+        # SQLite hands datetimes back naive (they are stored as UTC): compare like with like.
+        if member.downgrade_due_at is not None and _aware(member.downgrade_due_at) <= now:
             lower = settings.tiers[max(0, _rank(settings, member.tier) - 1)].name
             _change(session, member, lower, "grace_period_ended", now)
             evaluate(session, settings, member, now)  # still short of the lower tier: a new grace
@@ -81,5 +89,6 @@ def start_grace_where_due(session: Session, settings: GatewaySettings, now: date
     """Members above the base tier with no activity at all never trigger `evaluate` from a purchase;
     the review finds them here."""
     base = settings.tiers[0].name
-    for member in session.scalars(select(Member).where(Member.tier != base, Member.downgrade_due_at.is_(None), Member.status != "erased")):
+    for member in session.scalars(select(Member).where(Member.tier != base, Member.downgrade_due_at.is_(None), Member.status != "erased")
+                                  .order_by(Member.id).with_for_update().execution_options(populate_existing=True)).all():
         evaluate(session, settings, member, now)

@@ -2,22 +2,67 @@
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from eth_account import Account
 from eth_account.messages import encode_defunct
 from fastapi.testclient import TestClient
+from sqlalchemy import func, select
 
-from contracts.chain import Chain
+from contracts.chain import Chain, connect
 from contracts.client import Alliance
-from contracts.deploy import BrandTerms, onboard_brand
+from contracts.deploy import BrandTerms, deploy_alliance, onboard_brand
 from gateway.app import create_app
 from gateway.auth import create_api_key
 from gateway.db import transaction
 from gateway.runtime import Gateway, build_gateway
 from gateway.settings import GatewaySettings
+
+PASSPHRASE = "correct horse battery"
+
+
+class Clock:
+    """A settable clock for `Gateway.clock`: tests move time, never sleep."""
+
+    def __init__(self, start: datetime | None = None):
+        self.now = start or datetime(2026, 3, 3, 10, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta) -> datetime:
+        self.now = self.now + timedelta(**delta)
+        return self.now
+
+    def set(self, moment: datetime) -> datetime:
+        self.now = moment
+        return self.now
+
+
+@dataclass
+class World:
+    """One deployed alliance on one chain, shared by several brands."""
+
+    chain: Chain
+    governor: object
+    alliance: Alliance
+    manifest_path: Path
+    workdir: Path
+
+    def gov(self):
+        return self.alliance.transactor(self.governor)
+
+
+def new_world(workdir: Path | None = None, chain: Chain | None = None) -> World:
+    workdir = Path(workdir or tempfile.mkdtemp(prefix="alliance-"))
+    chain = chain or connect()
+    governor = chain.new_account()
+    alliance = deploy_alliance(chain, governor)
+    manifest_path = alliance.manifest.save(workdir / "manifest.json")
+    return World(chain, governor, alliance, manifest_path, workdir)
 
 
 @dataclass
@@ -25,35 +70,81 @@ class Brand:
     gw: Gateway
     client: TestClient
     keys: dict[str, str]  # role -> API key secret
+    workdir: Path | None = None
+    extra: dict = field(default_factory=dict)
 
     def as_(self, role: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.keys[role]}"}
 
+    def close(self) -> None:
+        self.client.close()
+        self.gw.engine.dispose()
+
+
+def _settings(workdir: Path, brand_id: str, name: str, database_url: str | None, manifest_path: Path | None, **settings) -> GatewaySettings:
+    return GatewaySettings(brand_id=brand_id, brand_name=name, database_url=database_url or f"sqlite:///{workdir}/{brand_id}.sqlite",
+                           keys_dir=workdir / f"{brand_id}-keys", manifest=manifest_path, outbox_interval_s=0,
+                           anchor_interval_s=0, **settings)
+
+
+def _api_keys(gw: Gateway) -> dict[str, str]:
+    keys = {}
+    with transaction(gw.sessions) as session:
+        for role in ("operator", "pos", "auditor"):
+            keys[role] = create_api_key(session, role, f"{role}-test", gw.now())[1]
+    return keys
+
 
 def start_brand(alliance: Alliance, governor, manifest_path: Path, workdir: Path, brand_id: str, name: str, rate: int,
-                database_url: str | None = None, clock=None, **settings) -> Brand:
-    s = GatewaySettings(brand_id=brand_id, brand_name=name, database_url=database_url or f"sqlite:///{workdir}/{brand_id}.sqlite",
-                        keys_dir=workdir / f"{brand_id}-keys", manifest=manifest_path, outbox_interval_s=0, anchor_interval_s=0,
-                        **settings)
+                database_url: str | None = None, clock=None, client_kwargs: dict | None = None, **settings) -> Brand:
+    s = _settings(workdir, brand_id, name, database_url, manifest_path, **settings)
     gw = build_gateway(s, chain=alliance.chain)
     if clock is not None:
         gw.clock = clock
     alliance.chain.fund(gw.brand_address)
     onboard_brand(alliance, governor, gw.chain_account, BrandTerms(name, rate=rate, credit_limit=10**9, collateral=10**15))
-    keys = {}
-    with transaction(gw.sessions) as session:
-        for role in ("operator", "pos", "auditor"):
-            keys[role] = create_api_key(session, role, f"{role}-test", gw.now())[1]
-    client = TestClient(create_app(gateway=gw, background=False))
-    return Brand(gw, client, keys)
+    client = TestClient(create_app(gateway=gw, background=False), **(client_kwargs or {}))
+    return Brand(gw, client, _api_keys(gw), workdir)
 
 
-def enrol(brand: Brand, phone: str, name: str = "Alice Zhang", passphrase: str = "correct horse battery", **extra) -> dict:
-    r = brand.client.post("/v1/members", json={"identifiers": {"phone": phone}, "name": name, "passphrase": passphrase, **extra})
+def start_world_brand(world: World, brand_id: str, rate: int, database_url: str | None = None, **kwargs) -> Brand:
+    return start_brand(world.alliance, world.governor, world.manifest_path, world.workdir, brand_id,
+                       brand_id.replace("-", " ").title(), rate, database_url=database_url, **kwargs)
+
+
+def start_local_brand(workdir: Path, brand_id: str, database_url: str | None = None, clock=None,
+                      client_kwargs: dict | None = None, **settings) -> Brand:
+    """A gateway without a chain (brand-local points only): fast, for the business rules."""
+    gw = build_gateway(_settings(workdir, brand_id, brand_id.title(), database_url, None, **settings))
+    if clock is not None:
+        gw.clock = clock
+    client = TestClient(create_app(gateway=gw, background=False), **(client_kwargs or {}))
+    return Brand(gw, client, _api_keys(gw), workdir)
+
+
+def restart(brand: Brand, chain: Chain | None = None, clock=None) -> Brand:
+    """The same brand started again on the same database, keys and chain (a new process, as far as
+    the gateway can tell). Enter `brand.client` as a context manager to run the start-up recovery."""
+    brand.client.close()
+    brand.gw.engine.dispose()
+    gw = build_gateway(brand.gw.settings, chain=chain or (brand.gw.alliance.chain if brand.gw.alliance else None))
+    gw.clock = clock or brand.gw.clock
+    return Brand(gw, TestClient(create_app(gateway=gw, background=False)), brand.keys, brand.workdir)
+
+
+def enrol(brand: Brand, phone: str, name: str = "Alice Zhang", passphrase: str = PASSPHRASE, **extra) -> dict:
+    identifiers = extra.pop("identifiers", None) or {"phone": phone}
+    r = brand.client.post("/v1/members", json={"identifiers": identifiers, "name": name, "passphrase": passphrase, **extra})
     assert r.status_code == 201, r.text
     body = r.json()
     body["auth"] = {"Authorization": f"Bearer {body['token']}"}
     return body
+
+
+def login(brand: Brand, kind: str, value: str, passphrase: str = PASSPHRASE) -> dict[str, str]:
+    r = brand.client.post("/v1/sessions", json={"kind": kind, "value": value, "passphrase": passphrase})
+    assert r.status_code == 200, r.text
+    return {"Authorization": f"Bearer {r.json()['token']}"}
 
 
 def link_wallet(brand: Brand, member: dict, wallet) -> None:
@@ -77,6 +168,61 @@ def purchase(brand: Brand, member_ref: str, amount_minor: int, key: str, occurre
                              json={"member_ref": member_ref, "amount_minor": amount_minor, "occurred_at": occurred_at.isoformat(), **extra})
 
 
+def refund(brand: Brand, purchase_ref: str, amount_minor: int, key: str):
+    return brand.client.post(f"/v1/purchases/{purchase_ref}/refunds", headers=brand.as_("pos") | {"Idempotency-Key": key},
+                             json={"amount_minor": amount_minor})
+
+
+def action(brand: Brand, member_ref: str, kind: str, key: str, occurred_at: datetime):
+    return brand.client.post("/v1/actions", headers=brand.as_("pos") | {"Idempotency-Key": key},
+                             json={"member_ref": member_ref, "kind": kind, "occurred_at": occurred_at.isoformat()})
+
+
+def exchange(brand: Brand, member: dict, ap_amount: int, key: str):
+    return brand.client.post("/v1/me/exchanges", json={"ap_amount": ap_amount}, headers=member["auth"] | {"Idempotency-Key": key})
+
+
+def maintenance(brand: Brand) -> dict:
+    r = brand.client.post("/v1/admin/maintenance", headers=brand.as_("operator"))
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def balance(brand: Brand, member: dict) -> dict:
+    r = brand.client.get("/v1/me/balance", headers=member["auth"])
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def reconciliation(brand: Brand) -> dict:
+    r = brand.client.get("/v1/audit/reconciliation", headers=brand.as_("auditor"))
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
 def authorise(alliance: Alliance, wallet, brand: Brand, amount: int, deadline: int, nonce: int | None = None) -> dict:
     auth = alliance.points.authorise(wallet, brand.gw.brand_address, amount, deadline, nonce)
     return auth.to_dict()
+
+
+def db_balance(brand: Brand, member_ref: str) -> tuple[int, int, int]:
+    """(Member.balance, sum of the member's ledger entries, sum of open lots) read from the database."""
+    from gateway.models import LedgerEntry, Member, PointLot
+
+    with brand.gw.sessions() as session:
+        m = session.scalars(select(Member).where(Member.member_ref == member_ref)).one()
+        entries = session.scalar(select(func.coalesce(func.sum(LedgerEntry.amount), 0))
+                                 .where(LedgerEntry.member_id == m.id, LedgerEntry.account == "member"))
+        lots = session.scalar(select(func.coalesce(func.sum(PointLot.remaining), 0)).where(PointLot.member_id == m.id))
+        return m.balance, int(entries), int(lots)
+
+
+def make_database_url(request, backend: str, directory: Path, name: str = "gateway") -> str:
+    """A fresh database for a test: a file for SQLite, a new database on the test server for PostgreSQL."""
+    if backend == "sqlite":
+        return f"sqlite:///{directory}/{name}.sqlite"
+    return request.getfixturevalue("postgres_databases").create("gateway_test")
+
+
+def new_wallet():
+    return Account.create()

@@ -73,6 +73,8 @@ def build(workdir: Path, chain_url: str = "embedded") -> GatewayWorld:
     for name, bid, amount in (("alice", "airline", 6), ("bob", "cafe", 5), ("alice", "cafe", 2), ("carol", "grocery", 3)):
         client = sessions[name, bid]
         client.consent("alliance_exchange")
+        if client.linked_wallet() != wallets[name].address:
+            client.link_wallet(wallets[name])
         client.redeem(client.authorise(wallets[name], amount))
     sessions["bob", "grocery"].consent("alliance_exchange", granted=False)
     sessions["dan", "cafe"].consent("marketing")

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-24 02:38:19.800466
+Create Date: 2026-11-24 02:55:00.524050
 """
 from alembic import op
 import sqlalchemy as sa
@@ -172,7 +172,7 @@ def upgrade() -> None:
     op.create_table('exchanges',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('exchange_ref', sa.String(length=64), nullable=False),
-    sa.Column('idempotency_key', sa.String(length=128), nullable=False),
+    sa.Column('idempotency_key', sa.String(length=160), nullable=False),
     sa.Column('request_hash', sa.String(length=64), nullable=False),
     sa.Column('member_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('wallet_address', sa.String(length=42), nullable=False),

@@ -1,0 +1,285 @@
+"""Authorisation matrix: every role x every endpoint of the OpenAPI spec.
+
+The spec is iterated, so an endpoint added later without an entry in ENDPOINTS fails the test rather
+than go unchecked. Each entry names the roles it admits and builds a request that succeeds for them;
+every other role must get 401 (no or unknown credentials) or 403 (a known role that is not admitted),
+and a member's own-token endpoints only ever touch that member's data."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from dataclasses import dataclass
+from typing import Callable
+
+import pytest
+from eth_account.messages import encode_defunct
+from harness import (
+    Clock,
+    authorise,
+    consent,
+    enrol,
+    exchange,
+    link_wallet,
+    new_wallet,
+    purchase,
+    start_world_brand,
+)
+
+PUBLIC = frozenset({"anonymous", "member", "other", "operator", "pos", "auditor", "invalid"})
+MEMBER = frozenset({"member", "other"})
+OPERATOR = frozenset({"operator"})
+TILL = frozenset({"pos", "operator"})
+READER = frozenset({"auditor", "operator"})
+ROLES = ("anonymous", "invalid", "member", "other", "operator", "pos", "auditor")
+_seq = itertools.count(1)
+
+
+def uniq() -> int:
+    return next(_seq)
+
+
+@dataclass
+class Ctx:
+    """What the requests refer to: M is the target member, O the other member."""
+
+    brand: object
+    world: object
+    clock: Clock
+    m: dict
+    o: dict
+    wallets: dict  # member_ref -> wallet
+    m_purchase: str
+    m_exchange: str
+
+    def member_for(self, role: str) -> dict:
+        return self.o if role == "other" else self.m
+
+    def throwaway(self) -> dict:
+        """A member made for one destructive call (erasure, freezing)."""
+        return enrol(self.brand, f"+86139{uniq():08d}")
+
+
+@dataclass
+class Endpoint:
+    roles: frozenset
+    build: Callable[[Ctx, str], dict]  # -> {"path", "json"?, "params"?, "headers"?, "auth"?}
+    ok: tuple = (200,)
+
+
+def _challenge(ctx: Ctx, role: str) -> dict:
+    return {"path": "/v1/me/wallet/challenges", "json": {"address": ctx.wallets[ctx.member_for(role)["member_ref"]].address}}
+
+
+def _link(ctx: Ctx, role: str) -> dict:
+    member = ctx.member_for(role)
+    wallet = ctx.wallets[member["member_ref"]]
+    if role in MEMBER:
+        r = ctx.brand.client.post("/v1/me/wallet/challenges", json={"address": wallet.address}, headers=member["auth"])
+        assert r.status_code == 201, r.text
+        challenge = r.json()
+        signature = "0x" + bytes(wallet.sign_message(encode_defunct(text=challenge["message"])).signature).hex()
+        return {"path": "/v1/me/wallet", "json": {"challenge_id": challenge["challenge_id"], "signature": signature}}
+    return {"path": "/v1/me/wallet", "json": {"challenge_id": "00000000-0000-0000-0000-000000000000", "signature": "0x" + "11" * 65}}
+
+
+def _redeem(ctx: Ctx, role: str) -> dict:
+    wallet = ctx.wallets[ctx.member_for(role)["member_ref"]]
+    return {"path": "/v1/me/redemptions",
+            "json": authorise(ctx.world.alliance, wallet, ctx.brand, 1, ctx.world.chain.timestamp() + 3600)}
+
+
+def _erase_me(ctx: Ctx, role: str) -> dict:
+    out = {"path": "/v1/me/erasure"}
+    if role in MEMBER:
+        out["auth"] = ctx.throwaway()["auth"]
+    return out
+
+
+def _member_path(suffix: str, destructive: bool = False):
+    def build(ctx: Ctx, role: str) -> dict:
+        ref = ctx.throwaway()["member_ref"] if destructive and role in OPERATOR else ctx.m["member_ref"]
+        return {"path": f"/v1/members/{ref}{suffix}"}
+    return build
+
+
+def _purchase_body(ctx: Ctx) -> dict:
+    return {"member_ref": ctx.m["member_ref"], "amount_minor": 1_000, "occurred_at": ctx.clock.now.isoformat()}
+
+
+ENDPOINTS: dict[tuple[str, str], Endpoint] = {
+    ("GET", "/healthz"): Endpoint(PUBLIC, lambda c, r: {"path": "/healthz"}),
+    ("GET", "/v1/brand"): Endpoint(PUBLIC, lambda c, r: {"path": "/v1/brand"}),
+    ("GET", "/v1/redemption-nonce"): Endpoint(PUBLIC, lambda c, r: {
+        "path": "/v1/redemption-nonce", "params": {"owner": c.wallets[c.m["member_ref"]].address}}),
+    ("POST", "/v1/members"): Endpoint(PUBLIC, lambda c, r: {"path": "/v1/members", "json": {
+        "identifiers": {"phone": f"+86137{uniq():08d}"}, "name": "New Member", "passphrase": "correct horse battery"}}, (201,)),
+    ("POST", "/v1/sessions"): Endpoint(PUBLIC, lambda c, r: {"path": "/v1/sessions", "json": {
+        "kind": "phone", "value": c.m["phone"], "passphrase": "correct horse battery"}}),
+    ("GET", "/v1/me"): Endpoint(MEMBER, lambda c, r: {"path": "/v1/me"}),
+    ("GET", "/v1/members/{member_ref}"): Endpoint(OPERATOR, _member_path("")),
+    ("POST", "/v1/members/{member_ref}/status"): Endpoint(OPERATOR, lambda c, r: _member_path("/status", True)(c, r) | {
+        "json": {"status": "frozen", "reason": "matrix test"}}),
+    ("GET", "/v1/me/consents"): Endpoint(MEMBER, lambda c, r: {"path": "/v1/me/consents"}),
+    ("GET", "/v1/me/consents/history"): Endpoint(MEMBER, lambda c, r: {"path": "/v1/me/consents/history"}),
+    ("PUT", "/v1/me/consents/{purpose}"): Endpoint(MEMBER, lambda c, r: {"path": "/v1/me/consents/marketing", "json": {"granted": True}}),
+    ("POST", "/v1/purchases"): Endpoint(TILL, lambda c, r: {"path": "/v1/purchases", "json": _purchase_body(c),
+                                                            "headers": {"Idempotency-Key": f"p-{uniq()}"}}, (201,)),
+    ("POST", "/v1/purchases/batch"): Endpoint(TILL, lambda c, r: {"path": "/v1/purchases/batch", "json": {
+        "events": [_purchase_body(c) | {"idempotency_key": f"b-{uniq()}"}]}}),
+    ("POST", "/v1/purchases/{purchase_ref}/refunds"): Endpoint(TILL, lambda c, r: {
+        "path": f"/v1/purchases/{c.m_purchase}/refunds", "json": {"amount_minor": 1}, "headers": {"Idempotency-Key": f"r-{uniq()}"}}, (201,)),
+    ("POST", "/v1/actions"): Endpoint(TILL, lambda c, r: {"path": "/v1/actions", "json": {
+        "member_ref": c.m["member_ref"], "kind": "check_in", "occurred_at": c.clock.now.isoformat()},
+        "headers": {"Idempotency-Key": f"a-{uniq()}"}}, (201,)),
+    ("GET", "/v1/me/balance"): Endpoint(MEMBER, lambda c, r: {"path": "/v1/me/balance"}),
+    ("GET", "/v1/me/ledger"): Endpoint(MEMBER, lambda c, r: {"path": "/v1/me/ledger"}),
+    ("POST", "/v1/me/wallet/challenges"): Endpoint(MEMBER, _challenge, (201,)),
+    ("POST", "/v1/me/wallet"): Endpoint(MEMBER, _link),
+    ("POST", "/v1/me/exchanges"): Endpoint(MEMBER, lambda c, r: {"path": "/v1/me/exchanges", "json": {"ap_amount": 1},
+                                                                 "headers": {"Idempotency-Key": f"x-{uniq()}"}}, (201,)),
+    # Always M's exchange: the other member must not find it.
+    ("GET", "/v1/me/exchanges/{exchange_ref}"): Endpoint(MEMBER, lambda c, r: {"path": f"/v1/me/exchanges/{c.m_exchange}"}),
+    ("POST", "/v1/me/redemptions"): Endpoint(MEMBER, _redeem, (201,)),
+    ("GET", "/v1/me/export"): Endpoint(MEMBER, lambda c, r: {"path": "/v1/me/export"}),
+    ("POST", "/v1/me/erasure"): Endpoint(MEMBER, _erase_me),
+    ("GET", "/v1/members/{member_ref}/export"): Endpoint(OPERATOR, _member_path("/export")),
+    ("POST", "/v1/members/{member_ref}/erasure"): Endpoint(OPERATOR, _member_path("/erasure", True)),
+    ("GET", "/v1/audit/logs/{kind}"): Endpoint(READER, lambda c, r: {"path": "/v1/audit/logs/consent-log"}),
+    ("GET", "/v1/audit/logs/{kind}/verification"): Endpoint(READER, lambda c, r: {"path": "/v1/audit/logs/audit-log/verification"}),
+    ("GET", "/v1/audit/logs/{kind}/anchors"): Endpoint(READER, lambda c, r: {"path": "/v1/audit/logs/consent-log/anchors"}),
+    ("GET", "/v1/audit/logs/{kind}/{seq}/proof"): Endpoint(READER, lambda c, r: {"path": "/v1/audit/logs/consent-log/0/proof"}),
+    ("GET", "/v1/audit/reconciliation"): Endpoint(READER, lambda c, r: {"path": "/v1/audit/reconciliation"}),
+    ("POST", "/v1/admin/api-keys"): Endpoint(OPERATOR, lambda c, r: {"path": "/v1/admin/api-keys", "json": {
+        "role": "auditor", "label": "matrix"}}, (201,)),
+    ("POST", "/v1/admin/anchors"): Endpoint(OPERATOR, lambda c, r: {"path": "/v1/admin/anchors", "json": {"kind": "audit-log"}}),
+    ("POST", "/v1/admin/maintenance"): Endpoint(OPERATOR, lambda c, r: {"path": "/v1/admin/maintenance"}),
+}
+
+# Where a member is admitted but the answer for the *other* member differs (ownership, not role).
+OTHER_MEMBER = {("GET", "/v1/me/exchanges/{exchange_ref}"): 404}
+
+
+@pytest.fixture(scope="module")
+def ctx(world) -> Ctx:
+    clock = Clock()
+    brand = start_world_brand(world, "matrix", 10, clock=clock)
+    m = enrol(brand, "+8613800000001", name="Mia Matrix", identifiers={"phone": "+8613800000001", "email": "mia@example.com"})
+    o = enrol(brand, "+8613800000002", name="Otto Other")
+    m["phone"], o["phone"] = "+8613800000001", "+8613800000002"
+    wallets = {}
+    for member in (m, o):
+        consent(brand, member, "alliance_exchange")
+        wallets[member["member_ref"]] = new_wallet()
+        link_wallet(brand, member, wallets[member["member_ref"]])
+        r = purchase(brand, member["member_ref"], 200_000, f"setup-{member['member_ref']}", clock.now)
+        assert r.status_code == 201, r.text
+    m_purchase = purchase(brand, m["member_ref"], 100_000, "setup-m2", clock.now).json()["purchase_ref"]
+    ex = {}
+    for member in (m, o):
+        r = exchange(brand, member, 20, f"setup-x-{member['member_ref']}")
+        assert r.status_code == 201, r.text
+        ex[member["member_ref"]] = r.json()["exchange_ref"]
+    r = brand.client.post("/v1/admin/anchors", json={"kind": "consent-log"}, headers=brand.as_("operator"))
+    assert r.json()["anchored"] is True
+    yield Ctx(brand, world, clock, m, o, wallets, m_purchase, ex[m["member_ref"]])
+    brand.close()
+
+
+def _headers(ctx: Ctx, role: str) -> dict:
+    if role == "anonymous":
+        return {}
+    if role == "invalid":
+        return {"Authorization": "Bearer mt_not-a-real-token"}
+    if role in MEMBER:
+        return ctx.member_for(role)["auth"]
+    return ctx.brand.as_(role)
+
+
+def _call(ctx: Ctx, method: str, template: str, role: str):
+    spec = ENDPOINTS[(method, template)]
+    req = spec.build(ctx, role)
+    headers = _headers(ctx, role) if "auth" not in req else req["auth"]
+    ctx.clock.advance(minutes=2)  # keeps the member under the purchase rate limit
+    return ctx.brand.client.request(method, req["path"], json=req.get("json"), params=req.get("params"),
+                                    headers=headers | req.get("headers", {}))
+
+
+def _snapshot(ctx: Ctx, member: dict) -> str:
+    """Everything the gateway holds about a member, as the operator sees it."""
+    r = ctx.brand.client.get(f"/v1/members/{member['member_ref']}/export", headers=ctx.brand.as_("operator"))
+    assert r.status_code == 200, r.text
+    return json.dumps(r.json(), sort_keys=True)
+
+
+def _spec_endpoints(ctx: Ctx) -> list[tuple[str, str]]:
+    paths = ctx.brand.client.app.openapi()["paths"]
+    return sorted((method.upper(), path) for path, ops in paths.items() for method in ops)
+
+
+def test_every_endpoint_in_the_spec_is_in_the_matrix(ctx):
+    missing = [e for e in _spec_endpoints(ctx) if e not in ENDPOINTS]
+    assert not missing, f"add these endpoints to the authorisation matrix: {missing}"
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_role_matrix(ctx, role):
+    failures = []
+    m_before, o_before = _snapshot(ctx, ctx.m), _snapshot(ctx, ctx.o)
+    for method, template in _spec_endpoints(ctx):
+        if (method, template) not in ENDPOINTS:
+            continue  # reported by the test above
+        spec = ENDPOINTS[(method, template)]
+        r = _call(ctx, method, template, role)
+        body = r.json() if r.headers.get("content-type", "").startswith("application/json") else {}
+        if role in spec.roles:
+            expected = OTHER_MEMBER.get((method, template), spec.ok) if role == "other" else spec.ok
+            expected = expected if isinstance(expected, tuple) else (expected,)
+            if r.status_code not in expected:
+                failures.append(f"{role} {method} {template}: expected {expected}, got {r.status_code} {r.text[:200]}")
+            if role in MEMBER and (template == "/v1/me" or template.startswith("/v1/me/")):
+                mine, theirs = ctx.member_for(role), ctx.o if role == "member" else ctx.m
+                if theirs["member_ref"] in r.text:
+                    failures.append(f"{role} {method} {template}: the answer names the other member")
+                if r.status_code < 300 and isinstance(body, dict) and "member_ref" in body and template != "/v1/me/erasure":
+                    if body["member_ref"] != mine["member_ref"]:
+                        failures.append(f"{role} {method} {template}: answered for {body['member_ref']}")
+        else:
+            expected = 401 if role in ("anonymous", "invalid") else 403
+            code = "unauthorised" if expected == 401 else "forbidden"
+            if r.status_code != expected or body.get("error") != code:
+                failures.append(f"{role} {method} {template}: expected {expected} {code}, got {r.status_code} {r.text[:200]}")
+    assert not failures, "\n".join(failures)
+    # The other member's calls (and every refused one) left M untouched; nobody but O touched O.
+    if role not in ("member", "operator", "pos"):
+        assert _snapshot(ctx, ctx.m) == m_before, f"{role} changed the target member's data"
+    if role in ("member", "anonymous", "invalid", "auditor"):
+        assert _snapshot(ctx, ctx.o) == o_before, f"{role} changed the other member's data"
+
+
+def test_member_cannot_reach_other_members_objects(ctx):
+    o = ctx.o
+    client = ctx.brand.client
+    # Another member's exchange does not exist for O; operator endpoints by member_ref refuse members.
+    assert client.get(f"/v1/me/exchanges/{ctx.m_exchange}", headers=o["auth"]).status_code == 404
+    for method, path in [("GET", f"/v1/members/{ctx.m['member_ref']}"), ("GET", f"/v1/members/{ctx.m['member_ref']}/export"),
+                         ("POST", f"/v1/members/{ctx.m['member_ref']}/erasure")]:
+        r = client.request(method, path, headers=o["auth"])
+        assert r.status_code == 403 and r.json()["error"] == "forbidden", (path, r.text)
+    # Extra fields naming another member are refused, never followed.
+    r = client.post("/v1/me/exchanges", json={"ap_amount": 1, "member_ref": ctx.m["member_ref"]},
+                    headers=o["auth"] | {"Idempotency-Key": "o-sneaky"})
+    assert r.status_code == 422
+    r = client.put("/v1/me/consents/marketing", json={"granted": True, "member_ref": ctx.m["member_ref"]}, headers=o["auth"])
+    assert r.status_code == 422
+    # A member token is not a till: it cannot credit anyone.
+    r = client.post("/v1/purchases", json=_purchase_body(ctx), headers=o["auth"] | {"Idempotency-Key": "o-till"})
+    assert r.status_code == 403
+    # O's wallet challenge cannot be used by M, and M's exchanges by O's idempotency key stay O's.
+    r = client.post("/v1/me/wallet/challenges", json={"address": ctx.wallets[o["member_ref"]].address}, headers=o["auth"])
+    challenge = r.json()
+    sig = "0x" + bytes(ctx.wallets[o["member_ref"]].sign_message(encode_defunct(text=challenge["message"])).signature).hex()
+    r = client.post("/v1/me/wallet", json={"challenge_id": challenge["challenge_id"], "signature": sig}, headers=ctx.m["auth"])
+    assert r.status_code == 404
+    me = client.get("/v1/me", headers=ctx.m["auth"]).json()
+    assert me["wallet_address"] == ctx.wallets[ctx.m["member_ref"]].address

@@ -1,0 +1,235 @@
+"""A crash between the ledger write and the chain (before the broadcast, or after it but before the
+row is marked), then a restart on the same database and chain: the start-up recovery finishes the
+operation, with exactly one mint (or burn) on chain and the ledger right. And a chain that refuses
+an exchange gives the member's points back exactly."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+from harness import (
+    Clock,
+    authorise,
+    balance,
+    consent,
+    db_balance,
+    enrol,
+    exchange,
+    link_wallet,
+    make_database_url,
+    new_wallet,
+    new_world,
+    purchase,
+    reconciliation,
+    refund,
+    restart,
+    start_world_brand,
+)
+from sqlalchemy import select
+
+from contracts.chain import Transactor
+from gateway.models import Exchange, LedgerTxn, PointLot, Redemption
+
+RATE = 10
+
+
+class Crash(Exception):
+    """Stands for the process dying at that point."""
+
+
+class CrashAfterBroadcast(Transactor):
+    def broadcast(self, signed):
+        super().broadcast(signed)
+        raise Crash("died after the broadcast, before marking the row")
+
+
+@pytest.fixture(scope="module")
+def env(request, module_backend, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp(f"recovery-{module_backend}")
+    world = new_world(workdir)  # a chain of its own: these tests count events since deployment
+    clock = Clock()
+    url = make_database_url(request, module_backend, workdir, "recovery")
+    state = {"brand": start_world_brand(world, "phoenix", RATE, url, clock=clock), "n": 0}
+    yield world, state, clock
+    state["brand"].close()
+
+
+def _arm(brand, crash: str) -> None:
+    """Make the next chain submission of `brand` crash at the given point (once)."""
+    gw = brand.gw
+    if crash == "before_broadcast":
+        calls = []
+
+        def hook(ref: str) -> None:
+            calls.append(ref)
+            if len(calls) == 1:
+                raise Crash(f"died before broadcasting {ref}")
+
+        gw.before_broadcast = hook
+    else:
+        gw.transactor = lambda: CrashAfterBroadcast(gw.alliance.chain, gw.chain_account)
+
+
+def _crashing_client(brand) -> TestClient:
+    return TestClient(brand.client.app, raise_server_exceptions=False)
+
+
+def _member(world, brand, state, clock, points_minor: int = 100_000) -> dict:
+    state["n"] += 1
+    m = enrol(brand, f"+86135{state['n']:08d}")
+    consent(brand, m, "alliance_exchange")
+    m["wallet"] = new_wallet()
+    link_wallet(brand, m, m["wallet"])
+    clock.advance(minutes=1)
+    assert purchase(brand, m["member_ref"], points_minor, f"seed-{m['member_ref']}", clock.now).status_code == 201
+    return m
+
+
+def _restart(state) -> object:
+    state["brand"] = restart(state["brand"])
+    return state["brand"]
+
+
+def _lots(brand, member_ref: str) -> list[tuple]:
+    from gateway.models import Member
+
+    with brand.gw.sessions() as session:
+        member_id = session.scalar(select(Member.id).where(Member.member_ref == member_ref))
+        return [(lot.id, lot.amount, lot.remaining, lot.expires_at) for lot in
+                session.scalars(select(PointLot).where(PointLot.member_id == member_id).order_by(PointLot.id))]
+
+
+@pytest.mark.parametrize("crash", ["before_broadcast", "after_broadcast"])
+def test_exchange_survives_a_crash(env, crash):
+    world, state, clock = env
+    alliance = world.alliance
+    brand = state["brand"]
+    m = _member(world, brand, state, clock)
+    start = db_balance(brand, m["member_ref"])[0]
+    supply = alliance.points.total_supply()
+
+    _arm(brand, crash)
+    r = _crashing_client(brand).post("/v1/me/exchanges", json={"ap_amount": 40},
+                                     headers=m["auth"] | {"Idempotency-Key": f"crash-{crash}"})
+    assert r.status_code >= 500 or r.json()["status"] == "pending", r.text
+    with brand.gw.sessions() as session:
+        row = session.scalars(select(Exchange).where(Exchange.idempotency_key == f"member:{m['member_ref']}:crash-{crash}")).one()
+        ref, stored_hash = row.exchange_ref, row.tx_hash
+    assert row.status == "pending" and stored_hash  # the signed transaction was stored first
+    assert db_balance(brand, m["member_ref"])[0] == start - 400  # the debit is committed
+    minted_before_restart = len(alliance.points.issued_logs(bytes.fromhex(ref), from_block=alliance.manifest.deployed_block))
+    assert minted_before_restart == (0 if crash == "before_broadcast" else 1)
+
+    brand = _restart(state)
+    with brand.client:  # the lifespan runs the outbox recovery
+        assert brand.client.get(f"/v1/me/exchanges/{ref}", headers=m["auth"]).json()["status"] == "confirmed"
+        # The client retries its request: the same exchange comes back, nothing new happens.
+        again = exchange(brand, m, 40, f"crash-{crash}")
+        assert again.status_code == 200 and again.json()["replayed"] and again.json()["exchange_ref"] == ref
+        issued = alliance.points.issued_logs(bytes.fromhex(ref), from_block=alliance.manifest.deployed_block)
+        assert len(issued) == 1 and issued[0]["amount"] == 40 and issued[0]["to"] == m["wallet"].address
+        assert alliance.points.balance_of(m["wallet"].address) == 40
+        assert alliance.points.total_supply() == supply + 40
+        bal = balance(brand, m)
+        assert (bal["points"], bal["alliance_points"]) == (start - 400, 40)
+        assert db_balance(brand, m["member_ref"]) == (start - 400,) * 3
+        report = reconciliation(brand)
+        assert report["ok"] and report["chain"]["pending"]["exchanges"] == 0, report
+
+
+@pytest.mark.parametrize("crash", ["before_broadcast", "after_broadcast"])
+def test_redemption_survives_a_crash(env, crash):
+    world, state, clock = env
+    alliance = world.alliance
+    brand = state["brand"]
+    m = _member(world, brand, state, clock)
+    assert exchange(brand, m, 25, "fund").status_code == 201
+    start = db_balance(brand, m["member_ref"])[0]
+    auth = authorise(alliance, m["wallet"], brand, 10, world.chain.timestamp() + 3600)
+
+    _arm(brand, crash)
+    r = _crashing_client(brand).post("/v1/me/redemptions", json=auth, headers=m["auth"])
+    assert r.status_code >= 500 or r.json()["status"] == "pending", r.text
+    with brand.gw.sessions() as session:
+        row = session.scalars(select(Redemption).where(Redemption.owner == m["wallet"].address)).one()
+        assert row.status == "pending" and row.tx_hash
+        ref = row.redemption_ref
+    assert db_balance(brand, m["member_ref"])[0] == start  # credited only once the chain has burned
+    assert alliance.points.balance_of(m["wallet"].address) == (25 if crash == "before_broadcast" else 15)
+
+    brand = _restart(state)
+    with brand.client:
+        replay = brand.client.post("/v1/me/redemptions", json=auth, headers=m["auth"])
+        assert replay.status_code == 200 and replay.json()["replayed"] and replay.json()["status"] == "confirmed"
+        assert replay.json()["redemption_ref"] == ref
+        assert alliance.points.balance_of(m["wallet"].address) == 15
+        assert alliance.points.is_nonce_used(m["wallet"].address, brand.gw.brand_address, auth["nonce"])
+        assert db_balance(brand, m["member_ref"]) == (start + 100,) * 3
+        with brand.gw.sessions() as session:
+            credits = session.scalars(select(LedgerTxn).where(LedgerTxn.kind == "alliance_redeem", LedgerTxn.ref == ref)).all()
+        assert len(credits) == 1
+        report = reconciliation(brand)
+        assert report["ok"] and report["chain"]["pending"]["redemptions"] == 0, report
+
+
+def test_refused_exchange_gives_the_same_points_back(env):
+    world, state, clock = env
+    alliance = world.alliance
+    brand = state["brand"]
+    m = _member(world, brand, state, clock)
+    clock.advance(days=10)
+    clock.advance(minutes=1)
+    purchase(brand, m["member_ref"], 50_000, "later", clock.now)  # a second lot, expiring later
+    lots_before = _lots(brand, m["member_ref"])
+    start = db_balance(brand, m["member_ref"])[0]
+    alliance.registry.suspend(world.gov(), brand.gw.brand_address, "test: suspended")
+    try:
+        r = exchange(brand, m, 150, "refused")  # 1,500 points: takes from both lots
+        assert r.status_code == 409 and r.json()["error"] == "chain_rejected", r.text
+        assert "BrandNotActive" in r.json()["detail"]
+    finally:
+        alliance.registry.reinstate(world.gov(), brand.gw.brand_address)
+    with brand.gw.sessions() as session:
+        row = session.scalars(select(Exchange).where(Exchange.idempotency_key == f"member:{m['member_ref']}:refused")).one()
+        assert row.status == "failed" and "BrandNotActive" in row.failure
+        kinds = [t.kind for t in session.scalars(select(LedgerTxn).where(LedgerTxn.ref == row.exchange_ref).order_by(LedgerTxn.id))]
+    assert kinds == ["exchange", "exchange_reversal"]
+    assert _lots(brand, m["member_ref"]) == lots_before  # the same lots, the same expiry
+    assert db_balance(brand, m["member_ref"]) == (start,) * 3
+    assert alliance.points.balance_of(m["wallet"].address) == 0
+    # Replaying the refused request answers the same refusal, and never debits twice.
+    again = exchange(brand, m, 150, "refused")
+    assert again.status_code in (200, 409)
+    assert db_balance(brand, m["member_ref"])[0] == start
+    # Reinstated: the member can exchange again.
+    assert exchange(brand, m, 15, "after").status_code == 201
+
+
+def test_refused_pending_exchange_after_a_clawback(env):
+    """An exchange left pending by a crash, a refund that claws back more than the member still holds
+    (a debt), then the chain refuses the exchange: the reversal pays the debt first, and the lots
+    still hold exactly max(balance, 0)."""
+    world, state, clock = env
+    alliance = world.alliance
+    brand = state["brand"]
+    m = _member(world, brand, state, clock, points_minor=10_000)  # 100 welcome + 200 first order = 300
+    clock.advance(minutes=1)
+    p = purchase(brand, m["member_ref"], 20_000, "more", clock.now).json()  # +200 = 500
+    _arm(brand, "before_broadcast")
+    r = _crashing_client(brand).post("/v1/me/exchanges", json={"ap_amount": 50}, headers=m["auth"] | {"Idempotency-Key": "all-in"})
+    assert r.status_code >= 500
+    assert db_balance(brand, m["member_ref"]) == (0, 0, 0)
+    assert refund(brand, p["purchase_ref"], 20_000, "undo").json()["balance"] == -200
+    alliance.registry.suspend(world.gov(), brand.gw.brand_address, "test: suspended")
+    try:
+        brand = _restart(state)
+        with brand.client:  # recovery: the stored mint would revert now, so the exchange fails
+            pass
+    finally:
+        alliance.registry.reinstate(world.gov(), brand.gw.brand_address)
+    with brand.gw.sessions() as session:
+        row = session.scalars(select(Exchange).where(Exchange.idempotency_key == f"member:{m['member_ref']}:all-in")).one()
+    assert row.status == "failed"
+    assert db_balance(brand, m["member_ref"]) == (300, 300, 300)
+    report = reconciliation(brand)
+    assert report["ok"], report
