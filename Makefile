@@ -17,8 +17,11 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	touch $@
 
 # Node.js is needed only for recompiling the contracts and for anvil (tests and benchmarks).
+# `npm install` rather than `npm ci`: @foundry-rs/anvil lists its other platforms' binaries as optional
+# dependencies that this registry does not carry, so no lock file can satisfy `npm ci`; `npm install`
+# takes exactly the locked versions and leaves package-lock.json unchanged.
 contracts/node_modules/.installed: contracts/package.json contracts/package-lock.json
-	cd contracts && npm ci --no-audit --no-fund --loglevel=error
+	cd contracts && npm install --no-audit --no-fund --loglevel=error
 	touch $@
 
 # Debian's Chromium for the auditor console's browser tests (Playwright never downloads a browser here).

@@ -1,7 +1,7 @@
 """Compile the Solidity sources with py-solc-x driving the pinned solc-js, and check the committed
 artifacts against the sources.
 
-Node.js is needed only here: `npm ci` in contracts/ installs solc-js, OpenZeppelin and anvil at the
+Node.js is needed only here: `npm install` in contracts/ installs solc-js, OpenZeppelin and anvil at the
 versions of package-lock.json. Running the alliance reads the committed artifacts instead.
 """
 
@@ -49,7 +49,7 @@ def _require_toolchain() -> None:
     if shutil.which("node") is None:
         raise ToolchainMissing("Node.js is required to compile the contracts (not to run them)")
     if not (NODE_MODULES / "solc").is_dir() or not (NODE_MODULES / "@openzeppelin" / "contracts").is_dir():
-        raise ToolchainMissing(f"pinned toolchain missing: run `npm ci` in {PACKAGE_DIR}")
+        raise ToolchainMissing(f"pinned toolchain missing: run `npm install` in {PACKAGE_DIR}")
 
 
 def compiler_version() -> str:

@@ -310,7 +310,7 @@ class Anvil:
     def __init__(self, binary: str | Path | None = None, chain_id: int = 31337, block_time: int | None = None):
         found = binary or os.environ.get("ALLIANCE_ANVIL") or (ANVIL_BINARY if ANVIL_BINARY.exists() else shutil.which("anvil"))
         if not found:
-            raise ChainError(f"anvil not found: run `npm ci` in {ANVIL_BINARY.parents[2]} or set ALLIANCE_ANVIL")
+            raise ChainError(f"anvil not found: run `npm install` in {ANVIL_BINARY.parents[2]} or set ALLIANCE_ANVIL")
         self.binary = str(found)
         self.chain_id = chain_id
         self.block_time = block_time

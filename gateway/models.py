@@ -261,7 +261,21 @@ class WalletChallenge(Base):
     used: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
-class Exchange(Base):
+class ChainOperation:
+    """Columns of a row driven through the chain outbox (services/outbox.py): the signed transaction
+    is stored before it is broadcast, so a retry sends the same bytes."""
+
+    failure: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    raw_tx: Mapped[str | None] = mapped_column(Text, nullable=True)
+    tx_hash: Mapped[str | None] = mapped_column(String(66), nullable=True)
+    tx_nonce: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    block_number: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Exchange(ChainOperation, Base):
     """Brand points into AP: the ledger debit and the on-chain mint, kept as one outcome through this
     outbox row (the signed transaction is stored before it is broadcast)."""
 
@@ -279,20 +293,12 @@ class Exchange(Base):
     rate: Mapped[int] = mapped_column(BigInteger)
     rate_version: Mapped[int] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(16))  # pending | confirmed | failed
-    failure: Mapped[str | None] = mapped_column(String(200), nullable=True)
     debit_txn_id: Mapped[int] = mapped_column(ForeignKey("ledger_txns.id"))
-    raw_tx: Mapped[str | None] = mapped_column(Text, nullable=True)
-    tx_hash: Mapped[str | None] = mapped_column(String(66), nullable=True)
-    tx_nonce: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
-    block_number: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (Index("ix_exchanges_status", "status"),)
 
 
-class Redemption(Base):
+class Redemption(ChainOperation, Base):
     """A member's AP redeemed at this brand for brand points, submitted by this gateway."""
 
     __tablename__ = "redemptions"
@@ -309,15 +315,7 @@ class Redemption(Base):
     rate: Mapped[int] = mapped_column(BigInteger)
     rate_version: Mapped[int] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(16))  # pending | confirmed | failed | refunded
-    failure: Mapped[str | None] = mapped_column(String(200), nullable=True)
     credit_txn_id: Mapped[int | None] = mapped_column(ForeignKey("ledger_txns.id"), nullable=True)
-    raw_tx: Mapped[str | None] = mapped_column(Text, nullable=True)
-    tx_hash: Mapped[str | None] = mapped_column(String(66), nullable=True)
-    tx_nonce: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
-    block_number: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     epoch: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (UniqueConstraint("owner", "nonce", name="uq_redemptions_owner_nonce"), Index("ix_redemptions_status", "status"))
