@@ -210,17 +210,21 @@ class Transactor:
         self._lock = chain.account_lock(self.address)
 
     def send(self, call, *, wait: bool = True) -> Any:
-        """Send a contract function call (``contract.functions.f(...)``); return its receipt.
+        """Send a contract function call (``contract.functions.f(...)``); return its receipt (or,
+        with ``wait=False``, its hash).
 
         Reverts raise ContractRevert with the decoded custom error, before anything is signed.
         """
-        w3 = self.chain.w3
-        try:
-            gas = call.estimate_gas({"from": self.address})
-        except REVERTS as exc:
-            raise decode_revert(exc) from None
-        tx = call.build_transaction({"from": self.address, "gas": int(gas * self.gas_margin), "nonce": 0, "chainId": self.chain.chain_id})
-        return self._sign_and_send(tx, wait)
+        signed = self.prepare(call)
+        self.broadcast(signed)
+        if not wait:
+            return signed.hash
+        receipt = self.receipt(signed.hash, timeout=120)
+        if receipt is None:
+            raise ChainError(f"transaction {signed.hash} not mined within 120 s")
+        if receipt["status"] != 1:
+            raise ContractRevert("Reverted", {"tx": signed.hash})
+        return receipt
 
     def prepare(self, call) -> SignedTx:
         """Estimate, number and sign a call without sending it, so an outbox can store the signed

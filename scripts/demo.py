@@ -118,7 +118,7 @@ def run(workdir: Path = typer.Option(Path("var/demo"), help="where the brands' d
         positions.add_row(names.get(row["brand"], row["brand"]), str(row["issued"]), str(row["redeemed"]),
                           f"{row['net_value']:+,}", f"{row['collateral']:,}")
     console.print(positions)
-    console.print(f"close verified before and after against the chain: " + ("[green]yes[/green]" if close.ok else "[red]NO[/red]"))
+    console.print("close verified before and after against the chain: " + ("[green]yes[/green]" if close.ok else "[red]NO[/red]"))
     supply, pool, value = local.alliance.points.total_supply(), local.alliance.settlement.pool_balance(), local.alliance.settlement.value_per_point()
     console.print(f"AP supply {supply} x {value} = {supply * value:,}; pool {pool:,}: "
                   + ("[green]balanced[/green]" if pool == supply * value else "[red]NOT balanced[/red]"))
@@ -156,7 +156,7 @@ def run(workdir: Path = typer.Option(Path("var/demo"), help="where the brands' d
     written = write_report(report, workdir / "settlement-report")
     audit = verify(local.alliance, [GatewayAccess(bid, b.address, b.http, b.api_keys["auditor"]) for bid, b in brands.items()], store=store)
     audit_files = audit.write(workdir / "audit")
-    console.print(f"compliance audit of every brand (hash chains, anchors on chain, receipts, consent behind every processing): "
+    console.print("compliance audit of every brand (hash chains, anchors on chain, receipts, consent behind every processing): "
                   + ("[green]pass[/green]" if audit.ok else "[red]FAIL[/red]"))
     console.print(f"settlement report: {', '.join(sorted({str(Path(p).parent) for paths in written.values() for p in paths}))}")
     console.print(f"audit report: {', '.join(audit_files.values())}")

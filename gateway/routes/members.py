@@ -3,7 +3,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, status
 
 from ..auth import Principal, allow, own_member
-from ..db import transaction
+from ..db import as_utc, transaction
 from ..runtime import Gateway
 from ..schemas import EnrolRequest, EnrolResponse, LoginRequest, Profile, StatusChange, TokenResponse
 from ..services import audit, consent, members
@@ -14,9 +14,9 @@ router = APIRouter(prefix="/v1", tags=["members"])
 
 def profile(session, gw: Gateway, member) -> Profile:
     return Profile(member_ref=member.member_ref, status=member.status, tier=member.tier,
-                   tier_since=members._aware(member.tier_since),
-                   downgrade_due_at=members._aware(member.downgrade_due_at) if member.downgrade_due_at else None,
-                   enrolled_at=members._aware(member.enrolled_at), personal_data=members.masked_pii(session, gw, member),
+                   tier_since=as_utc(member.tier_since),
+                   downgrade_due_at=as_utc(member.downgrade_due_at) if member.downgrade_due_at else None,
+                   enrolled_at=as_utc(member.enrolled_at), personal_data=members.masked_pii(session, gw, member),
                    wallet_address=member.wallet_address, consents=consent.current(session, member.id))
 
 

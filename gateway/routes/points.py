@@ -5,7 +5,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..auth import Principal, allow, own_member
-from ..db import transaction
+from ..db import as_utc, transaction
 from ..errors import GatewayError, NotFound
 from ..models import LedgerEntry, LedgerTxn, Member
 from ..runtime import Gateway
@@ -40,16 +40,12 @@ def locate(session: Session, gw: Gateway, body: MemberLocator) -> Member:
     return member
 
 
-def _aware(moment):
-    return members._aware(moment)
-
-
 def _purchase(session: Session, gw: Gateway, who: Principal, key: str, body: PurchaseRequest) -> PurchaseResponse:
     fields = body.model_dump(exclude={"idempotency_key"})
     result = purchases.record_purchase(
         session, gw, idempotency_key=f"{who.subject}:{key}", member=locate(session, gw, body),
         amount_minor=body.amount_minor, currency=body.currency, channel=body.channel, eco=body.eco,
-        occurred_at=_aware(body.occurred_at), body_hash=purchases.request_hash(fields), now=gw.now())
+        occurred_at=as_utc(body.occurred_at), body_hash=purchases.request_hash(fields), now=gw.now())
     p, m = result.purchase, result.member
     return PurchaseResponse(purchase_ref=p.purchase_ref, member_ref=m.member_ref, points=p.points, campaign=p.campaign,
                             capped=result.capped, balance=m.balance, tier=m.tier, replayed=result.replayed)
@@ -107,7 +103,7 @@ def action(body: ActionRequest, response: Response, key: str = Depends(idempoten
     with transaction(gw.sessions) as session:
         a, m, replayed = purchases.record_action(session, gw, idempotency_key=f"{who.subject}:{key}",
                                                  member=locate(session, gw, body), kind=body.kind,
-                                                 occurred_at=_aware(body.occurred_at), now=gw.now())
+                                                 occurred_at=as_utc(body.occurred_at), now=gw.now())
         out = ActionResponse(member_ref=m.member_ref, kind=a.kind, points=a.points, balance=m.balance, replayed=replayed)
     if replayed:
         response.status_code = status.HTTP_200_OK
@@ -121,7 +117,7 @@ def balance(who: Principal = Depends(allow("member")), gw: Gateway = Depends(gat
         m = own_member(session, who)
         soon = ledger.expiring(session, m.id, now, gw.settings.earn.expiry_notice_days)
         return Balance(member_ref=m.member_ref, points=m.balance, tier=m.tier,
-                       expiring_soon=[Expiring(expires_at=_aware(at), points=p) for at, p in soon],
+                       expiring_soon=[Expiring(expires_at=as_utc(at), points=p) for at, p in soon],
                        alliance_points=alliance.ap_balance(gw, m.wallet_address), wallet_address=m.wallet_address)
 
 
@@ -132,6 +128,6 @@ def member_ledger(who: Principal = Depends(allow("member")), gw: Gateway = Depen
             select(LedgerTxn.id, LedgerTxn.kind, LedgerTxn.ref, LedgerTxn.created_at, LedgerEntry.amount)
             .join(LedgerEntry, LedgerEntry.txn_id == LedgerTxn.id)
             .where(LedgerEntry.member_id == who.member_id, LedgerEntry.account == ledger.MEMBER).order_by(LedgerTxn.id))
-        return [LedgerLine(txn=t, kind=k, ref=r, at=_aware(at), amount=a) for t, k, r, at, a in rows]
+        return [LedgerLine(txn=t, kind=k, ref=r, at=as_utc(at), amount=a) for t, k, r, at, a in rows]
 
 

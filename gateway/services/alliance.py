@@ -17,6 +17,7 @@ from contracts.chain import ChainError
 from contracts.client import Redemption as RedemptionAuth
 from privacy.receipts import Purpose
 
+from ..db import as_utc
 from ..errors import ChainRejected, ChainUnavailable, Conflict, Forbidden, GatewayError, IdempotencyMismatch, NotFound
 from ..models import Exchange, Member, Redemption, WalletChallenge
 from ..runtime import Gateway
@@ -50,7 +51,7 @@ def link_wallet(session: Session, gw: Gateway, member: Member, challenge_id: str
     challenge = session.get(WalletChallenge, challenge_id, with_for_update=True)
     if challenge is None or challenge.member_id != member.id:
         raise NotFound("no such challenge")
-    if challenge.used or members._aware(challenge.expires_at) <= now:
+    if challenge.used or as_utc(challenge.expires_at) <= now:
         raise Conflict("the challenge has expired or was used; ask for a new one")
     try:
         signer = Account.recover_message(encode_defunct(text=challenge.message), signature=signature)

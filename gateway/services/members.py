@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import hmac
 import json
 import secrets
 import uuid
@@ -22,6 +21,7 @@ from privacy.masking import mask_card, mask_email, mask_name, mask_phone
 from privacy.receipts import LawfulBasis, Purpose
 from privacy.vault import WrappedKey
 
+from ..db import as_utc
 from ..errors import Conflict, GatewayError, MemberNotActive, NotFound, Unauthorised
 from ..models import DataKey, Member, MemberIdentifier, MemberToken, PiiField
 from ..runtime import Gateway
@@ -68,16 +68,9 @@ def issue_token(session: Session, gw: Gateway, member: Member, now: datetime) ->
 
 def member_for_token(session: Session, token: str, now: datetime) -> Member | None:
     row = session.get(MemberToken, _token_hash(token))
-    if row is None or _aware(row.expires_at) <= now:
+    if row is None or as_utc(row.expires_at) <= now:
         return None
     return session.get(Member, row.member_id)
-
-
-def _aware(moment: datetime) -> datetime:
-    """SQLite hands datetimes back naive; they were stored as UTC."""
-    from datetime import UTC
-
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def pseudonymise(gw: Gateway, identifiers: dict[str, str]) -> dict[str, str]:
@@ -206,7 +199,3 @@ def set_status(session: Session, member: Member, status: str) -> None:
     member.status = status
     if status != "active":
         session.execute(delete(MemberToken).where(MemberToken.member_id == member.id))
-
-
-def constant_time_equal(a: str, b: str) -> bool:
-    return hmac.compare_digest(a.encode(), b.encode())

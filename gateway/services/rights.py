@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from privacy.receipts import Purpose
 
+from ..db import as_utc
 from ..errors import Conflict
 from ..models import (
     Action,
@@ -32,7 +33,7 @@ from . import audit, consent, members
 
 
 def _iso(moment: datetime | None) -> str | None:
-    return None if moment is None else members._aware(moment).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return None if moment is None else as_utc(moment).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def export(session: Session, gw: Gateway, member: Member) -> dict[str, Any]:

@@ -4,17 +4,14 @@ next review if still short."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from ..db import as_utc
 from ..models import Action, Member, Purchase, TierChange
 from ..settings import GatewaySettings, TierRule
-
-
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def tier_rule(settings: GatewaySettings, name: str) -> TierRule:
@@ -76,8 +73,7 @@ def review(session: Session, settings: GatewaySettings, now: datetime) -> int:
     for member in session.scalars(select(Member).where(Member.downgrade_due_at.is_not(None), Member.status != "erased")
                                   .order_by(Member.id).with_for_update().execution_options(populate_existing=True)).all():
         evaluate(session, settings, member, now)
-        # SQLite hands datetimes back naive (they are stored as UTC): compare like with like.
-        if member.downgrade_due_at is not None and _aware(member.downgrade_due_at) <= now:
+        if member.downgrade_due_at is not None and as_utc(member.downgrade_due_at) <= now:
             lower = settings.tiers[max(0, _rank(settings, member.tier) - 1)].name
             _change(session, member, lower, "grace_period_ended", now)
             evaluate(session, settings, member, now)  # still short of the lower tier: a new grace
