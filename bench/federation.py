@@ -1,5 +1,18 @@
-"""Federated learning benchmark (phase 1: telco real data + synthetic alliance).
+"""Federated learning benchmark: the simulated alliance in gateway databases, telco real data.
 
+Main result (top level, task ``redeem`` = cross-brand redemption within 30 days) and ``churn``
+(no purchase in the next 90 days): the population of :mod:`federation.population` written into
+five brand gateway databases (``--size``, default ``default`` >= 100,000 members; ``medium`` for a
+faster run), features from :mod:`federation.features` through the ``gateway`` data source,
+trained as of T = window start + 365 days and evaluated on the held-out window as of T + 90 days.
+Keys: ``auc_centralized`` (pooled rows, only possible in simulation), ``auc_federated`` (FedAvg,
+20 rounds), ``auc_local_only`` (mean over brands of each brand's own model on its own rows),
+``min_gain_small_brands`` (federated minus local-only AUC, the worst brand below median size),
+``auc_dp_eps{1,4,8}`` (record-level DP-SGD, delta 1e-5), ``dp_eps8_relative_loss``, ``auc_secagg``
+(SecAgg+), ``wall_s_20_rounds`` (20 rounds x 5 brands in simulation).  The population is cached
+under ``var/bench/population-<size>-s<seed>`` (``--fresh`` rebuilds it).
+
+Phase 1 (kept):
 Prints ONE JSON object.  ``telco``: the IBM Telco churn sample split into 4 brands by
 PaymentMethod: centralized (pooled rows, only possible in simulation; same model family),
 federated (Flower simulation, FedAvg) and local-only (each brand's own model on its own test
@@ -8,7 +21,8 @@ picked.  ``synthetic``: a seeded 5-brand non-IID alliance: FedAvg vs FedProx vs 
 at epsilon 1/4/8 (delta 1e-5), SecAgg+, and the wall time of 20 rounds x 5 brands.
 Plots (AUC per round per setting, per-brand bars) go to var/bench/.
 
-Run: ``python bench/federation.py`` (``--quick`` for fewer rounds).
+Run: ``python bench/federation.py [--size default|medium|small] [--seed 7] [--quick] [--core] [--skip-telco]
+[--with-synthetic]`` (``--core``: no DP / SecAgg runs; the result goes to var/bench/federation-<size>[-core].json).
 """
 
 from __future__ import annotations
@@ -39,6 +53,16 @@ from federation.simulation import simulate  # noqa: E402
 OUT = ROOT / "var" / "bench"
 QUICK = "--quick" in sys.argv
 ROUNDS = 5 if QUICK else 20
+
+
+def _arg(name: str, default: str) -> str:
+    if name in sys.argv:
+        return sys.argv[sys.argv.index(name) + 1]
+    return default
+
+
+SIZE = _arg("--size", "default")
+SEED = int(_arg("--seed", "7"))
 
 
 def _model(rec: dict) -> tuple[str, bytes]:
@@ -91,8 +115,9 @@ def run(ov: dict, n: int, tmp: Path, name: str) -> dict:
     return rec
 
 
-def task_block(source: str, n: int, tmp: Path, *, full: bool) -> tuple[dict, dict]:
-    base = {"data-source": source, "seed": 7}
+def task_block(source: str, n: int, tmp: Path, *, full: bool, extra: dict | None = None, name: str | None = None) -> tuple[dict, dict]:
+    base = {"data-source": source, "seed": 7, **(extra or {})}
+    source = name or source
     cfg = effective(base)
     brands = all_brands(base, n)
     curves: dict[str, list] = {}
@@ -121,7 +146,10 @@ def task_block(source: str, n: int, tmp: Path, *, full: bool) -> tuple[dict, dic
     xgb = evaluate_release(xgb_rec, brands)
     curves["xgb-bagging"] = xgb["curve"]
     out["auc_federated_xgb"] = xgb["auc"]
+    out["auc_federated_xgb_per_brand"] = xgb["per_brand"]
     out["model_selected"] = "xgb" if xgb["auc"] > fed["auc"] else "logreg"
+    out["small_brands"] = small
+    out["gain_per_brand"] = {k: fed["per_brand"][k] - loc[k] for k in loc}
 
     if full:
         prox = evaluate_release(run({**base, "strategy": "fedprox"}, n, tmp, f"{source}-fedprox"), brands)
@@ -142,6 +170,8 @@ def task_block(source: str, n: int, tmp: Path, *, full: bool) -> tuple[dict, dic
         out["auc_secagg"] = sec["auc"]
         out["wall_s_secagg"] = sec["wall_s"]
         out["wall_s_20_rounds"] = fed["wall_s"] if ROUNDS == 20 else None
+        if source.startswith("gateway"):
+            return out, curves
         byz = {**base, "byzantine-brand": 1}
         out["auc_fedavg_byzantine"] = evaluate_release(run({**byz, "strategy": "fedavg"}, n, tmp, f"{source}-byz-fedavg"), brands)["auc"]
         out["auc_fedmedian_byzantine"] = evaluate_release(run({**byz, "strategy": "fedmedian"}, n, tmp, f"{source}-byz-fedmedian"), brands)["auc"]
@@ -190,21 +220,59 @@ def plots(name: str, res: dict, curves: dict) -> list[str]:
     return files
 
 
+def alliance_population(size: str, seed: int) -> tuple[Path, dict]:
+    """The simulated alliance of the benchmark (built once per size and seed, then reused)."""
+    from federation import population
+
+    work = OUT / f"population-{size}-s{seed}"
+    mp = work / "population.json"
+    if mp.exists() and "--fresh" not in sys.argv:
+        return mp, json.loads(mp.read_text())
+    import shutil
+
+    if work.exists():
+        shutil.rmtree(work)
+    t0 = time.monotonic()
+    manifest = population.populate(work, seed=seed, size=size, log=lambda m: print(f"[bench] {m}", file=sys.stderr))
+    print(f"[bench] population {size}: {manifest['total_members']} members in {time.monotonic() - t0:.0f}s", file=sys.stderr)
+    return mp, manifest
+
+
 def main() -> None:
     logging.getLogger("flwr").setLevel(logging.WARNING)
     t0 = time.monotonic()
     tmp = Path(tempfile.mkdtemp(prefix="alliance-bench-"))
-    telco, telco_curves = task_block("telco", 4, tmp, full=False)
-    synthetic, syn_curves = task_block("synthetic", 5, tmp, full=True)
-    files = plots("telco", telco, telco_curves) + plots("synthetic", synthetic, syn_curves)
+    mp, manifest = alliance_population(SIZE, SEED)
+    extra = {"gateway-map": str(mp), "secagg-max-weight": 1_000_000.0}
+    full = "--core" not in sys.argv  # --core: centralized, local-only, FedAvg and XGBoost only (no DP / SecAgg runs)
+    redeem, redeem_curves = task_block("gateway", 5, tmp, full=full, extra={**extra, "task": "redeem"}, name="gateway-redeem")
+    churn, churn_curves = task_block("gateway", 5, tmp, full=full, extra={**extra, "task": "churn"}, name="gateway-churn")
+    if not full:
+        for block in (redeem, churn):
+            block["wall_s_20_rounds"] = block["wall_s"] if ROUNDS == 20 else None
+    files = plots("alliance-redeem", redeem, redeem_curves) + plots("alliance-churn", churn, churn_curves)
     result = {
         "rounds": ROUNDS,
-        "telco": telco,
-        "synthetic": synthetic,
-        "plots": files,
-        "bench_wall_s": time.monotonic() - t0,
+        "task": "redeem",
+        **redeem,
+        "churn": churn,
+        "population": {k: manifest[k] for k in ("size", "seed", "persons", "total_members", "train_as_of", "eval_as_of", "wall_s")}
+        | {"brands": {b["brand_id"]: b["counts"]["members"] for b in manifest["brands"]}},
     }
-    print(json.dumps(result, indent=2, sort_keys=True, default=float))
+    if "--skip-telco" not in sys.argv:
+        telco, telco_curves = task_block("telco", 4, tmp, full=False)
+        result["telco"] = telco
+        files += plots("telco", telco, telco_curves)
+    if "--with-synthetic" in sys.argv:
+        synthetic, syn_curves = task_block("synthetic", 5, tmp, full=True)
+        result["synthetic"] = synthetic
+        files += plots("synthetic", synthetic, syn_curves)
+    result["plots"] = files
+    result["bench_wall_s"] = time.monotonic() - t0
+    text = json.dumps(result, indent=2, sort_keys=True, default=float)
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / f"federation-{SIZE}{'-core' if not full else ''}.json").write_text(text)
+    print(text)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ the apps are built by factories that merge the overrides in).
 Keys
 ----
 task                 ``churn`` | ``redeem`` (the label a source builds; telco/synthetic ignore it)
-data-source          ``synthetic`` | ``telco`` (phase 2 adds ``gateway``); see :mod:`federation.data`
+data-source          ``synthetic`` | ``telco`` | ``gateway``; see :mod:`federation.data`
 seed                 data split / synthetic population / client RNG seed
 synthetic-n          total members of the synthetic alliance (split unevenly across brands)
 model                ``logreg`` (numpy logistic regression) | ``xgb`` (federated XGBoost)
@@ -38,6 +38,14 @@ secagg-num-shares    odd, <= number of brands (an even value crashes the clients
 secagg-threshold     shares needed to reconstruct a dropped brand's mask
 secagg-max-weight    weight bound used by SecAgg+ quantisation (>= largest brand's n)
 release-dir          where release records and model files are written
+gateway-map          ``gateway`` source: path of the population map (``population.json`` written by
+                     ``alliance simulate``: brand ids and database URLs in partition order) or the
+                     same JSON inline; a SuperNode can instead get ``brand-db-url`` (and
+                     ``brand-id``) in its node config
+as-of                ``gateway`` source: as-of time of the training features (ISO 8601; empty = the
+                     map's ``train_as_of``)
+eval-as-of           ``gateway`` source: as-of time of the held-out rows (empty = the map's
+                     ``eval_as_of``, else as-of + 90 days)
 round-timeout        seconds the server waits for replies in a round
 """
 
@@ -78,6 +86,9 @@ DEFAULTS: dict[str, Any] = {
     "secagg-threshold": 2,
     "secagg-max-weight": 100000.0,
     "release-dir": "var/federation/releases",
+    "gateway-map": "",
+    "as-of": "",
+    "eval-as-of": "",
     "round-timeout": 600.0,
 }
 

@@ -22,7 +22,15 @@ last two, a deployed SuperNode gets them with ``--node-config``).  Phase 1 ships
 
 A source returns a :class:`BrandData`.  The ids of the rows read stay in the ClientApp (tests
 assert on them); they are never put in a message.  Phase 2 registers ``gateway`` (features of
-consented members read from the brand's own gateway database) with :func:`register_source`.
+consented members read from the brand's own gateway database) with :func:`register_source`:
+
+``gateway``
+    One brand's gateway database (SQLite or PostgreSQL URL), found by the node config
+    ``brand-db-url`` (+ ``brand-id``) or, by ``partition-id``, in the population map named by the
+    run config ``gateway-map``.  Features and labels come from :func:`federation.features.read_features`
+    (the one feature definition), training rows at ``as-of`` and held-out rows at ``eval-as-of``
+    (a later, non-overlapping time window), label = run config ``task``.  Every call re-reads the
+    ``federated_training`` consents; see :func:`gateway_features`.
 """
 
 from __future__ import annotations
@@ -283,3 +291,119 @@ def all_brands(cfg: Mapping[str, Any], num_brands: int) -> list[BrandData]:
         _SOURCES[str(cfg["data-source"])](cfg, {"partition-id": k, "num-partitions": num_brands})
         for k in range(num_brands)
     ]
+
+
+# --------------------------------------------------------------------------- gateway (phase 2)
+
+#: What the gateway source read last, per (db url, as-of): the member refs, for tests and audit.
+_FEATURE_CACHE: dict[tuple[str, str], tuple[set[int], Any]] = {}
+_ENGINES: dict[str, Any] = {}
+
+
+def gateway_map(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The population map of the run config's ``gateway-map`` (a file path or inline JSON)."""
+    import json
+
+    raw = str(cfg.get("gateway-map", "") or "")
+    if not raw:
+        raise ValueError("data-source gateway needs run config gateway-map (population.json) or node config brand-db-url")
+    return json.loads(raw) if raw.lstrip().startswith("{") else json.loads(open(raw).read())
+
+
+def _engine(url: str) -> Any:
+    if url not in _ENGINES:
+        from gateway.db import make_engine
+
+        _ENGINES[url] = make_engine(url)
+    return _ENGINES[url]
+
+
+def gateway_brand(cfg: Mapping[str, Any], node_config: Mapping[str, Any]) -> tuple[str, str, dict[str, Any]]:
+    """(brand id, database URL, population map or {}) of this node."""
+    if "brand-db-url" in node_config:
+        url = str(node_config["brand-db-url"])
+        meta = gateway_map(cfg) if cfg.get("gateway-map") else {}
+        return str(node_config.get("brand-id", url.rsplit("/", 2)[-2] if "/" in url else "brand")), url, meta
+    meta = gateway_map(cfg)
+    brands = meta["brands"]
+    if "brand-id" in node_config and any(b["brand_id"] == str(node_config["brand-id"]) for b in brands):
+        entry = next(b for b in brands if b["brand_id"] == str(node_config["brand-id"]))
+    else:
+        pid, _ = partition_index(node_config, len(brands))
+        if pid >= len(brands):
+            raise ValueError(f"the population map has {len(brands)} brands; partition-id {pid} is out of range")
+        entry = brands[pid]
+    return str(entry["brand_id"]), str(entry["db_url"]), meta
+
+
+def gateway_features(url: str, as_of: Any, purpose: str = "federated_training") -> Any:
+    """The brand's :class:`federation.features.FeatureFrame` at ``as_of``, consent checked NOW.
+
+    The consents are queried on every call.  Feature rows computed earlier (the as-of is in the
+    past, so they do not change) are reused only when every member consented now was consented
+    when they were computed; rows of members who withdrew since are dropped from the result *and*
+    from the cache.  Any newly consented member triggers a full re-read (through the consent
+    join in :func:`federation.features.read_features`).
+    """
+    from federation import features as feats
+
+    engine = _engine(url)
+    key = (url, f"{feats.parse_as_of(as_of).isoformat()}|{purpose}")
+    with engine.connect() as conn:
+        now_ids = feats.consented_member_ids(conn, purpose)
+    cached = _FEATURE_CACHE.get(key)
+    if cached is None or not now_ids <= cached[0]:
+        frame = feats.read_features(engine, as_of, purpose=purpose)
+        _FEATURE_CACHE[key] = (now_ids, frame)
+        return frame
+    keep = np.isin(cached[1].member_ids, np.fromiter(now_ids, dtype=np.int64, count=len(now_ids)))
+    frame = cached[1]
+    if not keep.all():
+        frame = feats.FeatureFrame(frame.as_of, frame.purpose, frame.member_ids[keep],
+                                   [r for r, k in zip(frame.member_refs, keep) if k], frame.X[keep],
+                                   {t: y[keep] for t, y in frame.labels.items()}, frame.feature_names)
+    _FEATURE_CACHE[key] = (now_ids, frame)
+    return frame
+
+
+def gateway_as_of(cfg: Mapping[str, Any], meta: Mapping[str, Any]) -> tuple[str, str]:
+    import datetime as _dt
+
+    from federation.features import parse_as_of
+
+    train = str(cfg.get("as-of") or meta.get("train_as_of") or "")
+    if not train:
+        raise ValueError("data-source gateway needs run config as-of (or a population map with train_as_of)")
+    test = str(cfg.get("eval-as-of") or (meta.get("eval_as_of") if not cfg.get("as-of") else "") or "")
+    if not test:
+        test = (parse_as_of(train) + _dt.timedelta(days=90)).isoformat()
+    return train, test
+
+
+def _gateway_source(cfg: Mapping[str, Any], node_config: Mapping[str, Any]) -> BrandData:
+    brand_id, url, meta = gateway_brand(cfg, node_config)
+    task = str(cfg["task"])
+    train_at, test_at = gateway_as_of(cfg, meta)
+    train = gateway_features(url, train_at)
+    test = gateway_features(url, test_at)
+    if task not in train.labels or task not in test.labels:
+        raise ValueError(f"no {task!r} labels at these as-of times (the label window is not over yet)")
+    return BrandData(
+        brand_id=brand_id,
+        X=train.X,
+        y=train.labels[task],
+        X_test=test.X,
+        y_test=test.labels[task],
+        feature_names=list(train.feature_names),
+        row_ids=list(train.member_refs),
+        test_row_ids=list(test.member_refs),
+    )
+
+
+def _gateway_schema(cfg: Mapping[str, Any]) -> list[str]:
+    from federation.features import FEATURE_NAMES
+
+    return list(FEATURE_NAMES)
+
+
+register_source("gateway", _gateway_source, _gateway_schema)

@@ -115,3 +115,95 @@ def record_digest(record: dict[str, Any]) -> str:
 def latest_release(release_dir: str | os.PathLike[str]) -> Path | None:
     paths = sorted(Path(release_dir).glob("*.release.json"), key=lambda p: p.stat().st_mtime)
     return paths[-1] if paths else None
+
+
+# --------------------------------------------------------------------------- publishing (phase 2)
+
+RELEASE_ANCHOR_KIND = "model-releases"
+RELEASE_AUDIT_ACTION = "model.released"
+
+
+def audit_summary(record: dict[str, Any]) -> dict[str, Any]:
+    """What a gateway's audit log keeps of a release (no member data: hashes, rounds, brands, epsilon)."""
+    priv = record.get("privacy") or {}
+    final = record.get("final_metrics") or {}
+    return {
+        "model_version": record["model_version"],
+        "model_sha256": record["model_sha256"],
+        "record_digest": record_digest({k: v for k, v in record.items() if not str(k).startswith("_")}),
+        "task": record["task"],
+        "model": record["model"],
+        "strategy": record["strategy"],
+        "rounds": int(record["rounds_completed"]),
+        "num_rounds": int(record["num_rounds"]),
+        "participating_brands": list(record["participating_brands"]),
+        "guarantee": priv.get("guarantee", "none"),
+        "epsilon_spent": priv.get("epsilon_spent"),
+        "delta": priv.get("delta"),
+        "secure_aggregation": bool((record.get("secure_aggregation") or {}).get("enabled")),
+        "metrics": {k: final[k] for k in sorted(final) if isinstance(final[k], (int, float))},
+    }
+
+
+def release_digests(session: Any) -> list[str]:
+    """Digests of every release recorded in this gateway's audit log, in order."""
+    from sqlalchemy import select
+
+    from gateway.models import AuditLogEntry
+
+    out = []
+    for payload in session.scalars(select(AuditLogEntry.payload).order_by(AuditLogEntry.seq)):
+        doc = json.loads(payload)
+        if doc.get("action") == RELEASE_AUDIT_ACTION:
+            out.append(doc["details"]["record_digest"])
+    return out
+
+
+def releases_root(digests: list[str]) -> bytes:
+    """Merkle root (privacy.merkle, RFC 6962 style) over the release record digests, in order."""
+    from privacy.merkle import MerkleTree
+
+    return MerkleTree([bytes.fromhex(d) for d in digests]).root()
+
+
+def publish_release(record: dict[str, Any], gateways: dict[str, Any], *, actor: str = "alliance-operator",
+                    anchor: bool = True) -> dict[str, dict[str, Any]]:
+    """Record a release in every participating gateway's audit log and anchor it on chain.
+
+    For each brand of ``record["participating_brands"]`` found in ``gateways`` (brand id ->
+    :class:`gateway.runtime.Gateway`): one audit entry ``model.released`` with
+    :func:`audit_summary`; then (when the gateway has a chain) the ConsentAnchor post of kind
+    ``model-releases`` with period = release number at this brand, size = number of releases,
+    root = Merkle root over the release record digests, and an audit entry
+    ``model-releases.anchored`` with the transaction.  Returns per brand
+    ``{"audit_seq", "period", "size", "root", "tx_hash"}``.
+    """
+    from gateway.db import transaction
+    from gateway.services import audit
+    from gateway.services.outbox import submission_lock
+
+    out: dict[str, dict[str, Any]] = {}
+    summary = audit_summary(record)
+    missing = [b for b in record["participating_brands"] if b not in gateways]
+    if missing:
+        raise ValueError(f"no gateway for participating brands {missing}")
+    for brand in record["participating_brands"]:
+        gw = gateways[brand]
+        with transaction(gw.sessions) as session:
+            now = gw.now()
+            entry = audit.record(session, actor, RELEASE_AUDIT_ACTION, now, **summary)
+            digests = release_digests(session)
+            res: dict[str, Any] = {"audit_seq": entry.seq, "period": len(digests), "size": len(digests),
+                                   "root": releases_root(digests).hex(), "tx_hash": None}
+            if anchor and gw.alliance is not None:
+                tx = gw.transactor()
+                with submission_lock(tx.address):
+                    receipt = gw.alliance.anchor.post(tx, RELEASE_ANCHOR_KIND, res["period"], res["size"],
+                                                      bytes.fromhex(res["root"]))
+                res["tx_hash"] = "0x" + bytes(receipt["transactionHash"]).hex()
+                res["block_number"] = int(receipt["blockNumber"])
+                audit.record(session, actor, "model-releases.anchored", now, kind=RELEASE_ANCHOR_KIND,
+                             period=res["period"], size=res["size"], root=res["root"], tx_hash=res["tx_hash"],
+                             model_version=summary["model_version"])
+        out[brand] = res
+    return out

@@ -7,6 +7,7 @@ import typer
 from contracts.cli import app as contracts_app
 from gateway.cli import app as gateway_app
 from gateway.member_cli import app as member_app
+from federation.cli import simulate_app
 from settlement.cli import audit_app, console_app, settle_app
 
 app = typer.Typer(help="Operate a privacy-preserving cross-brand loyalty alliance.", no_args_is_help=True)
@@ -16,6 +17,7 @@ app.add_typer(member_app, name="member")
 app.add_typer(settle_app, name="settle")
 app.add_typer(audit_app, name="audit")
 app.add_typer(console_app, name="console")
+app.add_typer(simulate_app, name="simulate")
 
 
 @app.command()
