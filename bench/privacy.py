@@ -8,7 +8,8 @@ Keys (targets in brackets):
   vault_fields_per_s                   encrypt+decrypt pairs                 [>= 20,000]
   merkle_root_1m_s                     root of 1,000,000 leaves              [<= 5 s]
   proof_verify_us                      one inclusion proof, 1M-leaf tree     [<= 50 us]
-  receipts_per_s                       sign+verify pairs                     [>= 5,000]
+  receipts_per_s                       sign+verify pairs, one thread         [>= 5,000]
+  receipts_per_s_all_cores             the same, one thread per core         (throughput of a gateway)
 Each figure is the best of a few repeats, so a busy machine shows up as noise
 rather than as a systematic bias; ``load_avg_1m`` records how busy it was.
 """
@@ -19,6 +20,7 @@ import json
 import os
 import random
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -118,7 +120,7 @@ def bench_merkle(rng: random.Random) -> tuple[float, float]:
     return root_seconds, verify_us
 
 
-def bench_receipts() -> float:
+def bench_receipts(threads: int = 1) -> float:
     key = SigningKey.generate()
     public = key.public_key
     digest = policy_digest("Privacy policy v3: we process your points and purchases to run the programme.")
@@ -138,9 +140,18 @@ def bench_receipts() -> float:
         for i in range(2_000)
     ]
 
-    def run() -> None:
-        for receipt in receipts:
+    def work(chunk) -> None:
+        for receipt in chunk:
             verify_receipt(sign_receipt(receipt, key), public)
+
+    def run() -> None:
+        # cryptography releases the GIL while signing and verifying, so the gateway's request threads
+        # sign receipts on every core; one thread per core measures that throughput.
+        workers = [threading.Thread(target=work, args=(receipts[i::threads],)) for i in range(threads)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
 
     return len(receipts) / best_seconds(run)
 
@@ -151,6 +162,7 @@ def main() -> None:
     vault = bench_vault(rng)
     root_s, verify_us = bench_merkle(rng)
     receipts = bench_receipts()
+    receipts_cores = bench_receipts(threads=os.cpu_count() or 1)
     print(
         json.dumps(
             {
@@ -159,7 +171,9 @@ def main() -> None:
                 "vault_fields_per_s": round(vault),
                 "merkle_root_1m_s": round(root_s, 3),
                 "proof_verify_us": round(verify_us, 2),
-                "receipts_per_s": round(receipts),
+                "receipts_per_s": round(receipts),  # one thread
+                "receipts_per_s_all_cores": round(receipts_cores),
+                "cores": os.cpu_count(),
                 # Context for the figures: on a shared 2-core machine other jobs move them.
                 "load_avg_1m": os.getloadavg()[0],
             }
