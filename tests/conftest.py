@@ -75,3 +75,19 @@ def postgres_url(postgres_databases: PostgresDatabases) -> str:
 def fresh_postgres_url(postgres_databases: PostgresDatabases) -> str:
     """A fresh PostgreSQL database for one test."""
     return postgres_databases.create()
+
+
+@pytest.fixture(scope="session")
+def anvil_url():
+    """One anvil node (a real JSON-RPC chain) for the session; every module deploys its own alliance."""
+    from contracts.chain import Anvil, ChainError
+
+    try:
+        node = Anvil()
+        url = node.start()
+    except ChainError as exc:
+        pytest.skip(f"anvil unavailable: {exc}")
+    try:
+        yield url
+    finally:
+        node.stop()

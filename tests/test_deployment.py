@@ -15,7 +15,7 @@ import httpx
 import pytest
 from eth_account import Account
 
-from contracts.chain import ANVIL_FAUCET_KEY, Anvil, ChainError, connect, free_port
+from contracts.chain import ANVIL_FAUCET_KEY, connect, free_port
 
 pytestmark = [pytest.mark.anvil, pytest.mark.slow]
 
@@ -30,15 +30,6 @@ def run(*args: str, env: dict[str, str], ok: bool = True) -> str:
     return result.stdout
 
 
-@pytest.fixture(scope="module")
-def anvil_url():
-    try:
-        node = Anvil()
-        url = node.start()
-    except ChainError as exc:
-        pytest.skip(f"anvil unavailable: {exc}")
-    yield url
-    node.stop()
 
 
 def test_alliance_across_processes(anvil_url, tmp_path):
