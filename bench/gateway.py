@@ -33,6 +33,7 @@ from gateway.settings import GatewaySettings  # noqa: E402
 
 PG_URL = os.environ.get("ALLIANCE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 CONCURRENCY, SECONDS, MEMBERS = 32, 10.0, 2000
+REDEEMING_MEMBERS, REDEMPTION_CONCURRENCY = 100, 16
 
 
 def fresh_postgres() -> str | None:
@@ -94,11 +95,12 @@ class Server:
         self.process.wait(timeout=20)
 
 
-def load(url: str, path: str, headers: dict, bodies: list[str], seconds: float = SECONDS, concurrency: int = CONCURRENCY) -> dict:
+def load(url: str, path: str, headers: dict, bodies: list[str], seconds: float = SECONDS, concurrency: int = CONCURRENCY,
+         once: bool = False) -> dict:
     with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as fh:
         fh.write("\n".join(bodies))
     out = subprocess.run([sys.executable, str(ROOT / "bench" / "loadgen.py"), url, path, str(concurrency), str(seconds),
-                          json.dumps(headers), fh.name], capture_output=True, text=True, check=True)
+                          json.dumps(headers), fh.name, *(["--once"] if once else [])], capture_output=True, text=True, check=True)
     return json.loads(out.stdout)
 
 
@@ -134,6 +136,50 @@ def ingest(database_url: str) -> dict:
         return {"single": single, "bulk": {"events": accepted, "seconds": round(bulk_s, 2), "events_per_s": round(accepted / bulk_s)}}
 
 
+def redemptions(members: int = REDEEMING_MEMBERS, per_member: int = 4) -> dict:
+    """Cross-brand redemption end to end on anvil: members exchange points into AP at a grocer, then
+    redeem them at a cafe whose gateway runs as its own uvicorn process. Each request carries one
+    member's signed authorisation; the gateway submits it, waits for the receipt and credits points."""
+    from eth_account import Account
+
+    from contracts.chain import Anvil
+    from contracts.deploy import BrandTerms
+    from gateway.local import LocalAlliance
+
+    with tempfile.TemporaryDirectory() as tmp, Anvil() as anvil_url:
+        local = LocalAlliance.start(Path(tmp) / "alliance", chain_url=anvil_url)
+        grocer = local.add_brand("grocery", BrandTerms("Bench Grocery", rate=10, credit_limit=10**9, collateral=10**15))
+        cafe = local.add_brand("cafe", BrandTerms("Bench Cafe", rate=50, credit_limit=10**9, collateral=10**15))
+        requests = []
+        for i in range(members):
+            wallet = Account.create()
+            at_grocer, at_cafe = grocer.member(), cafe.member()
+            refs = []
+            for client in (at_grocer, at_cafe):
+                refs.append(client.enrol({"email": f"r{i}@bench.example"}, f"Member {i}", "bench passphrase")["member_ref"])
+                client.consent("alliance_exchange")
+                client.link_wallet(wallet)
+            r = grocer.http.post("/v1/purchases", headers=grocer.headers("pos", **{"Idempotency-Key": f"r{i}"}),
+                                 json={"member_ref": refs[0], "amount_minor": 100_000, "occurred_at": datetime.now(UTC).isoformat()})
+            r.raise_for_status()
+            at_grocer.exchange(10 * per_member)
+            nonces: list[int] = []
+            for _ in range(per_member):
+                auth = at_cafe.authorise(wallet, 10, reserved=nonces)
+                nonces.append(auth.nonce)
+                requests.append(json.dumps({"headers": {"Authorization": f"Bearer {at_cafe.token}"}, "body": auth.to_dict()}))
+        cafe.gateway.engine.dispose()
+        s = cafe.gateway.settings
+        server = Server({"GATEWAY_BRAND_ID": s.brand_id, "GATEWAY_BRAND_NAME": s.brand_name, "GATEWAY_DATABASE_URL": s.database_url,
+                         "GATEWAY_KEYS_DIR": str(s.keys_dir), "GATEWAY_MANIFEST": str(s.manifest), "GATEWAY_CHAIN_URL": anvil_url,
+                         "GATEWAY_OUTBOX_INTERVAL_S": "0", "GATEWAY_ANCHOR_INTERVAL_S": "0"})
+        try:
+            result = load(server.url, "/v1/me/redemptions", {}, requests, seconds=300, concurrency=REDEMPTION_CONCURRENCY, once=True)
+        finally:
+            server.stop()
+        return result
+
+
 def main() -> None:
     result: dict = {"concurrency": CONCURRENCY, "seconds": SECONDS}
     sqlite = ingest(f"sqlite:///{tempfile.mkdtemp()}/bench.sqlite")
@@ -148,6 +194,9 @@ def main() -> None:
         result |= {"ingest_rps_postgres": postgres["single"]["rps"], "ingest_p50_ms_postgres": postgres["single"]["p50_ms"],
                    "ingest_p99_ms_postgres": postgres["single"]["p99_ms"], "ingest_errors_postgres": postgres["single"]["errors"],
                    "bulk_events_per_s_postgres": postgres["bulk"]["events_per_s"]}
+    redeemed = redemptions()
+    result |= {"redemptions_per_s": redeemed["rps"], "redemption_p50_ms": redeemed["p50_ms"], "redemption_p99_ms": redeemed["p99_ms"],
+               "redemptions": redeemed["requests"], "redemption_errors": redeemed["errors"], "redemption_concurrency": REDEMPTION_CONCURRENCY}
     print(json.dumps(result))
 
 

@@ -1,9 +1,12 @@
 """A raw asyncio HTTP/1.1 load generator (keep-alive, no client library in the hot loop), run in its
 own process so the client never competes with the server for the interpreter.
 
-    python bench/loadgen.py URL PATH CONCURRENCY SECONDS HEADERS_JSON BODIES_FILE
-BODIES_FILE holds one JSON body per line; `{n}` in a header value or body is replaced by a unique
-counter (idempotency keys). Prints one JSON object: requests, seconds, rps, p50_ms, p99_ms, errors."""
+    python bench/loadgen.py URL PATH CONCURRENCY SECONDS HEADERS_JSON BODIES_FILE [--once]
+BODIES_FILE holds one JSON body per line, sent in turn (round and round); `{n}` in a header value or
+body is replaced by a unique counter (idempotency keys). With --once each line is
+{"headers": {...}, "body": {...}} (a request of its own, e.g. one member's token and signed
+authorisation), sent exactly once: the run ends when all are sent or the time is up.
+Prints one JSON object: requests, seconds, rps, p50_ms, p99_ms, errors."""
 
 from __future__ import annotations
 
@@ -14,14 +17,19 @@ import time
 from urllib.parse import urlsplit
 
 
-async def worker(host, port, path, headers, bodies, deadline, counter, latencies, errors, offset):
+async def worker(host, port, path, headers, bodies, once, deadline, counter, latencies, errors):
     reader, writer = await asyncio.open_connection(host, port)
-    i = offset
     while time.perf_counter() < deadline:
         n = next(counter)
-        body = bodies[i % len(bodies)].replace("{n}", str(n)).encode()
-        i += 1
-        head = "".join(f"{k}: {v.replace('{n}', str(n))}\r\n" for k, v in headers.items())
+        if once and n >= len(bodies):
+            break
+        line = bodies[n % len(bodies)]
+        if once:
+            request = json.loads(line)
+            body, extra = json.dumps(request["body"]).encode(), headers | request["headers"]
+        else:
+            body, extra = line.replace("{n}", str(n)).encode(), headers
+        head = "".join(f"{k}: {v.replace('{n}', str(n))}\r\n" for k, v in extra.items())
         request = (f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
                    f"Content-Length: {len(body)}\r\n{head}\r\n").encode() + body
         start = time.perf_counter()
@@ -36,19 +44,20 @@ async def worker(host, port, path, headers, bodies, deadline, counter, latencies
                 length = int(line.split(b":")[1])
         await reader.readexactly(length)
         latencies.append(time.perf_counter() - start)
-        if not status_line.split()[1].startswith(b"2"):
-            errors[status_line.split()[1].decode()] = errors.get(status_line.split()[1].decode(), 0) + 1
+        status = status_line.split()[1].decode()
+        if not status.startswith("2"):
+            errors[status] = errors.get(status, 0) + 1
     writer.close()
 
 
-async def main(url, path, concurrency, seconds, headers, bodies):
+async def main(url, path, concurrency, seconds, headers, bodies, once=False):
     parts = urlsplit(url)
     counter = iter(range(10**12))
     latencies, errors = [], {}
     start = time.perf_counter()
     deadline = start + seconds
-    await asyncio.gather(*(worker(parts.hostname, parts.port, path, headers, bodies, deadline, counter, latencies, errors, k * 7919)
-                           for k in range(concurrency)))
+    await asyncio.gather(*(worker(parts.hostname, parts.port, path, headers, bodies, once, deadline, counter, latencies, errors)
+                           for _ in range(concurrency)))
     elapsed = time.perf_counter() - start
     latencies.sort()
     pick = lambda q: round(latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000, 2)  # noqa: E731
@@ -59,4 +68,5 @@ async def main(url, path, concurrency, seconds, headers, bodies):
 if __name__ == "__main__":
     url, path, concurrency, seconds, headers, bodies_file = sys.argv[1:7]
     bodies = open(bodies_file).read().splitlines()
-    print(json.dumps(asyncio.run(main(url, path, int(concurrency), float(seconds), json.loads(headers), bodies))))
+    once = sys.argv[7:] == ["--once"]
+    print(json.dumps(asyncio.run(main(url, path, int(concurrency), float(seconds), json.loads(headers), bodies, once))))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -12,6 +13,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from .errors import Forbidden, Unauthorised
 from .models import ApiKey, Member
@@ -58,18 +60,45 @@ def authenticate(session: Session, secret: str, now: datetime) -> Principal:
     raise Unauthorised("unrecognised credential")
 
 
-def principal(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Principal:
+class ApiKeyCache:
+    """API keys this process checked in the last few seconds, so a till's every request does not
+    cost a database read. A revoked key stops working within `ttl_s` on every worker."""
+
+    def __init__(self, ttl_s: float = 5.0):
+        self.ttl_s = ttl_s
+        self._entries: dict[str, tuple[float, Principal]] = {}
+
+    def get(self, secret: str) -> Principal | None:
+        entry = self._entries.get(_hash(secret))
+        if entry is None or entry[0] < time.monotonic():
+            return None
+        return entry[1]
+
+    def put(self, secret: str, who: Principal) -> None:
+        self._entries[_hash(secret)] = (time.monotonic() + self.ttl_s, who)
+
+
+def _authenticate(gw, secret: str) -> Principal:
+    with gw.sessions() as session:
+        return authenticate(session, secret, gw.now())
+
+
+async def principal(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Principal:
     if credentials is None:
         raise Unauthorised("credentials required (Authorization: Bearer ...)")
-    gw = request.app.state.gateway
-    with gw.sessions() as session:
-        return authenticate(session, credentials.credentials, gw.now())
+    secret, cache = credentials.credentials, request.app.state.api_keys
+    if secret.startswith("ak_") and (who := cache.get(secret)) is not None:
+        return who
+    who = await run_in_threadpool(_authenticate, request.app.state.gateway, secret)
+    if who.role in API_KEY_ROLES:  # member tokens are not cached: erasure and expiry take effect at once
+        cache.put(secret, who)
+    return who
 
 
 def allow(*roles: str):
     """A dependency admitting only the given roles."""
 
-    def check(who: Principal = Depends(principal)) -> Principal:
+    async def check(who: Principal = Depends(principal)) -> Principal:
         if who.role not in roles:
             raise Forbidden(f"this needs one of the roles: {', '.join(roles)}")
         return who

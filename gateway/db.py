@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Iterator
 
-from sqlalchemy import create_engine, event
+from sqlalchemy import Table, create_engine, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
@@ -54,3 +54,16 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
     """One unit of work: commit on success, roll back on any error."""
     with factory() as session, session.begin():
         yield session
+
+
+def insert_many(session: Session, table: Table, rows: list[dict]) -> None:
+    """INSERT rows through the driver's executemany. On the ingest path (five rows per purchase)
+    SQLAlchemy's per-row parameter handling would cost more than the database's insert itself."""
+    if not rows:
+        return
+    conn = session.connection()
+    columns = list(rows[0])
+    processors = [table.c[c].type.bind_processor(conn.dialect) for c in columns]  # e.g. datetimes as SQLite text
+    marker = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    statement = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join([marker] * len(columns))})"
+    conn.exec_driver_sql(statement, [tuple(row[c] if p is None else p(row[c]) for c, p in zip(columns, processors)) for row in rows])

@@ -58,7 +58,7 @@ def exchange(body: ExchangeRequest, response: Response, key: str = Depends(idemp
     _need_chain(gw)
     with transaction(gw.sessions) as session:
         row, replayed = alliance.request_exchange(session, gw, own_member(session, who), body.ap_amount,
-                                                  f"{who.subject}:{key}", purchases.request_hash(body.model_dump()), gw.now())
+                                                  f"{who.subject}:{key}", purchases.request_hash(body), gw.now())
         ref = row.exchange_ref
     row = alliance.settle(gw, alliance.EXCHANGE_JOB, ref)
     response.status_code = status.HTTP_200_OK if replayed else (status.HTTP_202_ACCEPTED if row.status == "pending" else status.HTTP_201_CREATED)

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Path, Response, status
+from dataclasses import asdict
+
+from fastapi import APIRouter, Depends, Path, Request, Response, status
+from starlette.concurrency import run_in_threadpool
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -40,41 +43,38 @@ def locate(session: Session, gw: Gateway, body: MemberLocator) -> Member:
     return member
 
 
-def _purchase(session: Session, gw: Gateway, who: Principal, key: str, body: PurchaseRequest) -> PurchaseResponse:
-    fields = body.model_dump(exclude={"idempotency_key"})
-    result = purchases.record_purchase(
-        session, gw, idempotency_key=f"{who.subject}:{key}", member=locate(session, gw, body),
+def _event(who: Principal, key: str, body: PurchaseRequest) -> purchases.PurchaseEvent:
+    # The key is scoped to the caller; the hash covers the body as a single purchase would send it,
+    # so one event retried alone or in a batch is the same request.
+    return purchases.PurchaseEvent(
+        idempotency_key=f"{who.subject}:{key}", body_hash=purchases.request_hash(body, exclude={"idempotency_key"}),
         amount_minor=body.amount_minor, currency=body.currency, channel=body.channel, eco=body.eco,
-        occurred_at=as_utc(body.occurred_at), body_hash=purchases.request_hash(fields), now=gw.now())
-    p, m = result.purchase, result.member
-    return PurchaseResponse(purchase_ref=p.purchase_ref, member_ref=m.member_ref, points=p.points, campaign=p.campaign,
-                            capped=result.capped, balance=m.balance, tier=m.tier, replayed=result.replayed)
+        occurred_at=as_utc(body.occurred_at), member_ref=body.member_ref, identifier_kind=body.identifier_kind,
+        identifier=body.identifier)
 
 
 @router.post("/purchases", response_model=PurchaseResponse, status_code=status.HTTP_201_CREATED,
              summary="A purchase at the point of sale earns points (idempotent on Idempotency-Key)")
-def purchase(body: PurchaseRequest, response: Response, key: str = Depends(idempotency_key),
-             who: Principal = Depends(allow("pos", "operator")), gw: Gateway = Depends(gateway)) -> PurchaseResponse:
-    with transaction(gw.sessions) as session:
-        result = _purchase(session, gw, who, key, body)
-    if result.replayed:
+async def purchase(body: PurchaseRequest, request: Request, response: Response, key: str = Depends(idempotency_key),
+                   who: Principal = Depends(allow("pos", "operator"))) -> PurchaseResponse:
+    # Concurrent purchases share transactions (gateway/groupcommit.py); each is answered once committed.
+    outcome = await request.app.state.purchases.submit(_event(who, key, body))
+    if isinstance(outcome, GatewayError):
+        raise outcome
+    if outcome.replayed:
         response.status_code = status.HTTP_200_OK
-    return result
+    return PurchaseResponse(**asdict(outcome))
 
 
 @router.post("/purchases/batch", response_model=BatchResponse,
              summary="Many purchases in one request (each idempotent on its own key; one bad event does not stop the rest)")
-def purchase_batch(body: BatchRequest, who: Principal = Depends(allow("pos", "operator")),
-                   gw: Gateway = Depends(gateway)) -> BatchResponse:
-    results = []
-    with transaction(gw.sessions) as session:
-        for event in body.events:
-            try:
-                with session.begin_nested():
-                    r = _purchase(session, gw, who, event.idempotency_key, event)
-                results.append(BatchItem(idempotency_key=event.idempotency_key, ok=True, purchase_ref=r.purchase_ref, points=r.points))
-            except GatewayError as exc:
-                results.append(BatchItem(idempotency_key=event.idempotency_key, ok=False, error=exc.code, detail=exc.detail))
+async def purchase_batch(body: BatchRequest, who: Principal = Depends(allow("pos", "operator")),
+                         gw: Gateway = Depends(gateway)) -> BatchResponse:
+    outcomes = await run_in_threadpool(purchases.ingest_committed, gw, [_event(who, e.idempotency_key, e) for e in body.events])
+    results = [BatchItem(idempotency_key=e.idempotency_key, ok=True, purchase_ref=o.purchase_ref, points=o.points)
+               if isinstance(o, purchases.Earned) else
+               BatchItem(idempotency_key=e.idempotency_key, ok=False, error=o.code, detail=o.detail)
+               for e, o in zip(body.events, outcomes, strict=True)]
     accepted = sum(r.ok for r in results)
     return BatchResponse(accepted=accepted, rejected=len(results) - accepted, results=results)
 
@@ -87,7 +87,7 @@ def refund(body: RefundRequest, response: Response, key: str = Depends(idempoten
     with transaction(gw.sessions) as session:
         record, p, m, replayed = purchases.refund(session, gw, idempotency_key=f"{who.subject}:{key}", purchase_ref=purchase_ref,
                                                   amount_minor=body.amount_minor,
-                                                  body_hash=purchases.request_hash({"purchase": purchase_ref, **body.model_dump()}),
+                                                  body_hash=purchases.request_hash(body, scope=purchase_ref),
                                                   now=gw.now())
         out = RefundResponse(purchase_ref=p.purchase_ref, refunded_minor=record.amount_minor, points_clawed_back=record.points,
                              balance=m.balance, replayed=replayed)

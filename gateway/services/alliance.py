@@ -187,9 +187,9 @@ def _redemption_effect(gw: Gateway, row: Redemption) -> dict | None:
 
 def _redemption_succeed(session: Session, gw: Gateway, row: Redemption, effect: dict) -> None:
     member = members.lock(session, session.get(Member, row.member_id))
-    txn = ledger.credit(session, member, "alliance_redeem", row.reward_points, "alliance_in", gw.now(),
-                        gw.settings.earn.validity_days, ref=row.redemption_ref)
-    row.status, row.credit_txn_id, row.epoch = "confirmed", txn.id, effect["epoch"]
+    txn_id = ledger.credit(session, member, "alliance_redeem", row.reward_points, "alliance_in", gw.now(),
+                           gw.settings.earn.validity_days, ref=row.redemption_ref)
+    row.status, row.credit_txn_id, row.epoch = "confirmed", txn_id, effect["epoch"]
     row.block_number, row.updated_at = effect["blockNumber"], gw.now()
 
 

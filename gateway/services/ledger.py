@@ -12,11 +12,13 @@ later earnings pay off first) rather than points being lost from the books.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
+from ..db import insert_many
 from ..errors import InsufficientPoints
 from ..models import LedgerEntry, LedgerTxn, LotDebit, Member, PointLot
 
@@ -37,15 +39,52 @@ def post(session: Session, member: Member, kind: str, amount: int, counter_accou
     return txn
 
 
+@dataclass(frozen=True)
+class Credit:
+    member_id: int
+    kind: str
+    amount: int
+    counter_account: str
+    ref: str | None
+    debt: int  # the member's debt (negative balance) before this credit: paid off first, no lot for it
+    expires_at: datetime
+
+
+def credit_many(session: Session, credits: list[Credit], now: datetime) -> list[int]:
+    """Post credits (one balanced transaction each) and open their lots, in one statement per table
+    (the ingest path posts hundreds per commit). Returns the transaction ids in order; the caller
+    keeps `Member.balance` in step."""
+    if not credits:
+        return []
+    txns, entries, lots = LedgerTxn.__table__, LedgerEntry.__table__, PointLot.__table__
+    # RETURNING order is not guaranteed, and asking SQLAlchemy to sort it makes SQLite insert row by
+    # row: match the ids back by ref instead, which is why refs must differ within one call.
+    refs = [c.ref for c in credits]
+    if len(credits) > 1 and len(set(refs)) != len(refs):
+        raise ValueError("credits posted together need distinct refs")
+    rows = session.execute(insert(txns).returning(txns.c.id, txns.c.ref),
+                           [{"kind": c.kind, "member_id": c.member_id, "ref": c.ref, "created_at": now} for c in credits]).all()
+    id_of = {ref: txn_id for txn_id, ref in rows}
+    ids = [id_of[ref] for ref in refs]
+    insert_many(session, entries, [
+        row for c, txn_id in zip(credits, ids, strict=True)
+        for row in ({"txn_id": txn_id, "account": MEMBER, "member_id": c.member_id, "amount": c.amount},
+                    {"txn_id": txn_id, "account": c.counter_account, "member_id": None, "amount": -c.amount})])
+    opened = [{"member_id": c.member_id, "txn_id": txn_id, "amount": c.amount, "remaining": c.amount - c.debt,
+               "earned_at": now, "expires_at": c.expires_at} for c, txn_id in zip(credits, ids, strict=True) if c.amount > c.debt]
+    insert_many(session, lots, opened)
+    return ids
+
+
 def credit(session: Session, member: Member, kind: str, amount: int, counter_account: str, now: datetime,
-           validity_days: int, ref: str | None = None, expires_at: datetime | None = None) -> LedgerTxn:
-    """Credit points and open a lot for them (less any debt the member carries)."""
-    debt = max(0, -member.balance)
-    txn = post(session, member, kind, amount, counter_account, now, ref)
-    if amount > debt:
-        session.add(PointLot(member_id=member.id, txn_id=txn.id, amount=amount, remaining=amount - debt,
-                             earned_at=now, expires_at=expires_at or now + timedelta(days=validity_days)))
-    return txn
+           validity_days: int, ref: str | None = None, expires_at: datetime | None = None) -> int:
+    """Credit one member's points and open a lot for them (less any debt the member carries).
+    Returns the ledger transaction id."""
+    session.flush()  # the Core statements of credit_many do not autoflush pending ORM changes
+    [txn_id] = credit_many(session, [Credit(member.id, kind, amount, counter_account, ref, max(0, -member.balance),
+                                            expires_at or now + timedelta(days=validity_days))], now)
+    member.balance += amount
+    return txn_id
 
 
 def open_lots(session: Session, member_id: int, now: datetime) -> list[PointLot]:

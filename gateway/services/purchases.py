@@ -4,31 +4,53 @@ check-in) earn too and count as engagement. Every call is idempotent on its key.
 from __future__ import annotations
 
 import hashlib
-import json
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, time, timedelta
 
-from sqlalchemy import func, select
+from pydantic import BaseModel
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from privacy.receipts import Purpose
 
-from ..errors import Conflict, GatewayError, IdempotencyMismatch, NotFound, RateLimited
-from ..models import Action, Member, Purchase, Refund
+from ..db import insert_many, transaction
+from ..errors import (
+    Conflict,
+    ConsentRequired,
+    GatewayError,
+    IdempotencyMismatch,
+    MemberNotActive,
+    NotFound,
+    RateLimited,
+)
+from ..models import Action, Consent, Member, Purchase, Refund, TierChange
+from ..settings import GatewaySettings
 from ..runtime import Gateway
 from . import consent, ledger, members, rules, tiers
 
 
-def request_hash(body: dict) -> str:
-    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+def request_hash(body: BaseModel, *, scope: str = "", exclude: set[str] | None = None) -> str:
+    """What a retry must repeat exactly: the request's body, and the resource it was sent to (scope)."""
+    return hashlib.sha256((scope + body.model_dump_json(exclude=exclude)).encode()).hexdigest()
 
 
 def _replay(existing, body_hash: str):
     if existing.request_hash != body_hash:
         raise IdempotencyMismatch("this idempotency key was used for a different request")
     return existing
+
+
+def _earned_on_day(session: Session, member_id: int, occurred_at: datetime) -> int:
+    """Points the member earned on the day (in the event's own offset) of `occurred_at`, from the stored events."""
+    start = datetime.combine(occurred_at.date(), time(), tzinfo=occurred_at.tzinfo).astimezone(UTC)
+    end = start + timedelta(days=1)
+    earned = session.scalar(select(func.coalesce(func.sum(Purchase.points), 0)).where(
+        Purchase.member_id == member_id, Purchase.occurred_at >= start, Purchase.occurred_at < end))
+    earned += session.scalar(select(func.coalesce(func.sum(Action.points), 0)).where(
+        Action.member_id == member_id, Action.occurred_at >= start, Action.occurred_at < end))
+    return int(earned)
 
 
 def _earned_that_day(session: Session, member: Member, occurred_at: datetime) -> tuple[str, int, bool]:
@@ -42,69 +64,231 @@ def _earned_that_day(session: Session, member: Member, occurred_at: datetime) ->
         return day, 0, True
     if day == member.earned_day:
         return day, member.earned_today, True
-    start = datetime.combine(occurred_at.date(), time(), tzinfo=occurred_at.tzinfo).astimezone(UTC)
-    end = start + timedelta(days=1)
-    earned = session.scalar(select(func.coalesce(func.sum(Purchase.points), 0)).where(
-        Purchase.member_id == member.id, Purchase.occurred_at >= start, Purchase.occurred_at < end))
-    earned += session.scalar(select(func.coalesce(func.sum(Action.points), 0)).where(
-        Action.member_id == member.id, Action.occurred_at >= start, Action.occurred_at < end))
-    return day, int(earned), False
+    return day, _earned_on_day(session, member.id, occurred_at), False
 
 
-def _note_earned(member: Member, day: str, earned_before: int, points: int, latest: bool) -> None:
+def _note_earned(member, day: str, earned_before: int, points: int, latest: bool) -> None:
     if latest:
         member.earned_day, member.earned_today = day, earned_before + points
 
 
 @dataclass(frozen=True)
-class PurchaseResult:
-    purchase: Purchase
-    member: Member
-    replayed: bool
+class PurchaseEvent:
+    """A purchase as the till reports it; the idempotency key is already scoped to the caller."""
+
+    idempotency_key: str
+    body_hash: str
+    amount_minor: int
+    currency: str
+    channel: str
+    eco: bool
+    occurred_at: datetime  # timezone-aware; its own offset decides which day's cap it counts against
+    member_ref: str | None = None
+    identifier_kind: str | None = None
+    identifier: str | None = None
+
+
+@dataclass(frozen=True)
+class Earned:
+    purchase_ref: str
+    member_ref: str
+    points: int
+    campaign: str | None
     capped: int  # points the daily cap withheld
+    balance: int
+    tier: str
+    replayed: bool
 
 
-def record_purchase(session: Session, gw: Gateway, *, idempotency_key: str, member: Member, amount_minor: int,
-                    currency: str, channel: str, eco: bool, occurred_at: datetime, body_hash: str,
-                    now: datetime) -> PurchaseResult:
-    existing = session.scalars(select(Purchase).where(Purchase.idempotency_key == idempotency_key)).first()
-    if existing is not None:
-        return PurchaseResult(_replay(existing, body_hash), session.get(Member, existing.member_id), True, 0)
+Outcome = Earned | GatewayError
+
+
+@dataclass
+class _MemberState:
+    """A locked member row, carried through a batch: each event sees the ones before it."""
+
+    id: int
+    member_ref: str
+    status: str
+    tier: str
+    downgrade_due_at: datetime | None
+    birth_month: int | None
+    balance: int
+    purchase_count: int
+    earned_day: str | None
+    earned_today: int
+    activity: tuple[int, int, int]  # tier window: spend, purchases, actions
+    recent: int  # purchases received in the last minute (rate limit)
+    consented: bool
+    touched: bool = False  # took a new purchase in this batch
+    tier_changed: bool = False
+    late_days: dict[str, int] = field(default_factory=dict)  # earlier days touched in this batch: points earned
+
+
+_MEMBER_COLUMNS = ("id", "member_ref", "status", "tier", "downgrade_due_at", "birth_month", "balance", "purchase_count",
+                   "earned_day", "earned_today")
+
+
+def ingest(session: Session, gw: Gateway, events: list[PurchaseEvent], now: datetime) -> list[Outcome]:
+    """Record purchases in order, each with exactly the rules a lone purchase gets (idempotency,
+    plausibility, active member, `loyalty_core` consent, rate limit, multipliers, daily cap, tier).
+
+    One read per kind of fact and one write per table for the whole batch, so a till's backlog and
+    many concurrent single purchases (grouped by the caller) cost a few statements, not a dozen each.
+    A bad event gets its own error and never stops the others."""
     s = gw.settings
-    if occurred_at > now + timedelta(minutes=5):
-        raise GatewayError("occurred_at is in the future")
-    if amount_minor > s.max_purchase_minor:
-        raise GatewayError(f"amount_minor above the plausible maximum of {s.max_purchase_minor}")
-    member = members.lock(session, member)
-    members.require_active(member)
-    consent.require(session, member, Purpose.LOYALTY_CORE)
-    recent = session.scalar(select(func.count(Purchase.id)).where(
-        Purchase.member_id == member.id, Purchase.received_at > now - timedelta(minutes=1)))
-    if recent >= s.purchases_per_member_per_minute:
-        raise RateLimited("too many purchases for this member in the last minute")
+    out: list[Outcome | None] = [None] * len(events)
+    purchases_t, members_t = Purchase.__table__, Member.__table__
 
-    earning = rules.purchase_points(s.earn, tiers.tier_rule(s, member.tier), amount_minor,
-                                    first_order=member.purchase_count == 0, birth_month=member.birth_month,
-                                    eco=eco, occurred_at=occurred_at)
-    day, earned_today, latest = _earned_that_day(session, member, occurred_at)
-    points = rules.capped(earning.points, earned_today, s.earn.daily_cap)
-    # Stored in UTC: SQLite keeps no offset, and the tier window compares stored times with UTC ones.
-    purchase = Purchase(purchase_ref=str(uuid.uuid4()), idempotency_key=idempotency_key, request_hash=body_hash,
-                        member_id=member.id, amount_minor=amount_minor, refunded_minor=0, currency=currency,
-                        channel=channel, eco=eco, occurred_at=occurred_at.astimezone(UTC), received_at=now, points=points,
-                        campaign=earning.campaign, clawed_back=0)
-    session.add(purchase)
-    try:
-        session.flush()
-    except IntegrityError:
-        raise Conflict("a concurrent request with this idempotency key is in progress") from None
-    if points:
-        txn = ledger.credit(session, member, "earn", points, "issued", now, s.earn.validity_days, ref=purchase.purchase_ref)
-        purchase.txn_id = txn.id
-    member.purchase_count += 1
-    _note_earned(member, day, earned_today, points, latest)
-    tiers.evaluate(session, s, member, now)
-    return PurchaseResult(purchase, member, False, earning.points - points)
+    # Retries first: a replay returns the original outcome whatever has changed since.
+    keys = {e.idempotency_key for e in events}
+    stored = {row.idempotency_key: row for row in session.execute(
+        select(purchases_t.c.idempotency_key, purchases_t.c.request_hash, purchases_t.c.purchase_ref, purchases_t.c.points,
+               purchases_t.c.campaign, members_t.c.member_ref, members_t.c.balance, members_t.c.tier)
+        .join(members_t, members_t.c.id == purchases_t.c.member_id).where(purchases_t.c.idempotency_key.in_(keys)))}
+    member_of: list[int | None] = [None] * len(events)
+    refs = {e.member_ref for e in events if e.member_ref is not None and e.idempotency_key not in stored}
+    ids_by_ref = dict(session.execute(select(members_t.c.member_ref, members_t.c.id).where(members_t.c.member_ref.in_(refs))).all()) if refs else {}
+    refused: list[GatewayError | None] = [None] * len(events)  # what the event alone would get
+    for i, e in enumerate(events):
+        if (old := stored.get(e.idempotency_key)) is not None:
+            out[i] = (IdempotencyMismatch("this idempotency key was used for a different request") if old.request_hash != e.body_hash
+                      else Earned(old.purchase_ref, old.member_ref, old.points, old.campaign, 0, old.balance, old.tier, True))
+        elif e.occurred_at > now + timedelta(minutes=5):
+            refused[i] = GatewayError("occurred_at is in the future")
+        elif e.amount_minor > s.max_purchase_minor:
+            refused[i] = GatewayError(f"amount_minor above the plausible maximum of {s.max_purchase_minor}")
+        elif e.member_ref is not None:
+            member_of[i] = ids_by_ref.get(e.member_ref)
+            if member_of[i] is None:
+                refused[i] = NotFound("no such member")
+        else:
+            try:
+                found = members.find_by_identifier(session, gw, e.identifier_kind, e.identifier)
+            except GatewayError as exc:
+                refused[i] = exc
+                continue
+            if found is None:
+                refused[i] = NotFound("no member with this identifier")
+            else:
+                member_of[i] = found.id
+
+    ids = sorted({mid for mid in member_of if mid is not None})
+    state = _load_members(session, s, ids, now)
+    taken: dict[str, tuple[str, Earned, _MemberState]] = {}  # keys this batch stored so far
+    new_purchases, credits, credited, tier_changes = [], [], [], []
+    window_start = now - timedelta(days=s.tier_window_days)
+    for i, e in enumerate(events):
+        if out[i] is not None:
+            continue
+        if (first := taken.get(e.idempotency_key)) is not None:  # a retry within the batch
+            out[i] = (IdempotencyMismatch("this idempotency key was used for a different request") if first[0] != e.body_hash
+                      else replace(first[1], capped=0, replayed=True, balance=first[2].balance, tier=first[2].tier))
+            continue
+        if refused[i] is not None:
+            out[i] = refused[i]
+            continue
+        m = state[member_of[i]]
+        if m.status != "active":
+            out[i] = MemberNotActive(f"the account is {m.status}")
+            continue
+        if not m.consented:
+            out[i] = ConsentRequired(f"the member has not consented to {Purpose.LOYALTY_CORE.value}", purpose=Purpose.LOYALTY_CORE.value)
+            continue
+        if m.recent >= s.purchases_per_member_per_minute:
+            out[i] = RateLimited("too many purchases for this member in the last minute")
+            continue
+
+        earning = rules.purchase_points(s.earn, tiers.tier_rule(s, m.tier), e.amount_minor, first_order=m.purchase_count == 0,
+                                        birth_month=m.birth_month, eco=e.eco, occurred_at=e.occurred_at)
+        day = e.occurred_at.date().isoformat()
+        if m.earned_day is None or day > m.earned_day:
+            earned_before, latest = 0, True
+        elif day == m.earned_day:
+            earned_before, latest = m.earned_today, True
+        else:
+            if day not in m.late_days:
+                m.late_days[day] = _earned_on_day(session, m.id, e.occurred_at)
+            earned_before, latest = m.late_days[day], False
+        points = rules.capped(earning.points, earned_before, s.earn.daily_cap)
+        if latest:
+            m.earned_day, m.earned_today = day, earned_before + points
+        else:
+            m.late_days[day] += points
+
+        purchase_ref = str(uuid.uuid4())
+        occurred_utc = e.occurred_at.astimezone(UTC)  # stored in UTC: SQLite keeps no offset
+        new_purchases.append({"purchase_ref": purchase_ref, "idempotency_key": e.idempotency_key, "request_hash": e.body_hash,
+                              "member_id": m.id, "amount_minor": e.amount_minor, "refunded_minor": 0, "currency": e.currency,
+                              "channel": e.channel, "eco": e.eco, "occurred_at": occurred_utc, "received_at": now, "points": points,
+                              "campaign": earning.campaign, "clawed_back": 0, "txn_id": None})
+        if points:
+            credits.append(ledger.Credit(m.id, "earn", points, "issued", purchase_ref, max(0, -m.balance),
+                                         now + timedelta(days=s.earn.validity_days)))
+            credited.append(new_purchases[-1])
+            m.balance += points
+        m.purchase_count += 1
+        m.recent += 1
+        m.touched = True
+        if window_start < occurred_utc <= now:
+            spend, count, actions = m.activity
+            m.activity = (spend + e.amount_minor, count + 1, actions)
+        tier, m.downgrade_due_at = tiers.decide(s, m.tier, m.downgrade_due_at, m.activity, now)
+        if tier != m.tier:
+            tier_changes.append({"member_id": m.id, "from_tier": m.tier, "to_tier": tier, "reason": "qualified", "changed_at": now})
+            m.tier, m.tier_changed = tier, True
+        out[i] = Earned(purchase_ref, m.member_ref, points, earning.campaign, earning.points - points, m.balance, m.tier, False)
+        taken[e.idempotency_key] = (e.body_hash, out[i], m)
+
+    if new_purchases:
+        for row, txn_id in zip(credited, ledger.credit_many(session, credits, now), strict=True):
+            row["txn_id"] = txn_id
+        insert_many(session, purchases_t, new_purchases)
+        insert_many(session, TierChange.__table__, tier_changes)
+        _store_members(session, [m for m in state.values() if m.touched], now)
+    return out  # type: ignore[return-value]
+
+
+def _load_members(session: Session, s: GatewaySettings, ids: list[int], now: datetime) -> dict[int, _MemberState]:
+    """Lock the members (in id order, so concurrent batches cannot deadlock) and read what the rules need."""
+    if not ids:
+        return {}
+    members_t = Member.__table__
+    rows = session.execute(select(*(members_t.c[c] for c in _MEMBER_COLUMNS)).where(members_t.c.id.in_(ids))
+                           .order_by(members_t.c.id).with_for_update()).all()
+    consented = set(session.scalars(select(Consent.member_id).where(
+        Consent.member_id.in_(ids), Consent.purpose == Purpose.LOYALTY_CORE.value, Consent.granted.is_(True))))
+    recent = dict(session.execute(select(Purchase.member_id, func.count(Purchase.id)).where(
+        Purchase.member_id.in_(ids), Purchase.received_at > now - timedelta(minutes=1)).group_by(Purchase.member_id)).all())
+    activity = tiers.window_activities(session, ids, now, s.tier_window_days)
+    return {row.id: _MemberState(**row._asdict(), activity=activity[row.id], recent=int(recent.get(row.id, 0)),
+                                 consented=row.id in consented) for row in rows}
+
+
+def _store_members(session: Session, touched: list[_MemberState], now: datetime) -> None:
+    members_t = Member.__table__
+    session.execute(
+        update(members_t).where(members_t.c.id == bindparam("m_id")).values(
+            balance=bindparam("m_balance"), purchase_count=bindparam("m_purchase_count"), earned_day=bindparam("m_earned_day"),
+            earned_today=bindparam("m_earned_today"), tier=bindparam("m_tier"), downgrade_due_at=bindparam("m_downgrade_due_at")),
+        [{"m_id": m.id, "m_balance": m.balance, "m_purchase_count": m.purchase_count, "m_earned_day": m.earned_day,
+          "m_earned_today": m.earned_today, "m_tier": m.tier, "m_downgrade_due_at": m.downgrade_due_at} for m in touched])
+    changed = [m.id for m in touched if m.tier_changed]
+    if changed:
+        session.execute(update(members_t).where(members_t.c.id.in_(changed)).values(tier_since=now))
+
+
+def ingest_committed(gw: Gateway, events: list[PurchaseEvent]) -> list[Outcome]:
+    """`ingest` in a transaction of its own. A concurrent request that stored one of the same keys
+    first makes the insert fail: the batch runs again and now sees it as a replay."""
+    for attempt in (1, 2):
+        try:
+            with transaction(gw.sessions) as session:
+                return ingest(session, gw, events, gw.now())
+        except IntegrityError:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
 
 
 def refund(session: Session, gw: Gateway, *, idempotency_key: str, purchase_ref: str, amount_minor: int,

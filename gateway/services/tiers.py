@@ -21,15 +21,21 @@ def tier_rule(settings: GatewaySettings, name: str) -> TierRule:
     return settings.tiers[0]  # a tier removed from configuration counts as the base tier
 
 
-def window_activity(session: Session, member_id: int, now: datetime, window_days: int) -> tuple[int, int, int]:
+def window_activities(session: Session, member_ids: list[int], now: datetime, window_days: int) -> dict[int, tuple[int, int, int]]:
+    """member id -> (spend, purchases, actions) in the rolling window ending now (zeros when none)."""
     since = now - timedelta(days=window_days)
-    spend, count = session.execute(
-        select(func.coalesce(func.sum(Purchase.amount_minor - Purchase.refunded_minor), 0), func.count(Purchase.id))
-        .where(Purchase.member_id == member_id, Purchase.occurred_at > since, Purchase.occurred_at <= now)
-    ).one()
-    actions = session.scalar(select(func.count(Action.id)).where(
-        Action.member_id == member_id, Action.occurred_at > since, Action.occurred_at <= now))
-    return int(spend), int(count), int(actions)
+    spend_count = session.execute(
+        select(Purchase.member_id, func.sum(Purchase.amount_minor - Purchase.refunded_minor), func.count(Purchase.id))
+        .where(Purchase.member_id.in_(member_ids), Purchase.occurred_at > since, Purchase.occurred_at <= now)
+        .group_by(Purchase.member_id))
+    actions = dict(session.execute(
+        select(Action.member_id, func.count(Action.id))
+        .where(Action.member_id.in_(member_ids), Action.occurred_at > since, Action.occurred_at <= now)
+        .group_by(Action.member_id)).all())
+    out = {mid: (0, 0, int(actions.get(mid, 0))) for mid in member_ids}
+    for mid, spend, count in spend_count:
+        out[mid] = (int(spend), int(count), out[mid][2])
+    return out
 
 
 def qualifying_tier(settings: GatewaySettings, spend: int, purchases: int, actions: int) -> TierRule:
@@ -51,18 +57,26 @@ def _change(session: Session, member: Member, to: str, reason: str, now: datetim
     member.downgrade_due_at = None
 
 
-def evaluate(session: Session, settings: GatewaySettings, member: Member, now: datetime) -> None:
-    """Apply an upgrade at once; start (or cancel) the grace period when the member falls short."""
-    spend, purchases, actions = window_activity(session, member.id, now, settings.tier_window_days)
-    target = qualifying_tier(settings, spend, purchases, actions)
-    current = _rank(settings, member.tier)
-    wanted = _rank(settings, target.name)
+def decide(settings: GatewaySettings, tier: str, downgrade_due_at: datetime | None, activity: tuple[int, int, int],
+           now: datetime) -> tuple[str, datetime | None]:
+    """(tier, downgrade due) after an evaluation: an upgrade applies at once; falling short starts
+    the grace period (or keeps the one running); qualifying again cancels it."""
+    target = qualifying_tier(settings, *activity)
+    current, wanted = _rank(settings, tier), _rank(settings, target.name)
     if wanted > current:
-        _change(session, member, target.name, "qualified", now)
-    elif wanted == current:
-        member.downgrade_due_at = None
-    elif member.downgrade_due_at is None:
-        member.downgrade_due_at = now + timedelta(days=settings.tier_grace_days)
+        return target.name, None
+    if wanted == current:
+        return tier, None
+    return tier, downgrade_due_at or now + timedelta(days=settings.tier_grace_days)
+
+
+def evaluate(session: Session, settings: GatewaySettings, member: Member, now: datetime) -> None:
+    activity = window_activities(session, [member.id], now, settings.tier_window_days)[member.id]
+    tier, due = decide(settings, member.tier, member.downgrade_due_at, activity, now)
+    if tier != member.tier:
+        _change(session, member, tier, "qualified", now)
+    else:
+        member.downgrade_due_at = due
 
 
 def review(session: Session, settings: GatewaySettings, now: datetime) -> int:

@@ -1,0 +1,71 @@
+"""Group commit: many concurrent requests, one database transaction.
+
+Each request hands its item to the queue and awaits its own outcome. One writer at a time takes
+everything queued so far and writes it in one transaction on a worker thread; what arrives
+meanwhile waits for the next. Under load a commit carries dozens of requests, so the database sees
+one writer with large batches instead of many writers contending for its lock (SQLite) or for
+round trips (PostgreSQL). Alone, a request is a batch of one and waits for nothing. A request is
+answered only after the transaction holding it has committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Callable, Generic, TypeVar
+
+from starlette.concurrency import run_in_threadpool
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+log = logging.getLogger("gateway")
+
+
+class GroupCommit(Generic[Item, Result]):
+    def __init__(self, write: Callable[[list[Item]], list[Result]], max_batch: int = 500):
+        self.write = write  # items -> one result per item, in one transaction
+        self.max_batch = max_batch
+        self._queue: list[tuple[Item, asyncio.Future]] = []
+        self._writer: asyncio.Task | None = None
+
+    async def submit(self, item: Item) -> Result:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._queue.append((item, future))
+        # A writer belongs to one event loop (test clients start a loop per request): start one here
+        # unless this loop's writer is still running.
+        if self._writer is None or self._writer.done() or self._writer.get_loop() is not loop:
+            self._writer = loop.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        while self._queue:
+            batch = self._queue[: self.max_batch]
+            del self._queue[: len(batch)]
+            try:
+                results = await run_in_threadpool(self.write, [item for item, _ in batch])
+            except Exception as exc:
+                if len(batch) == 1:
+                    _resolve(batch[0][1], error=exc)
+                    continue
+                # Whatever failed the batch must not fail its neighbours: write each on its own.
+                log.warning("a grouped write failed; writing its %d items one by one", len(batch), exc_info=True)
+                for item, future in batch:
+                    try:
+                        [result] = await run_in_threadpool(self.write, [item])
+                    except Exception as alone:
+                        _resolve(future, error=alone)
+                    else:
+                        _resolve(future, result)
+                continue
+            for (_, future), result in zip(batch, results, strict=True):
+                _resolve(future, result)
+
+
+def _resolve(future: asyncio.Future, result=None, error: Exception | None = None) -> None:
+    if future.done():  # the client went away and its request was cancelled
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
