@@ -158,6 +158,13 @@ def _legacy_arrays(params: Any, cfg: dict[str, Any]) -> dict[str, np.ndarray]:
     return dict(zip(LR_KEYS, nds, strict=True))
 
 
+def processing_ref(msg: Message, context: Context, stage: str) -> str:
+    """The training processing a round's read is recorded under: ``run:<run id>:round:<n>:<stage>``."""
+    records = msg.content.config_records
+    config = next((records[k] for k in ("config", "fitins.config", "evaluateins.config") if k in records), {})
+    return f"run:{context.run_id}:round:{int(config.get('server-round', 0))}:{stage}"
+
+
 def build_client_app(overrides: dict[str, Any] | None = None) -> ClientApp:
     """The ClientApp; ``overrides`` are merged into the run config (for ``run_simulation``)."""
     app = ClientApp(mods=[maybe_secaggplus_mod])
@@ -165,7 +172,7 @@ def build_client_app(overrides: dict[str, Any] | None = None) -> ClientApp:
     @app.train()
     def train(msg: Message, context: Context) -> Message:
         cfg, context = resolve(context, overrides)
-        data = load_partition(context)
+        data = load_partition(context, processing_ref(msg, context, "train"))
         content = msg.content
         if "fitins.parameters" in content.array_records:  # legacy path (SecAgg+ workflow)
             fitins = compat.recorddict_to_fitins(content, keep_input=True)
@@ -192,7 +199,7 @@ def build_client_app(overrides: dict[str, Any] | None = None) -> ClientApp:
     @app.evaluate()
     def evaluate(msg: Message, context: Context) -> Message:
         cfg, context = resolve(context, overrides)
-        data = load_partition(context)
+        data = load_partition(context, processing_ref(msg, context, "evaluate"))
         content = msg.content
         if "evaluateins.parameters" in content.array_records:  # legacy path
             ins = compat.recorddict_to_evaluateins(content, keep_input=True)

@@ -30,7 +30,8 @@ consented members read from the brand's own gateway database) with :func:`regist
     run config ``gateway-map``.  Features and labels come from :func:`federation.features.read_features`
     (the one feature definition), training rows at ``as-of`` and held-out rows at ``eval-as-of``
     (a later, non-overlapping time window), label = run config ``task``.  Every call re-reads the
-    ``federated_training`` consents; see :func:`gateway_features`.
+    ``federated_training`` consents and records the read in the gateway's database as a ``training``
+    processing (the members read, each with the consent it relied on; see :func:`read_for_training`).
 """
 
 from __future__ import annotations
@@ -39,8 +40,11 @@ import csv
 import functools
 import hashlib
 import os
+import uuid
 from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -125,13 +129,25 @@ def feature_names_for(cfg: Mapping[str, Any]) -> list[str]:
     return _SCHEMAS[name](cfg)
 
 
-def load_partition(context: Any) -> BrandData:
-    """The brand's data for this run, read through the source named by ``data-source``."""
+#: The training processing a read belongs to (``run:<id>:round:<n>:<stage>``), set by the ClientApp
+#: around :func:`load_partition`; the ``gateway`` source records its reads under it.
+PROCESSING_REF: ContextVar[str | None] = ContextVar("processing_ref", default=None)
+
+
+def load_partition(context: Any, processing_ref: str | None = None) -> BrandData:
+    """The brand's data for this run, read through the source named by ``data-source``.
+
+    ``processing_ref`` names the training round the read is for: a source that reads members'
+    data from a gateway records the read under it as a ``training`` processing."""
     cfg = effective(context.run_config)
     name = str(cfg["data-source"])
     if name not in _SOURCES:
         raise ValueError(f"unknown data-source {name!r}; registered: {sorted(_SOURCES)}")
-    return _SOURCES[name](cfg, dict(context.node_config))
+    token = PROCESSING_REF.set(processing_ref)
+    try:
+        return _SOURCES[name](cfg, dict(context.node_config))
+    finally:
+        PROCESSING_REF.reset(token)
 
 
 def partition_index(node_config: Mapping[str, Any], num_brands: int | None = None) -> tuple[int, int]:
@@ -336,34 +352,58 @@ def gateway_brand(cfg: Mapping[str, Any], node_config: Mapping[str, Any]) -> tup
     return str(entry["brand_id"]), str(entry["db_url"]), meta
 
 
-def gateway_features(url: str, as_of: Any, purpose: str = "federated_training") -> Any:
+def gateway_features(url: str, as_of: Any, purpose: str = "federated_training", consented: Mapping[int, int] | None = None) -> Any:
     """The brand's :class:`federation.features.FeatureFrame` at ``as_of``, consent checked NOW.
 
-    The consents are queried on every call.  Feature rows computed earlier (the as-of is in the
-    past, so they do not change) are reused only when every member consented now was consented
-    when they were computed; rows of members who withdrew since are dropped from the result *and*
-    from the cache.  Any newly consented member triggers a full re-read (through the consent
-    join in :func:`federation.features.read_features`).
+    ``consented`` (member id -> consent seq) is the consent check the caller made; without it the
+    consents are queried here.  Only members in it are returned.  Feature rows computed earlier
+    (the as-of is in the past, so they do not change) are reused only when every member consented
+    now was consented when they were computed; rows of members who withdrew since are dropped from
+    the result *and* from the cache.  Any newly consented member triggers a full re-read (through
+    the consent join in :func:`federation.features.read_features`).
     """
     from federation import features as feats
 
     engine = _engine(url)
     key = (url, f"{feats.parse_as_of(as_of).isoformat()}|{purpose}")
-    with engine.connect() as conn:
-        now_ids = feats.consented_member_ids(conn, purpose)
+    if consented is None:
+        with engine.connect() as conn:
+            consented = feats.consented_members(conn, purpose)
+    now_ids = set(consented)
     cached = _FEATURE_CACHE.get(key)
-    if cached is None or not now_ids <= cached[0]:
-        frame = feats.read_features(engine, as_of, purpose=purpose)
-        _FEATURE_CACHE[key] = (now_ids, frame)
-        return frame
-    keep = np.isin(cached[1].member_ids, np.fromiter(now_ids, dtype=np.int64, count=len(now_ids)))
-    frame = cached[1]
+    # A fresh read checks the consents again in its own snapshot; a member who granted in between is
+    # left out too, so that the rows returned are always within the caller's check.
+    frame = feats.read_features(engine, as_of, purpose=purpose) if cached is None or not now_ids <= cached[0] else cached[1]
+    keep = np.isin(frame.member_ids, np.fromiter(now_ids, dtype=np.int64, count=len(now_ids)))
     if not keep.all():
         frame = feats.FeatureFrame(frame.as_of, frame.purpose, frame.member_ids[keep],
                                    [r for r, k in zip(frame.member_refs, keep) if k], frame.X[keep],
                                    {t: y[keep] for t, y in frame.labels.items()}, frame.feature_names)
     _FEATURE_CACHE[key] = (now_ids, frame)
     return frame
+
+
+def read_for_training(url: str, as_ofs: list[Any], processing_ref: str | None = None) -> list[Any]:
+    """Feature frames at each of ``as_ofs`` of the members whose ``federated_training`` consent is
+    granted now, and the record of that read in the gateway's database: one ``training`` processing
+    covering exactly the members returned, each with the consent-log entry it relied on.
+
+    One consent check serves every frame and the record, so they are the same set.  Without a
+    ``processing_ref`` (a read outside a Flower round: the simulation's pooled yardsticks, tools) the
+    read is still recorded, under ``read:<random id>``."""
+    from federation import features as feats
+    from gateway.services import processings
+
+    engine = _engine(url)
+    decided_at = datetime.now(UTC)
+    with engine.connect() as conn:
+        consented = feats.consented_members(conn, feats.TRAINING_PURPOSE)
+    frames = [gateway_features(url, at, feats.TRAINING_PURPOSE, consented) for at in as_ofs]
+    read = set().union(*(f.member_ids.tolist() for f in frames))
+    with engine.begin() as conn:
+        processings.record(conn, "training", processing_ref or f"read:{uuid.uuid4().hex}", decided_at,
+                           {m: consented[m] for m in read})
+    return frames
 
 
 def gateway_as_of(cfg: Mapping[str, Any], meta: Mapping[str, Any]) -> tuple[str, str]:
@@ -384,8 +424,7 @@ def _gateway_source(cfg: Mapping[str, Any], node_config: Mapping[str, Any]) -> B
     brand_id, url, meta = gateway_brand(cfg, node_config)
     task = str(cfg["task"])
     train_at, test_at = gateway_as_of(cfg, meta)
-    train = gateway_features(url, train_at)
-    test = gateway_features(url, test_at)
+    train, test = read_for_training(url, [train_at, test_at], PROCESSING_REF.get())
     if task not in train.labels or task not in test.labels:
         raise ValueError(f"no {task!r} labels at these as-of times (the label window is not over yet)")
     return BrandData(

@@ -111,15 +111,16 @@ def parse_as_of(value: Any) -> datetime:
     return _aware(datetime.fromisoformat(str(value).replace("Z", "+00:00")))
 
 
-def consented_member_ids(conn: Any, purpose: str) -> set[int]:
-    """Ids of active members whose consent for ``purpose`` is granted right now (a fresh query)."""
+def consented_members(conn: Any, purpose: str) -> dict[int, int]:
+    """Active members whose consent for ``purpose`` is granted right now (a fresh query): member id ->
+    seq of the consent-log entry that granted it (what a processing relying on it records)."""
     from sqlalchemy import select
 
     from gateway.models import Consent, Member
 
-    q = (select(Member.id).join(Consent, Consent.member_id == Member.id)
+    q = (select(Member.id, Consent.log_seq).join(Consent, Consent.member_id == Member.id)
          .where(Consent.purpose == purpose, Consent.granted.is_(True), Member.status == "active"))
-    return {int(r[0]) for r in conn.execute(q)}
+    return {int(m): int(seq) for m, seq in conn.execute(q)}
 
 
 def read_features(engine: Any, as_of: Any, *, purpose: str = TRAINING_PURPOSE, with_labels: bool = True,

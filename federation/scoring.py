@@ -7,7 +7,9 @@ Nothing leaves the gateway but what the operator's campaign asks for: the target
 Campaign targeting returns scores only for members whose ``marketing`` consent is granted at the
 moment it runs: the features are read through the marketing-consent join, and the result is
 checked once more against a fresh consent query just before it is returned (a withdrawal that
-lands while the model runs still removes the member).
+lands while the model runs still removes the member).  The gateway's campaign endpoint
+(``POST /v1/campaigns/targets``) makes that last check in the transaction that records the campaign
+as a processing (one per target, with the consent-log entry it relied on) for the auditor.
 """
 
 from __future__ import annotations
@@ -52,29 +54,55 @@ def load_model(release_path: str | Path) -> ReleasedModel:
     return ReleasedModel(rec, blob)
 
 
+@dataclass(frozen=True)
+class Scored:
+    """Scores of the members read (local database ids and refs; they never leave the gateway)."""
+
+    member_ids: np.ndarray
+    member_refs: list[str]
+    scores: np.ndarray
+
+
+@dataclass(frozen=True)
+class Targeting:
+    rows: list[dict[str, Any]]  # [{"member_ref", "score"}], best first
+    relied_on: dict[int, int]  # member id -> seq of the marketing consent each target relied on
+    decided_at: datetime  # when that consent was checked
+
+
+def scored_members(engine: Any, model: ReleasedModel, *, as_of: Any = None, purpose: str = feats.MARKETING_PURPOSE) -> Scored:
+    """Scores of the brand's members consented to ``purpose`` (checked now), features as of ``as_of``."""
+    frame = feats.read_features(engine, as_of or datetime.now(UTC), purpose=purpose, with_labels=False)
+    scores = model.predict(frame.X) if len(frame) else np.zeros(0)
+    return Scored(frame.member_ids, frame.member_refs, np.asarray(scores, dtype=float))
+
+
 def score_members(engine: Any, model: ReleasedModel, *, as_of: Any = None, purpose: str = feats.MARKETING_PURPOSE) -> dict[str, float]:
     """member_ref -> score for the brand's members consented to ``purpose`` (checked now)."""
-    frame = feats.read_features(engine, as_of or datetime.now(UTC), purpose=purpose, with_labels=False)
-    if not len(frame):
-        return {}
-    p = model.predict(frame.X)
-    return {ref: float(s) for ref, s in zip(frame.member_refs, p, strict=True)}
+    scored = scored_members(engine, model, as_of=as_of, purpose=purpose)
+    return {ref: float(s) for ref, s in zip(scored.member_refs, scored.scores, strict=True)}
+
+
+def select_targets(conn: Any, scored: Scored, *, top_k: int | None = None, min_score: float = 0.0,
+                   now: datetime | None = None) -> Targeting:
+    """The campaign list from ``scored``, keeping only members whose ``marketing`` consent is granted at
+    this moment (checked on ``conn``: a gateway passes the transaction that records the campaign)."""
+    decided_at = now or datetime.now(UTC)
+    consented = feats.consented_members(conn, feats.MARKETING_PURPOSE)
+    picked = [(ref, float(s), int(mid)) for mid, ref, s in zip(scored.member_ids, scored.member_refs, scored.scores, strict=True)
+              if int(mid) in consented and s >= min_score]
+    picked.sort(key=lambda r: (-r[1], r[0]))
+    if top_k:
+        picked = picked[:top_k]
+    return Targeting([{"member_ref": ref, "score": s} for ref, s, _ in picked], {m: consented[m] for _, _, m in picked}, decided_at)
 
 
 def campaign_targets(engine: Any, model: ReleasedModel, *, as_of: Any = None, top_k: int | None = None,
                      min_score: float = 0.0) -> list[dict[str, Any]]:
     """The campaign list: ``[{"member_ref", "score"}]``, best first, marketing-consented members only."""
-    scores = score_members(engine, model, as_of=as_of, purpose=feats.MARKETING_PURPOSE)
-    from sqlalchemy import select
-
-    from gateway.models import Member
-
+    scored = scored_members(engine, model, as_of=as_of, purpose=feats.MARKETING_PURPOSE)
     with engine.connect() as conn:
-        ok_ids = feats.consented_member_ids(conn, feats.MARKETING_PURPOSE)
-        refs_ok = {r for (r,) in conn.execute(select(Member.member_ref).where(Member.id.in_(ok_ids)))} if ok_ids else set()
-    rows = [{"member_ref": ref, "score": s} for ref, s in scores.items() if ref in refs_ok and s >= min_score]
-    rows.sort(key=lambda r: (-r["score"], r["member_ref"]))
-    return rows[:top_k] if top_k else rows
+        return select_targets(conn, scored, top_k=top_k, min_score=min_score).rows
 
 
 def targeting_report(rows: list[dict[str, Any]], model: ReleasedModel) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from functools import partial
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -14,10 +15,12 @@ from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from contracts.chain import Chain
 from privacy.receipts import policy_digest
 
+from .auth import ApiKeyCache
 from .errors import GatewayError
-from .routes import admin, alliance, audit, consent, members, points, rights
+from .groupcommit import GroupCommit
+from .routes import admin, alliance, audit, campaigns, consent, members, points, rights
 from .runtime import Gateway, build_gateway
-from .services import anchoring, outbox
+from .services import anchoring, outbox, purchases
 from .services.alliance import EXCHANGE_JOB, REDEMPTION_JOB
 from .settings import GatewaySettings
 
@@ -58,6 +61,8 @@ def create_app(settings: GatewaySettings | None = None, *, gateway: Gateway | No
                   description="One brand's node in the loyalty alliance: members, consent, points, cross-brand exchange "
                               "and redemption, data-subject rights and audit. Amounts of points are integers.")
     app.state.gateway = gw
+    app.state.api_keys = ApiKeyCache()
+    app.state.purchases = GroupCommit(partial(purchases.ingest_committed, gw))
 
     @app.exception_handler(GatewayError)
     async def _domain_error(request: Request, exc: GatewayError):
@@ -108,7 +113,7 @@ def create_app(settings: GatewaySettings | None = None, *, gateway: Gateway | No
                 out["chain_status"] = f"unavailable: {type(exc).__name__}"
         return out
 
-    for module in (members, consent, points, alliance, rights, audit, admin):
+    for module in (members, consent, points, alliance, rights, audit, admin, campaigns):
         app.include_router(module.router)
     app.include_router(alliance.public)
     return app

@@ -319,3 +319,45 @@ class Redemption(ChainOperation, Base):
     epoch: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
     __table_args__ = (UniqueConstraint("owner", "nonce", name="uq_redemptions_owner_nonce"), Index("ix_redemptions_status", "status"))
+
+
+class Processing(Base):
+    """A processing of members' data that relies on their consent, other than an exchange or a
+    redemption (those rows are their own record): a federated training read (kind ``training``,
+    purpose ``federated_training``) or a campaign target list (kind ``campaign``, purpose ``marketing``).
+
+    The members it covered, each with the consent-log entry it relied on, are a member set: the rounds
+    of a training run read the same members unless a consent changed, so a set is stored once and
+    every processing that covered exactly those (member, consent) pairs points at it."""
+
+    __tablename__ = "processings"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # training | campaign
+    ref: Mapped[str] = mapped_column(String(100))  # run:<id>:round:<n>:<stage> | campaign ref
+    purpose: Mapped[str] = mapped_column(String(32))
+    decided_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))  # when the consents were checked
+    member_set_id: Mapped[int] = mapped_column(ForeignKey("member_sets.id"))
+
+    __table_args__ = (Index("ix_processings_kind", "kind", "id"),)
+
+
+class MemberSet(Base):
+    """(member, consent-log seq) pairs, found again by the SHA-256 of those pairs sorted."""
+
+    __tablename__ = "member_sets"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    digest: Mapped[str] = mapped_column(String(64), unique=True)
+    size: Mapped[int] = mapped_column(Integer)
+
+
+class MemberSetEntry(Base):
+    __tablename__ = "member_set_entries"
+
+    member_set_id: Mapped[int] = mapped_column(ForeignKey("member_sets.id"), primary_key=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), primary_key=True)
+    consent_seq: Mapped[int] = mapped_column(BigInteger)  # the consent-log entry relied on
+
+    # Clustered on the key in SQLite: three integers a row, no separate rowid b-tree to write.
+    __table_args__ = {"sqlite_with_rowid": False}

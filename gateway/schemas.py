@@ -249,3 +249,43 @@ class ApiKeyRequest(Strict):
 
 class AnchorRequest(Strict):
     kind: Literal["consent-log", "audit-log"] = "consent-log"
+
+
+class CampaignRequest(Strict):
+    model_version: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,119}$", examples=["redeem-logreg-gateway-v3"],
+                                      description="a release in the gateway's releases directory (default: the latest)")
+    top_k: int = Field(100, ge=1, le=100_000, strict=True, description="at most this many targets, best first")
+    min_score: float = Field(0.0, ge=0.0, le=1.0, allow_inf_nan=False)
+    as_of: datetime | None = Field(None, description="features as of this time (default: now; never in the future)")
+
+
+class CampaignTarget(BaseModel):
+    member_ref: str
+    score: float
+
+
+class CampaignResponse(BaseModel):
+    campaign_ref: str = Field(description="the processing recorded for the auditor")
+    model_version: str
+    model_sha256: str
+    as_of: datetime
+    decided_at: datetime = Field(description="when the marketing consents were checked")
+    count: int
+    targets: list[CampaignTarget]
+
+
+class ProcessingItem(BaseModel):
+    kind: Literal["exchange", "redemption", "training", "campaign"]
+    ref: str
+    member_ref: str
+    purpose: str
+    decided_at: datetime
+    consent_seq: int | None = Field(description="the consent-log entry relied on (for exchanges and redemptions: the one in force then)")
+    status: str | None = Field(description="exchanges and redemptions only")
+    tx_hash: str | None
+    cursor: str
+
+
+class ProcessingsPage(BaseModel):
+    items: list[ProcessingItem]
+    next: str | None = Field(description="pass as `since` for the next page; null on the last one")

@@ -67,6 +67,7 @@ class GatewaySettings(BaseSettings):
     purchases_per_member_per_minute: int = Field(10, ge=1)  # anti-farming rate limit
     anchor_interval_s: int = Field(3600, ge=0)  # 0 turns scheduled anchoring off
     outbox_interval_s: float = Field(5.0, ge=0)  # 0 turns the background retry worker off
+    releases_dir: Path | None = None  # released alliance models (federation.releases) for campaign targeting
 
     @field_validator("tiers")
     @classmethod

@@ -19,11 +19,13 @@ Checks per brand (each pass / fail / skip, with its evidence):
 5. ``consent_log.sampled_receipts`` sampled receipts fetched with their inclusion proofs: the entry is
    the one in the log, its signature verifies, and its proof verifies against the root on chain of the
    anchor period the gateway names (and that anchor's size);
-6. ``processings.consent``        every confirmed exchange and redemption relied on an
-   ``alliance_exchange`` consent that was granted at the moment the gateway decided it (consent state
-   rebuilt over time from the verified log; a withdrawal applies to every later processing). Needs the
-   gateway's database (read-only) until the gateways list processings through the audit API;
-   training rounds and campaigns are not yet exposed by any service and are reported as skipped;
+6. ``processings.consent``        every processing the gateway lists (``/v1/audit/processings``: exchanges
+   and redemptions under ``alliance_exchange``, federated training reads under ``federated_training``,
+   campaign target lists under ``marketing``) relied on a consent of the purpose its kind needs that was
+   granted at the moment the gateway decided it: consent state rebuilt over time from the verified log
+   (a withdrawal applies to every later processing); where the gateway names the consent-log entry it
+   relied on, it must be the one in force then.  What the gateway cannot be made to prove here is
+   that its list is complete and its decision times honest;
 7. ``audit_log.hash_chain`` and ``audit_log.anchored_roots`` the admin action log likewise.
 """
 
@@ -37,8 +39,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-
-from sqlalchemy import create_engine, select
 
 from contracts.client import Alliance, AnchorClient
 from privacy.hashchain import ChainEntry, entry_body, verify_chain
@@ -116,7 +116,8 @@ class AuditReport:
 class GatewayAccess:
     """How the auditor reaches one brand: its gateway's HTTP API (an httpx/TestClient-like client with
     ``get``) with an auditor API key, the brand's chain address and, optionally, its receipt public key
-    (pinned: then nothing about the key is taken from the gateway) and a read-only database URL."""
+    (pinned: then nothing about the key is taken from the gateway) and, for reconciliation only, a
+    read-only database URL (the audit itself reads nothing but the gateway's API and the chain)."""
 
     brand_id: str
     address: str
@@ -136,7 +137,8 @@ class AuditFetchError(RuntimeError):
     pass
 
 
-def fetch_log(access: GatewayAccess, kind: str, page: int = 5000) -> list[ChainEntry]:
+def fetch_log(access: GatewayAccess, kind: str, page: int = 5000, row_times: dict[int, float] | None = None) -> list[ChainEntry]:
+    """Every entry of a log; ``row_times`` (optional) receives seq -> the gateway's row time of each."""
     entries: list[ChainEntry] = []
     start = 0
     while True:
@@ -144,6 +146,11 @@ def fetch_log(access: GatewayAccess, kind: str, page: int = 5000) -> list[ChainE
         rows = body["entries"]
         for r in rows:
             entries.append(ChainEntry(r["seq"], r["payload"], r["prev_hash"], r["entry_hash"]))
+            if row_times is not None and r.get("created_at"):
+                try:
+                    row_times[r["seq"]] = _ts(r["created_at"])
+                except (TypeError, ValueError):
+                    pass  # an unreadable time only loses the refinement within the receipt's second
         if len(rows) < page:
             return entries
         start = rows[-1]["seq"] + 1
@@ -334,41 +341,62 @@ class ConsentTimeline:
         return granted, seq
 
 
-def check_processings(access: GatewayAccess, entries: list[ChainEntry]) -> list[AuditCheck]:
-    if not access.database_url:
-        return [AuditCheck("processings.consent", SKIP, "no read access to the gateway's processing records configured", {})]
-    from gateway.models import ConsentLogEntry, Exchange, Member, Redemption
+PURPOSE_OF = {"exchange": "alliance_exchange", "redemption": "alliance_exchange",
+              "training": "federated_training", "campaign": "marketing"}
 
-    engine = create_engine(access.database_url)
+
+def fetch_processings(access: GatewayAccess, page: int = 5000) -> list[dict[str, Any]]:
+    """Every processing the gateway lists, one item per (processing, member), page by page."""
+    items: list[dict[str, Any]] = []
+    since = None
+    while True:
+        body = access.get("/v1/audit/processings", limit=page, **({"since": since} if since else {}))
+        items += body["items"]
+        since = body.get("next")
+        if not since or not body["items"]:
+            return items
+
+
+def check_processings(access: GatewayAccess, entries: list[ChainEntry], row_times: dict[int, float] | None = None) -> list[AuditCheck]:
     try:
-        with engine.connect() as conn:
-            row_times = {seq: _ts(at) for seq, at in conn.execute(select(ConsentLogEntry.seq, ConsentLogEntry.created_at))}
-            timeline = ConsentTimeline(entries, row_times)
-            processings = [("exchange", ref, mref, at) for ref, mref, at in conn.execute(
-                select(Exchange.exchange_ref, Member.member_ref, Exchange.created_at).join(Member, Member.id == Exchange.member_id)
-                .where(Exchange.status == "confirmed"))]
-            processings += [("redemption", ref, mref, at) for ref, mref, at in conn.execute(
-                select(Redemption.redemption_ref, Member.member_ref, Redemption.created_at).join(Member, Member.id == Redemption.member_id)
-                .where(Redemption.status.in_(("confirmed", "refunded"))))]
-    finally:
-        engine.dispose()
+        processings = fetch_processings(access)
+    except Exception as exc:
+        return [AuditCheck("processings.consent", FAIL, f"the gateway's processings could not be listed: {exc}", {})]
+    timeline = ConsentTimeline(entries, row_times)
     rows, bad = [], []
-    for kind, ref, member_ref, at in processings:
-        granted, seq = timeline.state_at(member_ref, "alliance_exchange", _ts(at))
-        row = {"processing": kind, "ref": ref, "member_ref": member_ref, "at": str(at), "purpose": "alliance_exchange",
-               "consent_seq": seq, "consent_valid": granted}
-        rows.append(row)
-        if not granted:
+    by_kind: dict[str, int] = defaultdict(int)
+    for p in processings:
+        kind = p.get("kind")
+        by_kind[str(kind)] += 1
+        needed = PURPOSE_OF.get(kind)
+        row = {"processing": kind, "ref": p.get("ref"), "member_ref": p.get("member_ref"), "at": p.get("decided_at"),
+               "purpose": needed, "claimed_consent_seq": p.get("consent_seq"), "status": p.get("status")}
+        why = None
+        try:
+            at = _ts(p["decided_at"])
+        except (KeyError, TypeError, ValueError):
+            at, why = None, "no readable decision time"
+        if needed is None:
+            why = f"unknown kind {kind!r}"
+        elif at is not None:
+            granted, seq = timeline.state_at(p.get("member_ref"), needed, at)
+            row["consent_seq"], row["consent_valid"] = seq, granted
+            if not granted:
+                why = f"no {needed} consent in force at that moment"
+            elif p.get("purpose") != needed:
+                why = f"recorded under purpose {p.get('purpose')!r}; a {kind} needs {needed}"
+            elif p.get("consent_seq") is not None and p["consent_seq"] != seq:
+                why = f"relied on consent-log entry {p['consent_seq']}, but entry {seq} was in force then"
+        row["ok"] = why is None
+        if why:
+            row["why"] = why
             bad.append(row)
-    evidence = {"checked": len(rows), "violations": bad[:100], "processings": rows[:200]}
-    checks = []
+        rows.append(row)
+    kinds = ", ".join(f"{n} {k}" for k, n in sorted(by_kind.items()))
+    evidence = {"checked": len(rows), "by_kind": dict(by_kind), "violations": bad[:100], "processings": rows[:200]}
     if bad:
-        checks.append(AuditCheck("processings.consent", FAIL, f"{len(bad)} of {len(rows)} processings had no valid consent at the time", evidence))
-    else:
-        checks.append(AuditCheck("processings.consent", PASS, f"all {len(rows)} exchanges and redemptions relied on a consent valid at the time", evidence))
-    checks.append(AuditCheck("processings.training_and_campaigns", SKIP,
-                             "training rounds and campaigns are not exposed to the auditor by any service yet", {}))
-    return checks
+        return [AuditCheck("processings.consent", FAIL, f"{len(bad)} of {len(rows)} processings had no valid consent at the time", evidence)]
+    return [AuditCheck("processings.consent", PASS, f"all {len(rows)} processings ({kinds or 'none'}) relied on a consent valid at the time", evidence)]
 
 
 # ---------------------------------------------------------------------------------------- run
@@ -378,8 +406,9 @@ def audit_brand(alliance: Alliance, access: GatewayAccess, *, sample: int | None
     result = BrandAudit(access.brand_id, access.address)
     for kind in ("consent-log", "audit-log"):
         label = kind.replace("-", "_")
+        row_times: dict[int, float] = {}
         try:
-            entries = fetch_log(access, kind)
+            entries = fetch_log(access, kind, row_times=row_times)
         except Exception as exc:
             result.checks.append(AuditCheck(f"{label}.hash_chain", FAIL, f"the log could not be read: {exc}", {}))
             continue
@@ -397,7 +426,7 @@ def audit_brand(alliance: Alliance, access: GatewayAccess, *, sample: int | None
             key, source = _public_key(access)
             result.checks.append(check_signatures(entries, key, source))
             result.checks.append(check_sampled(access, entries, anchors, key, sample, seed))
-            result.checks.extend(check_processings(access, entries))
+            result.checks.extend(check_processings(access, entries, row_times))
     return result
 
 

@@ -11,7 +11,8 @@ Each command reads one JSON configuration file (``--config``, default ``settleme
         {"brand_id": "grocery", "address": "0x...", "url": "http://127.0.0.1:8001",
          "auditor_key_env": "GROCERY_AUDITOR_KEY",           (or "auditor_key": "ak_auditor_...")
          "public_key_pem_file": "keys/grocery.pub.pem",      (optional: pins the receipt key)
-         "database_url": "sqlite:///var/grocery.sqlite"}     (optional, read-only: processings, reconciliation)
+         "database_url": "sqlite:///var/grocery.sqlite"}     (optional, read-only: reconciliation and report totals;
+                                                              the audit reads only the gateway API and the chain)
       ]
     }
 

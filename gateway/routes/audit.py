@@ -7,10 +7,11 @@ from sqlalchemy import select
 
 from ..auth import Principal, allow
 from ..errors import Conflict, GatewayError, NotFound
+from ..db import as_utc
 from ..models import LogAnchor
 from ..runtime import Gateway
-from ..schemas import MAX_DB_INT
-from ..services import logs, reconcile
+from ..schemas import MAX_DB_INT, ProcessingsPage
+from ..services import logs, processings, reconcile
 from . import gateway
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
@@ -24,7 +25,10 @@ def _model(kind: str):
 
 
 def _entry(r) -> dict:
-    return {"seq": r.seq, "payload": json.loads(r.payload), "prev_hash": r.prev_hash, "entry_hash": r.entry_hash}
+    # created_at is outside the hashed entry: an auditor uses it only to order events within the signed
+    # second of the receipt (a processing and a withdrawal in the same second).
+    return {"seq": r.seq, "payload": json.loads(r.payload), "prev_hash": r.prev_hash, "entry_hash": r.entry_hash,
+            "created_at": as_utc(r.created_at).isoformat()}
 
 
 @router.get("/logs/{kind}", summary="Entries of a hash-chained log (consent-log or audit-log)")
@@ -81,3 +85,12 @@ def reconciliation(who: Principal = Depends(reader), gw: Gateway = Depends(gatew
         books = reconcile.ledger_report(session)
         chain = reconcile.chain_report(session, gw)
         return {"ok": books["ok"] and chain["ok"], "ledger": books, "chain": chain}
+
+
+@router.get("/processings", response_model=ProcessingsPage,
+            summary="Every processing that relied on consent (exchange, redemption, training, campaign), one item per member")
+def processing_list(kind: str | None = Query(None, description=", ".join(processings.KINDS)),
+                    since: str | None = Query(None, max_length=60, description="the `next` cursor of the previous page"),
+                    limit: int = Query(1000, ge=1, le=5000), who: Principal = Depends(reader), gw: Gateway = Depends(gateway)) -> dict:
+    with gw.sessions() as session:
+        return processings.page(session.connection(), kind, since, limit)

@@ -226,3 +226,19 @@ def make_database_url(request, backend: str, directory: Path, name: str = "gatew
 
 def new_wallet():
     return Account.create()
+
+
+def write_release(release_dir: Path, feature_names: list[str] | None = None, seed: int = 0) -> Path:
+    """A released logistic regression over the alliance features (random weights: scores, not quality)."""
+    import numpy as np
+
+    from federation import features, models
+    from federation.releases import write_release as write
+
+    names = list(feature_names or features.FEATURE_NAMES)
+    params = {"w": np.random.default_rng(seed).normal(size=len(names)).astype(np.float32), "b": np.zeros(1, np.float32)}
+    path, _ = write(release_dir, model_bytes=models.serialise_logreg(params, names), model_format="alliance.logreg/1", fields={
+        "task": "redeem", "model": "logreg", "strategy": "fedavg", "data_source": "gateway", "feature_names": names,
+        "num_rounds": 1, "rounds_completed": 1, "participating_brands": ["test"], "privacy": {"guarantee": "none"},
+        "secure_aggregation": {"enabled": False}, "metrics_per_round": [], "final_metrics": {}})
+    return path

@@ -24,6 +24,7 @@ from harness import (
     new_wallet,
     purchase,
     start_world_brand,
+    write_release,
 )
 
 PUBLIC = frozenset({"anonymous", "member", "other", "operator", "pos", "auditor", "invalid"})
@@ -150,6 +151,8 @@ ENDPOINTS: dict[tuple[str, str], Endpoint] = {
     ("GET", "/v1/audit/logs/{kind}/anchors"): Endpoint(READER, lambda c, r: {"path": "/v1/audit/logs/consent-log/anchors"}),
     ("GET", "/v1/audit/logs/{kind}/{seq}/proof"): Endpoint(READER, lambda c, r: {"path": "/v1/audit/logs/consent-log/0/proof"}),
     ("GET", "/v1/audit/reconciliation"): Endpoint(READER, lambda c, r: {"path": "/v1/audit/reconciliation"}),
+    ("GET", "/v1/audit/processings"): Endpoint(READER, lambda c, r: {"path": "/v1/audit/processings"}),
+    ("POST", "/v1/campaigns/targets"): Endpoint(OPERATOR, lambda c, r: {"path": "/v1/campaigns/targets", "json": {"top_k": 5}}),
     ("POST", "/v1/admin/api-keys"): Endpoint(OPERATOR, lambda c, r: {"path": "/v1/admin/api-keys", "json": {
         "role": "auditor", "label": "matrix"}}, (201,)),
     ("POST", "/v1/admin/anchors"): Endpoint(OPERATOR, lambda c, r: {"path": "/v1/admin/anchors", "json": {"kind": "audit-log"}}),
@@ -163,7 +166,8 @@ OTHER_MEMBER = {("GET", "/v1/me/exchanges/{exchange_ref}"): 404}
 @pytest.fixture(scope="module")
 def ctx(world) -> Ctx:
     clock = Clock()
-    brand = start_world_brand(world, "matrix", 10, clock=clock)
+    write_release(world.workdir / "matrix-releases")
+    brand = start_world_brand(world, "matrix", 10, clock=clock, releases_dir=world.workdir / "matrix-releases")
     m = enrol(brand, "+8613800000001", name="Mia Matrix", identifiers={"phone": "+8613800000001", "email": "mia@example.com"})
     o = enrol(brand, "+8613800000002", name="Otto Other")
     m["phone"], o["phone"] = "+8613800000001", "+8613800000002"

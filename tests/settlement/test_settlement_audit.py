@@ -1,6 +1,7 @@
 """`audit verify` against real gateways: clean when nothing was touched, and it catches a rewritten,
 deleted or reordered consent entry (with or without the hash chain recomputed after it), a forged
-receipt, an anchor that does not extend the previous one, and a processing without consent."""
+receipt, an anchor that does not extend the previous one, and a processing without consent (an exchange
+moved after a withdrawal, a training read recorded after one)."""
 
 from __future__ import annotations
 
@@ -56,6 +57,12 @@ def test_untouched_alliance_passes(gateway_world):
                                                              "consent_log.sampled_receipts", "processings.consent", "audit_log.hash_chain"}
     html = report.to_html()
     assert "PASS" in html and "consent_log.anchored_roots" in html
+    # Every kind of processing was listed through the gateway's audit API and checked.
+    grocery = {c.name: c for c in report.brands[0].checks}["processings.consent"]
+    assert grocery.evidence["by_kind"] == {"exchange": 4, "redemption": 1, "training": 5, "campaign": 2}
+    training = [p for p in grocery.evidence["processings"] if p["processing"] == "training"]
+    assert {p["ref"] for p in training} == {"run:1:round:1:train", "run:1:round:2:train"}
+    assert all(p["consent_valid"] and p["claimed_consent_seq"] == p["consent_seq"] for p in grocery.evidence["processings"])
 
 
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -150,3 +157,25 @@ def test_withdrawal_applies_to_later_processings(gateway_world):
         db.commit()
         report, checks = audit_of(w, "grocery")
     assert checks["processings.consent"].status == "fail"
+
+
+def test_training_read_after_withdrawal_is_caught(gateway_world):
+    """Carol withdrew federated_training at the grocery between the two rounds; a read that covers her
+    after her withdrawal, with the grant she had before, is a violation named in the evidence."""
+    w = gateway_world
+    with tampered(w.db_path("grocery")) as db:
+        carol, withdrawn_at = db.execute("SELECT member_id, updated_at FROM consents WHERE purpose = 'federated_training' "
+                                         "AND granted = 0").fetchone()
+        grant_seq = db.execute("SELECT consent_seq FROM member_set_entries WHERE member_id = ?", (carol,)).fetchone()[0]
+        carol_ref = db.execute("SELECT member_ref FROM members WHERE id = ?", (carol,)).fetchone()[0]
+        set_id = db.execute("INSERT INTO member_sets (digest, size) VALUES (?, 1)", ("ab" * 32,)).lastrowid
+        db.execute("INSERT INTO member_set_entries (member_set_id, member_id, consent_seq) VALUES (?, ?, ?)", (set_id, carol, grant_seq))
+        db.execute("INSERT INTO processings (kind, ref, purpose, decided_at, member_set_id) "
+                   "VALUES ('training', 'run:9:round:1:train', 'federated_training', datetime(?, '+1 minute'), ?)", (withdrawn_at, set_id))
+        db.commit()
+        report, checks = audit_of(w, "grocery")
+    check = checks["processings.consent"]
+    assert check.status == "fail" and not report.ok
+    assert [(v["processing"], v["ref"], v["member_ref"], v["claimed_consent_seq"]) for v in check.evidence["violations"]] == [
+        ("training", "run:9:round:1:train", carol_ref, grant_seq)]
+    assert "no federated_training consent" in check.evidence["violations"][0]["why"]

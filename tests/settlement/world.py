@@ -1,6 +1,7 @@
 """A whole local alliance with gateways (embedded chain) in the state the settlement service audits:
-members enrolled, consents given and withdrawn, exchanges and redemptions across brands, consent and
-audit logs anchored twice, one epoch closed."""
+members enrolled, consents given and withdrawn, exchanges and redemptions across brands, two federated
+training reads and a campaign at the grocery (carol withdraws federated_training between the reads),
+consent and audit logs anchored twice, one epoch closed."""
 
 from __future__ import annotations
 
@@ -9,9 +10,12 @@ from datetime import UTC, datetime, timedelta
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from eth_account import Account
 
 from contracts.deploy import BrandTerms
+from federation import data, features, models
+from federation.releases import write_release
 from gateway.local import LocalAlliance, LocalBrand
 from settlement.audit import GatewayAccess
 from settlement.store import Store
@@ -48,7 +52,9 @@ class GatewayWorld:
 
 def build(workdir: Path, chain_url: str = "embedded") -> GatewayWorld:
     local = LocalAlliance.start(workdir, chain_url=chain_url)
-    brands = {bid: local.add_brand(bid, terms) for bid, terms in BRANDS.items()}
+    releases = workdir / "releases"
+    write_test_release(releases)
+    brands = {bid: local.add_brand(bid, terms, releases_dir=releases) for bid, terms in BRANDS.items()}
     people = ["alice", "bob", "carol", "dan"]
     wallets = {p: Account.create() for p in people}
     sessions = {}
@@ -78,6 +84,18 @@ def build(workdir: Path, chain_url: str = "embedded") -> GatewayWorld:
         client.redeem(client.authorise(wallets[name], amount))
     sessions["bob", "grocery"].consent("alliance_exchange", granted=False)
     sessions["dan", "cafe"].consent("marketing")
+    # Processings under the other purposes: two training rounds read the grocery's features (carol
+    # withdraws in between), then the grocery's operator targets a campaign.
+    for name in ("alice", "bob", "carol"):
+        sessions[name, "grocery"].consent("federated_training")
+    for name in ("alice", "dan"):
+        sessions[name, "grocery"].consent("marketing")
+    grocery_db = grocery.gateway.settings.database_url
+    data.read_for_training(grocery_db, [datetime.now(UTC)], "run:1:round:1:train")
+    sessions["carol", "grocery"].consent("federated_training", granted=False)
+    data.read_for_training(grocery_db, [datetime.now(UTC)], "run:1:round:2:train")
+    r = grocery.http.post("/v1/campaigns/targets", json={"top_k": 10}, headers=grocery.headers("operator"))
+    assert r.status_code == 200 and r.json()["count"] == 2, r.text
     for bid in brands:
         for kind in ("consent-log", "audit-log"):
             brands[bid].http.post("/v1/admin/anchors", json={"kind": kind}, headers=brands[bid].headers("operator"))
@@ -86,6 +104,18 @@ def build(workdir: Path, chain_url: str = "embedded") -> GatewayWorld:
     sessions["alice", "grocery"].exchange(4)
     store = Store(f"sqlite:///{workdir / 'settlement.sqlite'}")
     return GatewayWorld(local, brands, store, wallets)
+
+
+def write_test_release(release_dir: Path) -> Path:
+    """A released logistic regression over the alliance features (random weights: scores, not quality)."""
+    params = {"w": np.random.default_rng(0).normal(size=len(features.FEATURE_NAMES)).astype(np.float32), "b": np.zeros(1, np.float32)}
+    path, _ = write_release(release_dir, model_bytes=models.serialise_logreg(params, list(features.FEATURE_NAMES)),
+                            model_format="alliance.logreg/1", fields={
+                                "task": "redeem", "model": "logreg", "strategy": "fedavg", "data_source": "gateway",
+                                "feature_names": list(features.FEATURE_NAMES), "num_rounds": 1, "rounds_completed": 1,
+                                "participating_brands": list(BRANDS), "privacy": {"guarantee": "none"},
+                                "secure_aggregation": {"enabled": False}, "metrics_per_round": [], "final_metrics": {}})
+    return path
 
 
 def new_secret() -> str:
