@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from functools import partial
 
@@ -53,6 +54,11 @@ def create_app(settings: GatewaySettings | None = None, *, gateway: Gateway | No
                 tasks.append(asyncio.create_task(_every(s.outbox_interval_s, lambda: outbox.process_all(gw, [EXCHANGE_JOB, REDEMPTION_JOB]), "outbox")))
             if background and s.anchor_interval_s:
                 tasks.append(asyncio.create_task(_every(s.anchor_interval_s, lambda: _anchor_all(gw), "anchoring")))
+        # What start-up built (libraries, contract ABIs, the app) lives as long as the process: move
+        # it out of the collector's sight, or every full collection walks all of it (~70 ms pauses,
+        # the whole p99 of purchase ingest).
+        gc.collect()
+        gc.freeze()
         yield
         for task in tasks:
             task.cancel()

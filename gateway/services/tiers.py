@@ -47,7 +47,8 @@ def qualifying_tier(settings: GatewaySettings, spend: int, purchases: int, actio
 
 
 def _rank(settings: GatewaySettings, name: str) -> int:
-    return [t.name for t in settings.tiers].index(tier_rule(settings, name).name)
+    """Position in the tier ladder; a tier removed from configuration counts as the base tier."""
+    return next((i for i, t in enumerate(settings.tiers) if t.name == name), 0)
 
 
 def _change(session: Session, member: Member, to: str, reason: str, now: datetime) -> None:
