@@ -50,6 +50,12 @@ Notes: the SuperNode only dials out (no inbound port at the brand); its ``--port
 local ClientApp runtime API and must not be exposed.  ``release-dir`` should be an absolute path
 on the operator host.  Brands that may drop out need ``min-brands`` below the alliance size and
 a ``round-timeout`` (the SuperLink marks a SuperNode offline after missed heartbeats).
+
+Releases: a deployed ServerApp runs in its own process under the SuperLink and holds no brand's
+gateway, so it writes the release record and model file to ``release-dir`` only.  Publishing them
+(the audit entry in each participating gateway's log, the anchor on chain signed with the brand's
+own key) is :func:`federation.releases.publish_release`, run where the gateways are: the simulation
+and the demo pass their gateways to the ServerApp, which calls it after writing the release.
 """
 
 from __future__ import annotations

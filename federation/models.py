@@ -32,21 +32,15 @@ def sigmoid(z: np.ndarray) -> np.ndarray:
 
 
 def roc_auc(y: np.ndarray, p: np.ndarray) -> float:
-    """ROC AUC with tie handling (Mann-Whitney), NaN if only one class is present."""
+    """ROC AUC with tie handling (Mann-Whitney, tied scores share their mean rank), NaN if only one
+    class is present."""
     y = np.asarray(y).astype(bool)
     n_pos, n_neg = int(y.sum()), int((~y).sum())
     if n_pos == 0 or n_neg == 0:
         return float("nan")
-    order = np.argsort(p, kind="mergesort")
-    ranks = np.empty(len(p), dtype=np.float64)
-    sp = np.asarray(p)[order]
-    i = 0
-    while i < len(sp):
-        j = i
-        while j + 1 < len(sp) and sp[j + 1] == sp[i]:
-            j += 1
-        ranks[order[i : j + 1]] = 0.5 * (i + j) + 1.0
-        i = j + 1
+    _, inverse, counts = np.unique(np.asarray(p, dtype=np.float64), return_inverse=True, return_counts=True)
+    mean_rank = np.cumsum(counts) - (counts - 1) / 2.0  # 1-based mean rank of each distinct score
+    ranks = mean_rank[inverse.reshape(-1)]
     return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 

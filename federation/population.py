@@ -72,6 +72,12 @@ Membership ``i`` (person ``p`` at brand ``b`` of kind ``k``):
 
 Labels are *not* stored; they are read from the rows by :mod:`federation.features`
 (cross-brand redemption within 30 days of an as-of time; churn = no purchase in the next 90 days).
+Training reads features as of ``TRAIN_AS_OF`` (one year of history); the held-out rows are the
+members as of the rolling dates of :func:`held_out_as_ofs` (redeem: 5 monthly windows, churn: 1).
+
+Randomness: persons from ``[seed, 101]``; each brand from its own stream, ``[seed, stream, hash
+of the brand id]`` (:func:`brand_rng`), so a brand's members do not depend on which other brands
+are simulated, and no two brands share a stream.
 
 Sizes (memberships): ``default`` = 52,000 + 28,000 + 20,000 + 350 + 250 = 100,600 members over
 5 brands (75,000 persons); ``small`` = 1,500 + 900 + 600 + 250 + 200 (for tests); ``medium`` =
@@ -98,6 +104,23 @@ END = START + timedelta(days=DAYS)
 #: Default as-of of training features (one year of history), and of the held-out evaluation.
 TRAIN_AS_OF = START + timedelta(days=365)
 EVAL_AS_OF = TRAIN_AS_OF + timedelta(days=90)
+#: Version of the behavioural model: the same seed gives the same alliance only within one version
+#: (2: per-brand random streams keyed by the whole brand id).
+SCHEMA = "alliance.population/2"
+
+
+def held_out_as_ofs(label_days: int, train_as_of: datetime = TRAIN_AS_OF, step_days: int = 30) -> list[datetime]:
+    """As-of dates of the rolling held-out windows of a task whose label looks ``label_days`` ahead.
+
+    The first is ``train_as_of + label_days`` (every training label is observed by then, as in
+    production), then one every ``step_days`` while the label window still ends inside the
+    simulated history: 5 windows for the 30-day redeem label, 1 for the 90-day churn label.
+    """
+    out, t = [], train_as_of + timedelta(days=label_days)
+    while t + timedelta(days=label_days) <= END:
+        out.append(t)
+        t += timedelta(days=step_days)
+    return out
 
 PURPOSE_FT = "federated_training"
 PURPOSE_MKT = "marketing"
@@ -147,6 +170,16 @@ def _campaign_mask() -> np.ndarray:
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-z))
+
+
+def brand_rng(seed: int, stream: int, brand_id: str) -> np.random.Generator:
+    """A brand's own random stream, from the run seed and a stable hash of the whole brand id.
+
+    Neither the brand's position in the alliance nor a letter of its name: two brands never
+    share a stream, and a brand draws the same behaviour whichever other brands are simulated.
+    """
+    digest = int.from_bytes(hashlib.sha256(brand_id.encode()).digest()[:8], "big")
+    return np.random.default_rng([seed, stream, digest])
 
 
 # --------------------------------------------------------------------------- generation (numpy)
@@ -218,7 +251,7 @@ def generate(seed: int = 7, size: str = "default", brands: list[str] | None = No
     for bidx, spec in enumerate(BRAND_KINDS):
         if spec not in wanted:
             continue
-        brng = np.random.default_rng([seed, 202, bidx])
+        brng = brand_rng(seed, 202, spec.brand_id)
         n = sizes[spec.brand_id]
         w = np.exp(1.0 * kaff[:, bidx] + 0.3 * e)
         person = brng.choice(n_p, size=n, replace=False, p=w / w.sum())
@@ -351,7 +384,7 @@ def generate(seed: int = 7, size: str = "default", brands: list[str] | None = No
             active_x[i] = True
         for i, _, _ in ev.redemptions:
             active_x[i] = True
-        xr = np.random.default_rng([seed, 404, ev.spec.brand_id.encode()[0]])
+        xr = brand_rng(seed, 404, ev.spec.brand_id)
         ev.ax_consent = (active_x | (xr.random(n) < 0.2)).astype(int)
     return Population(seed=seed, size=size, brands=out, n_persons=n_p)
 
@@ -374,8 +407,9 @@ def _uuid(rng: np.random.Generator) -> str:
 def write_brand(gw: Any, ev: BrandEvents, seed: int, chunk: int = 50_000) -> dict[str, int]:
     """Write one brand's members, consents, purchases, ledger, tiers and alliance activity.
 
-    ``gw`` is a :class:`gateway.runtime.Gateway` (its engine, settings and signing key).  The
-    database must be freshly migrated (no members yet); ids are assigned here, in bulk.
+    ``gw`` is a :class:`gateway.runtime.Gateway` (its engine, settings and signing key).  Ids are
+    assigned here, in bulk, after the rows already in the database (the demo adds simulated history
+    to gateways that already serve live members); the consent log continues the existing chain.
     """
     from sqlalchemy import func, insert, select
 
@@ -384,17 +418,19 @@ def write_brand(gw: Any, ev: BrandEvents, seed: int, chunk: int = 50_000) -> dic
     from privacy.hashchain import HashChain
     from privacy.receipts import LawfulBasis, Purpose, jcs_bytes
 
-    rng = np.random.default_rng([seed, 505, len(ev.person), ev.spec.brand_id.encode()[0]])
+    rng = brand_rng(seed, 505, ev.spec.brand_id)
     spec = ev.spec
     n = len(ev.person)
+    pref = f"{seed:x}-{spec.brand_id}"
     with gw.engine.begin() as conn:
-        if conn.scalar(select(func.count()).select_from(gm.Member.__table__)):
-            raise RuntimeError(f"{spec.brand_id}: the gateway database already has members; simulate into a fresh one")
+        if conn.scalar(select(func.count()).where(gm.Purchase.idempotency_key.like(f"sim:{pref}:%"))):
+            raise RuntimeError(f"{spec.brand_id}: this population (seed {seed}) is already in the gateway database")
         next_id = {t: int(conn.scalar(select(func.coalesce(func.max(t.c.id), 0)))) + 1
-                   for t in (gm.LedgerTxn.__table__, gm.LedgerEntry.__table__, gm.PointLot.__table__)}
+                   for t in (gm.Member.__table__, gm.Purchase.__table__, gm.LedgerTxn.__table__,
+                             gm.LedgerEntry.__table__, gm.PointLot.__table__)}
         last_log = conn.execute(select(gm.ConsentLogEntry.seq, gm.ConsentLogEntry.entry_hash)
                                 .order_by(gm.ConsentLogEntry.seq.desc()).limit(1)).first()
-    member_ids = np.arange(1, n + 1)
+    member_ids = np.arange(n) + next_id[gm.Member.__table__]
     refs = [_uuid(rng) for _ in range(n)]
     # ------------------------------------------------ ledger (per member, FIFO lots, exact expiry)
     events: dict[int, list[tuple[float, int, str, int, int]]] = defaultdict(list)  # member -> (t, order, kind, amount, key)
@@ -547,9 +583,9 @@ def write_brand(gw: Any, ev: BrandEvents, seed: int, chunk: int = 50_000) -> dic
         grant(i, purpose, granted, day, basis)
     consent_rows = list(consent_rows_by_key.values())
     # ------------------------------------------------ purchases, exchanges, redemptions
-    pref = f"{seed:x}-{spec.brand_id}"
+    first_purchase = next_id[gm.Purchase.__table__]
     purchase_rows = [{
-        "id": j + 1, "purchase_ref": f"sim-{pref}-{j}"[:36], "idempotency_key": f"sim:{pref}:{j}",
+        "id": first_purchase + j, "purchase_ref": f"sim-{pref}-{j}"[:36], "idempotency_key": f"sim:{pref}:{j}",
         "request_hash": "0" * 64, "member_id": int(member_ids[int(ev.p_member[j])]),
         "amount_minor": int(ev.p_amount[j]), "refunded_minor": 0, "currency": "CNY",
         "channel": CHANNELS[int(ev.p_channel[j])], "eco": False, "occurred_at": _at(float(ev.p_day[j])),
@@ -631,7 +667,7 @@ def populate(workdir: str | Path, *, seed: int = 7, size: str = "default", brand
     pop = generate(seed, size, brands)
     t_gen = time.monotonic() - t0
     manifest: dict[str, Any] = {
-        "schema": "alliance.population/1", "seed": seed, "size": size, "persons": pop.n_persons,
+        "schema": SCHEMA, "seed": seed, "size": size, "persons": pop.n_persons,
         "window_start": START.isoformat(), "window_end": END.isoformat(),
         "train_as_of": TRAIN_AS_OF.isoformat(), "eval_as_of": EVAL_AS_OF.isoformat(),
         "brands": [], "generate_s": round(t_gen, 2),

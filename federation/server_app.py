@@ -14,11 +14,16 @@ Record-level DP (``dp-epsilon > 0``) happens inside every brand (DP-SGD, see
 :mod:`federation.models`); brands report the (noise multiplier, sample rate, steps) they used
 and the operator recomputes epsilon with :class:`privacy.dp.PrivacyAccountant` for the release.
 
-Every run ends with a release record (:mod:`federation.releases`).
+Every run ends with a release record (:mod:`federation.releases`).  A ServerApp built with the
+brands' gateways (``build_server_app(gateways=...)``: the simulation over gateway databases, the
+demo) then publishes it with :func:`federation.releases.publish_release`: an audit entry in every
+participating gateway's log and the release anchored on chain.  A deployed ServerApp (its own
+process under a SuperLink) has no gateway handles; there the release stays a file.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterable
 from logging import INFO
@@ -33,7 +38,7 @@ from flwr.supercore import log
 from federation import models
 from federation.config import resolve
 from federation.data import feature_names_for
-from federation.releases import write_release
+from federation.releases import publish_release, write_release
 
 LR_STRATEGIES = ("fedavg", "fedprox", "fedmedian", "fedtrimmedavg", "krum", "multikrum", "bulyan")
 XGB_STRATEGIES = ("xgb-bagging", "xgb-cyclic")
@@ -48,7 +53,8 @@ class RunRecorder:
         self.dp: dict[str, dict[str, float]] = {}
 
     def _round(self, r: int) -> dict[str, Any]:
-        return self.rounds.setdefault(r, {"round": r, "train_brands": [], "evaluate_brands": [], "per_brand": {}})
+        return self.rounds.setdefault(r, {"round": r, "train_brands": [], "evaluate_brands": [], "per_brand": {},
+                                          "train_examples": {}})
 
     def _dp(self, brand: str, m: dict[str, Any]) -> None:
         if float(m.get("dp-noise-multiplier", 0.0)) > 0:
@@ -66,6 +72,7 @@ class RunRecorder:
         for brand, m in replies:
             self.brands.add(brand)
             rec["train_brands"].append(brand)
+            rec["train_examples"][brand] = int(m.get("num-examples", 0))
             self._dp(brand, m)
             losses.append(float(m.get("train-loss", np.nan)))
             weights.append(float(m.get("num-examples", 1.0)))
@@ -329,6 +336,7 @@ def _run_secagg(grid: Grid, context: Context, cfg: dict[str, Any], dim: int, num
         # workflow aggregated, which the evaluate round (all sampled brands) reports.
         recorder.train(rounds_seen["eval"], replies)
         recorder.rounds[rounds_seen["eval"]].pop("train", None)
+        recorder.rounds[rounds_seen["eval"]]["train_examples"] = {}  # masked: the counts were not seen
         return out
 
     def fit_metrics(results: list[tuple[int, dict[str, Any]]]) -> dict[str, Any]:
@@ -364,8 +372,12 @@ def _run_secagg(grid: Grid, context: Context, cfg: dict[str, Any], dim: int, num
     return {"w": params[0], "b": params[1]}, None
 
 
-def build_server_app(overrides: dict[str, Any] | None = None) -> ServerApp:
-    """The ServerApp; ``overrides`` are merged into the run config (for ``run_simulation``)."""
+def build_server_app(overrides: dict[str, Any] | None = None, gateways: dict[str, Any] | None = None) -> ServerApp:
+    """The ServerApp; ``overrides`` are merged into the run config (for ``run_simulation``).
+
+    ``gateways`` (brand id -> :class:`gateway.runtime.Gateway`, in this process): publish every
+    release to them; the per-brand result goes next to the record as ``<version>.published.json``.
+    """
     app = ServerApp()
 
     @app.main()
@@ -392,7 +404,7 @@ def build_server_app(overrides: dict[str, Any] | None = None) -> ServerApp:
         rounds = recorder.metrics_per_round()
         completed = [r["round"] for r in rounds if r.get("train_brands")]
         final_metrics = next((r["evaluate"] for r in reversed(rounds) if "evaluate" in r), {})
-        path, _ = write_release(
+        path, record = write_release(
             str(cfg["release-dir"]),
             model_bytes=blob,
             model_format=fmt,
@@ -419,6 +431,11 @@ def build_server_app(overrides: dict[str, Any] | None = None) -> ServerApp:
             },
         )
         log(INFO, "alliance: release written to %s", path)
+        if gateways:
+            published = publish_release(record, gateways)
+            path.with_name(f"{record['model_version']}.published.json").write_text(json.dumps(published, indent=2, sort_keys=True))
+            log(INFO, "alliance: release %s recorded in the audit logs of %s and anchored on chain",
+                record["model_version"], ", ".join(sorted(published)))
 
     return app
 
