@@ -1,6 +1,8 @@
 """The indexer and the epoch derivations against a real node (anvil): for random alliances and random
 event sequences, every position derived from the indexed events equals the contracts' own storage,
-and indexing is resumable, idempotent and survives a reorganisation."""
+and indexing is resumable, idempotent and survives a reorganisation.
+
+The tests that exercise the store run on both of its backends (``new_store``: SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from contracts.chain import connect
 from settlement.epochs import EpochPolicy, close_epoch, derive, verify_state
 from settlement.indexer import Indexer, event_count
 from settlement.simulate import SimAlliance
-from settlement.store import ChainEvent, Store
+from settlement.store import ChainEvent, IndexerState, Store
 
 pytestmark = pytest.mark.anvil
 
@@ -84,12 +86,11 @@ def rows(store: Store) -> list[tuple]:
 
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(n_brands=st.integers(1, 4), ops=st.lists(OPS, min_size=1, max_size=14), split=st.floats(0, 1))
-def test_derived_positions_equal_the_contracts(anvil_url, tmp_path_factory, n_brands, ops, split):
+def test_derived_positions_equal_the_contracts(anvil_url, new_store, n_brands, ops, split):
     chain = connect(anvil_url)
     sim = SimAlliance.deploy(chain, n_brands, members=3, fund_members=True, collateral=10**13)
     play(sim, ops)
-    d0 = tmp_path_factory.mktemp("idx")
-    store = Store(f"sqlite:///{d0 / 'a.sqlite'}")
+    store = new_store()
     # Interrupted and resumed: stop part way, then run to the head.
     head = chain.w3.eth.block_number
     stop_at = sim.alliance.manifest.deployed_block + int(split * (head - sim.alliance.manifest.deployed_block))
@@ -105,26 +106,24 @@ def test_derived_positions_equal_the_contracts(anvil_url, tmp_path_factory, n_br
                                                               d.collateral.get(b.address, 0))
     assert d.supply == sim.alliance.points.total_supply()
     # The same rows as one uninterrupted run into a fresh store; and a second run adds nothing.
-    fresh = Store(f"sqlite:///{d0 / 'b.sqlite'}")
+    fresh = new_store()
     Indexer(sim.alliance, fresh).run()
     assert rows(fresh) == rows(store)
     before = rows(store)
     with store.transaction() as s:  # forget the cursor: everything is read again, nothing is doubled
-        s.execute(ChainEvent.__table__.delete().where(ChainEvent.id < 0))
-        from settlement.store import IndexerState
         s.query(IndexerState).delete()
     Indexer(sim.alliance, store).run()
     assert rows(store) == before
 
 
-def test_close_epoch_proves_positions_before_and_after(anvil_url, tmp_path):
+def test_close_epoch_proves_positions_before_and_after(anvil_url, new_store):
     chain = connect(anvil_url)
     sim = SimAlliance.deploy(chain, 3, members=4)
     for k, b in enumerate(sim.brands):
         sim.mint_batch(b, [(m.address, 10 + k, secrets.token_bytes(32)) for m in sim.members])
     sim.flush()
     sim.redeem(sim.members[0], sim.brands[2], 7)
-    store = Store(f"sqlite:///{tmp_path / 's.sqlite'}")
+    store = new_store()
     not_due = close_epoch(sim.alliance, sim.governor, store, policy=EpochPolicy(max_age_s=10**9, max_volume_ap=10**6))
     assert not not_due.closed and not_due.ok
     report = close_epoch(sim.alliance, sim.governor, store, policy=EpochPolicy(max_age_s=None, max_volume_ap=50))
@@ -135,13 +134,13 @@ def test_close_epoch_proves_positions_before_and_after(anvil_url, tmp_path):
     assert not empty.closed and "nothing to settle" in empty.reason
 
 
-def test_derivation_detects_a_doctored_store(anvil_url, tmp_path):
+def test_derivation_detects_a_doctored_store(anvil_url, new_store):
     """The checks can fail: an event altered in the store no longer matches the contract."""
     chain = connect(anvil_url)
     sim = SimAlliance.deploy(chain, 2, members=2)
     sim.mint_batch(sim.brands[0], [(m.address, 9, secrets.token_bytes(32)) for m in sim.members])
     sim.close_epoch()
-    store = Store(f"sqlite:///{tmp_path / 's.sqlite'}")
+    store = new_store()
     Indexer(sim.alliance, store).run()
     with store.transaction() as s:
         s.execute(ChainEvent.__table__.update().where(ChainEvent.name == "Issued").values(amount=ChainEvent.amount + 1))
@@ -150,12 +149,12 @@ def test_derivation_detects_a_doctored_store(anvil_url, tmp_path):
     assert any("settled as derived" in n for n in failed) and any("accountOf" in n for n in failed)
 
 
-def test_indexer_rewinds_after_a_reorg(anvil_url, tmp_path):
+def test_indexer_rewinds_after_a_reorg(anvil_url, new_store):
     chain = connect(anvil_url)
     sim = SimAlliance.deploy(chain, 1, members=2)
     sim.mint(sim.brands[0], sim.members[0].address, 5)
     sim.flush()
-    store = Store(f"sqlite:///{tmp_path / 's.sqlite'}")
+    store = new_store()
     indexer = Indexer(sim.alliance, store)
     indexer.run()
     snap = chain.snapshot()

@@ -1,5 +1,6 @@
 """Reconciliation finds every injected discrepancy (missing, duplicated, altered, extra) and nothing
-else; and a gateway's real database reconciles clean, and stops doing so when a row is altered."""
+else (against a store on SQLite and on PostgreSQL); and a gateway's real database reconciles clean, and
+stops doing so when a row is altered."""
 
 from __future__ import annotations
 
@@ -16,10 +17,13 @@ from settlement.reconcile import Entry, GatewayDatabase, ListLedger, reconcile, 
 from settlement.simulate import SimAlliance
 from settlement.store import Store
 
+from stores import STORE_BACKENDS, store_url
 
-@pytest.fixture(scope="module")
-def chain_world(anvil_url, tmp_path_factory):
-    """Two brands; the true ledgers are what the simulation did, recorded independently of the indexer."""
+
+@pytest.fixture(scope="module", params=STORE_BACKENDS)
+def chain_world(request, anvil_url, tmp_path_factory):
+    """Two brands; the true ledgers are what the simulation did, recorded independently of the indexer.
+    The chain events are indexed into a store on each backend in turn."""
     chain = connect(anvil_url)
     sim = SimAlliance.deploy(chain, 2, members=6)
     ledgers = {b.address: [] for b in sim.brands}
@@ -33,9 +37,10 @@ def chain_world(anvil_url, tmp_path_factory):
         r = sim.redeem(m, b, 2 + i)
         ledgers[b.address].append(Entry("redemption", redemption_key(r.owner, r.nonce), r.amount, r.owner))
     sim.flush()
-    store = Store(f"sqlite:///{tmp_path_factory.mktemp('recon') / 's.sqlite'}")
+    store = Store(store_url(request, request.param, tmp_path_factory.mktemp("recon")))
     Indexer(sim.alliance, store).run()
-    return sim, store, ledgers
+    yield sim, store, ledgers
+    store.dispose()
 
 
 def test_true_ledgers_reconcile_clean(chain_world):

@@ -1,5 +1,5 @@
 """Reports: FIFO issuer attribution on a worked example, liabilities summing to the supply, and the
-JSON, CSV and chart files."""
+JSON, CSV and chart files; from a store on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -10,10 +10,9 @@ from contracts.chain import connect
 from settlement.indexer import Indexer
 from settlement.reports import attribute, build_report, write_report
 from settlement.simulate import SimAlliance
-from settlement.store import Store
 
 
-def test_fifo_attribution_and_report_files(anvil_url, tmp_path):
+def test_fifo_attribution_and_report_files(anvil_url, new_store, tmp_path):
     chain = connect(anvil_url)
     sim = SimAlliance.deploy(chain, 3, members=2, fund_members=True)
     a, b, c = sim.brands
@@ -29,7 +28,7 @@ def test_fifo_attribution_and_report_files(anvil_url, tmp_path):
     sim.flush()
     sim.refund(a, r, 1)              # alice gets B1 back
     sim.close_epoch()
-    store = Store(f"sqlite:///{tmp_path / 's.sqlite'}")
+    store = new_store()
     Indexer(sim.alliance, store).run()
     att = attribute(store)
     assert att.flows[1] == {(a.address, c.address): 10, (b.address, c.address): 1, (b.address, a.address): 2}
