@@ -15,6 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from .db import reading
 from .errors import Forbidden, Unauthorised
 from .models import ApiKey, Member
 from .services import members
@@ -79,7 +80,7 @@ class ApiKeyCache:
 
 
 def _authenticate(gw, secret: str) -> Principal:
-    with gw.sessions() as session:
+    with reading(gw.sessions) as session:
         return authenticate(session, secret, gw.now())
 
 

@@ -3,6 +3,7 @@ production. One code path; only connection set-up differs."""
 
 from __future__ import annotations
 
+import threading
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Iterator
@@ -38,12 +39,32 @@ def make_engine(url: str) -> Engine:
             cursor.execute("PRAGMA cache_size=-16384")
             cursor.close()
 
+        writer = threading.Lock()
+
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn):
+            if conn.get_execution_options().get("read_only"):
+                conn.exec_driver_sql("BEGIN")  # WAL: a reader works on a snapshot beside the writer
+                return
             # IMMEDIATE takes the write lock at BEGIN: a read-then-write (check balance, then debit)
             # can never interleave with another writer, the SQLite analogue of SELECT ... FOR UPDATE.
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # This process's writers queue on a lock of ours first: SQLite's own busy handler polls
+            # with sleeps of up to 100 ms, and under contention some waiters lost for seconds.
+            conn.info["holds_writer"] = writer.acquire(timeout=30)
+            try:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            except BaseException:
+                _release(conn.info)
+                raise
 
+        def _release(info) -> None:
+            if info.pop("holds_writer", False):
+                writer.release()
+
+        event.listen(engine, "commit", lambda conn: _release(conn.info))
+        event.listen(engine, "rollback", lambda conn: _release(conn.info))
+        # The connection going back to the pool ends whatever it had begun, however it ended.
+        event.listen(engine, "checkin", lambda _dbapi, record: _release(record.info))
         return engine
     return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
 
@@ -56,6 +77,14 @@ def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
 def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
     """One unit of work: commit on success, roll back on any error."""
     with factory() as session, session.begin():
+        yield session
+
+
+@contextmanager
+def reading(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """A read-only unit of work: on SQLite it neither takes nor waits for the write lock."""
+    with factory() as session:
+        session.connection(execution_options={"read_only": True})
         yield session
 
 

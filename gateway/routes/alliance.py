@@ -5,7 +5,7 @@ from fastapi import APIRouter, Depends, Path, Query, Response, status
 from contracts.client import Redemption as RedemptionAuth
 
 from ..auth import Principal, allow, own_member
-from ..db import transaction
+from ..db import reading, transaction
 from ..errors import ChainUnavailable, Conflict, NotFound
 from ..models import Exchange, Member
 from ..runtime import Gateway
@@ -67,7 +67,7 @@ def exchange(body: ExchangeRequest, response: Response, key: str = Depends(idemp
 
 @router.get("/exchanges/{exchange_ref}", response_model=ExchangeResponse, summary="One exchange and its settlement status")
 def get_exchange(exchange_ref: str = Path(pattern=r"^[0-9a-f]{64}$"), who: Principal = Depends(allow("member")), gw: Gateway = Depends(gateway)) -> ExchangeResponse:
-    with gw.sessions() as session:
+    with reading(gw.sessions) as session:
         row = session.query(Exchange).filter_by(exchange_ref=exchange_ref, member_id=who.member_id).first()
         if row is None:
             raise NotFound("no such exchange")
@@ -85,7 +85,7 @@ def redeem(body: Authorisation, response: Response, who: Principal = Depends(all
         row, replayed = alliance.accept_redemption(session, gw, own_member(session, who), auth, gw.now())
         ref = row.redemption_ref
     row = alliance.settle(gw, alliance.REDEMPTION_JOB, ref)
-    with gw.sessions() as session:
+    with reading(gw.sessions) as session:
         balance = session.get(Member, row.member_id).balance
     response.status_code = status.HTTP_200_OK if replayed else (status.HTTP_202_ACCEPTED if row.status == "pending" else status.HTTP_201_CREATED)
     return RedemptionResponse(redemption_ref=row.redemption_ref, status=row.status, ap_amount=row.ap_amount,

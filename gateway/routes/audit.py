@@ -7,7 +7,7 @@ from sqlalchemy import select
 
 from ..auth import Principal, allow
 from ..errors import Conflict, GatewayError, NotFound
-from ..db import as_utc
+from ..db import as_utc, reading
 from ..models import LogAnchor
 from ..runtime import Gateway
 from ..schemas import MAX_DB_INT, ProcessingsPage
@@ -34,21 +34,21 @@ def _entry(r) -> dict:
 @router.get("/logs/{kind}", summary="Entries of a hash-chained log (consent-log or audit-log)")
 def log_entries(kind: str, start: int = Query(0, ge=0, le=MAX_DB_INT), limit: int = Query(500, ge=1, le=5000),
                 who: Principal = Depends(reader), gw: Gateway = Depends(gateway)) -> dict:
-    with gw.sessions() as session:
+    with reading(gw.sessions) as session:
         model = _model(kind)
         return {"kind": kind, "size": logs.size(session, model), "entries": [_entry(r) for r in logs.entries(session, model, start, limit)]}
 
 
 @router.get("/logs/{kind}/verification", summary="Re-check the whole hash chain of a log")
 def verify_log(kind: str, who: Principal = Depends(reader), gw: Gateway = Depends(gateway)) -> dict:
-    with gw.sessions() as session:
+    with reading(gw.sessions) as session:
         result = logs.verify(session, _model(kind))
         return {"kind": kind, "ok": result.ok, "checked": result.checked, "first_bad_seq": result.first_bad_seq, "reason": result.reason}
 
 
 @router.get("/logs/{kind}/anchors", summary="Roots posted on chain, each with a consistency proof from the one before")
 def anchors(kind: str, who: Principal = Depends(reader), gw: Gateway = Depends(gateway)) -> list[dict]:
-    with gw.sessions() as session:
+    with reading(gw.sessions) as session:
         model = _model(kind)
         rows = list(session.scalars(select(LogAnchor).where(LogAnchor.kind == kind).order_by(LogAnchor.period)))
         tree = logs.tree(session, model)
@@ -63,7 +63,7 @@ def anchors(kind: str, who: Principal = Depends(reader), gw: Gateway = Depends(g
 
 @router.get("/logs/{kind}/{seq}/proof", summary="An entry with its inclusion proof against the latest anchored root")
 def proof(kind: str, seq: int = Path(ge=0, le=MAX_DB_INT), who: Principal = Depends(reader), gw: Gateway = Depends(gateway)) -> dict:
-    with gw.sessions() as session:
+    with reading(gw.sessions) as session:
         model = _model(kind)
         record = session.get(model, seq)
         if record is None:
@@ -81,7 +81,7 @@ def proof(kind: str, seq: int = Path(ge=0, le=MAX_DB_INT), who: Principal = Depe
 
 @router.get("/reconciliation", summary="Ledger invariants, and every exchange and redemption against chain events")
 def reconciliation(who: Principal = Depends(reader), gw: Gateway = Depends(gateway)) -> dict:
-    with gw.sessions() as session:
+    with reading(gw.sessions) as session:
         books = reconcile.ledger_report(session)
         chain = reconcile.chain_report(session, gw)
         return {"ok": books["ok"] and chain["ok"], "ledger": books, "chain": chain}
@@ -92,5 +92,5 @@ def reconciliation(who: Principal = Depends(reader), gw: Gateway = Depends(gatew
 def processing_list(kind: str | None = Query(None, description=", ".join(processings.KINDS)),
                     since: str | None = Query(None, max_length=60, description="the `next` cursor of the previous page"),
                     limit: int = Query(1000, ge=1, le=5000), who: Principal = Depends(reader), gw: Gateway = Depends(gateway)) -> dict:
-    with gw.sessions() as session:
+    with reading(gw.sessions) as session:
         return processings.page(session.connection(), kind, since, limit)

@@ -5,7 +5,7 @@ import json
 from fastapi import APIRouter, Depends
 
 from ..auth import Principal, allow, own_member
-from ..db import transaction
+from ..db import reading, transaction
 from ..runtime import Gateway
 from ..schemas import ConsentChange, ConsentResponse
 from ..services import consent, members
@@ -16,13 +16,13 @@ router = APIRouter(prefix="/v1/me/consents", tags=["consent"])
 
 @router.get("", response_model=dict[str, bool], summary="Current consent per purpose")
 def current(who: Principal = Depends(allow("member")), gw: Gateway = Depends(gateway)) -> dict[str, bool]:
-    with gw.sessions() as session:
+    with reading(gw.sessions) as session:
         return consent.current(session, who.member_id)
 
 
 @router.get("/history", summary="Every consent receipt the member was given, oldest first")
 def history(who: Principal = Depends(allow("member")), gw: Gateway = Depends(gateway)) -> list[dict]:
-    with gw.sessions() as session:
+    with reading(gw.sessions) as session:
         return consent.history(session, who.member_id)
 
 

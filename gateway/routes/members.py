@@ -3,7 +3,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, status
 
 from ..auth import Principal, allow, own_member
-from ..db import as_utc, transaction
+from ..db import as_utc, reading, transaction
 from ..runtime import Gateway
 from ..schemas import EnrolRequest, EnrolResponse, LoginRequest, Profile, StatusChange, TokenResponse
 from ..services import audit, consent, members
@@ -41,7 +41,7 @@ def login(body: LoginRequest, gw: Gateway = Depends(gateway)) -> TokenResponse:
 
 @router.get("/me", response_model=Profile, summary="The member's own profile (personal data masked)")
 def me(who: Principal = Depends(allow("member")), gw: Gateway = Depends(gateway)) -> Profile:
-    with gw.sessions() as session:
+    with reading(gw.sessions) as session:
         return profile(session, gw, own_member(session, who))
 
 

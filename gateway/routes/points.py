@@ -8,7 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..auth import Principal, allow, own_member
-from ..db import as_utc, transaction
+from ..db import as_utc, reading, transaction
 from ..errors import GatewayError, NotFound
 from ..models import LedgerEntry, LedgerTxn, Member
 from ..runtime import Gateway
@@ -113,7 +113,7 @@ def action(body: ActionRequest, response: Response, key: str = Depends(idempoten
 @router.get("/me/balance", response_model=Balance, summary="Brand points, points expiring soon, and AP in the linked wallet")
 def balance(who: Principal = Depends(allow("member")), gw: Gateway = Depends(gateway)) -> Balance:
     now = gw.now()
-    with gw.sessions() as session:
+    with reading(gw.sessions) as session:
         m = own_member(session, who)
         soon = ledger.expiring(session, m.id, now, gw.settings.earn.expiry_notice_days)
         return Balance(member_ref=m.member_ref, points=m.balance, tier=m.tier,
@@ -123,7 +123,7 @@ def balance(who: Principal = Depends(allow("member")), gw: Gateway = Depends(gat
 
 @router.get("/me/ledger", response_model=list[LedgerLine], summary="The member's points history (every posting)")
 def member_ledger(who: Principal = Depends(allow("member")), gw: Gateway = Depends(gateway)) -> list[LedgerLine]:
-    with gw.sessions() as session:
+    with reading(gw.sessions) as session:
         rows = session.execute(
             select(LedgerTxn.id, LedgerTxn.kind, LedgerTxn.ref, LedgerTxn.created_at, LedgerEntry.amount)
             .join(LedgerEntry, LedgerEntry.txn_id == LedgerTxn.id)

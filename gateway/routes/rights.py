@@ -3,7 +3,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 
 from ..auth import Principal, allow, own_member
-from ..db import transaction
+from ..db import reading, transaction
 from ..runtime import Gateway
 from ..services import audit, members, rights
 from . import gateway
@@ -13,7 +13,7 @@ router = APIRouter(prefix="/v1", tags=["data subject rights"])
 
 @router.get("/me/export", summary="A copy of everything the brand holds about the member")
 def export_mine(who: Principal = Depends(allow("member")), gw: Gateway = Depends(gateway)) -> dict:
-    with gw.sessions() as session:
+    with reading(gw.sessions) as session:
         return rights.export(session, gw, own_member(session, who))
 
 
