@@ -395,8 +395,12 @@ def read_for_training(url: str, as_ofs: list[Any], processing_ref: str | None = 
     from gateway.services import processings
 
     engine = _engine(url)
-    decided_at = datetime.now(UTC)
-    with engine.connect() as conn:
+    with engine.begin() as conn:
+        # No consent may change between the check and the time recorded for it: SQLite's write
+        # transaction (BEGIN IMMEDIATE) or, on PostgreSQL, a share lock on the consent table.
+        if conn.dialect.name == "postgresql":
+            conn.exec_driver_sql("LOCK TABLE consents IN SHARE MODE")
+        decided_at = datetime.now(UTC)
         consented = feats.consented_members(conn, feats.TRAINING_PURPOSE)
     frames = [gateway_features(url, at, feats.TRAINING_PURPOSE, consented) for at in as_ofs]
     read = set().union(*(f.member_ids.tolist() for f in frames))

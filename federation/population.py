@@ -411,9 +411,10 @@ def write_brand(gw: Any, ev: BrandEvents, seed: int, chunk: int = 50_000) -> dic
     assigned here, in bulk, after the rows already in the database (the demo adds simulated history
     to gateways that already serve live members); the consent log continues the existing chain.
     """
-    from sqlalchemy import func, insert, select
+    from sqlalchemy import func, select
 
     from gateway import models as gm
+    from gateway.db import insert_many
     from gateway.services import consent as consent_svc
     from privacy.hashchain import HashChain
     from privacy.receipts import LawfulBasis, Purpose, jcs_bytes
@@ -606,21 +607,8 @@ def write_brand(gw: Any, ev: BrandEvents, seed: int, chunk: int = 50_000) -> dic
     } for key, mid, ap, txid, at, w in red_rows]
 
     def bulk(conn, table, rows):  # noqa: ANN001
-        """Core INSERT compiled once, values through the columns' own bind processors, executemany."""
-        if not rows:
-            return
-        compiled = insert(table).compile(dialect=conn.dialect, column_keys=list(rows[0]))
-        sql, cols = str(compiled), list(compiled.positiontup or [])
-        assert sorted(cols) == sorted(rows[0]), (cols, list(rows[0]))
-        procs = [table.c[c].type.bind_processor(conn.dialect) for c in cols]
-        if conn.dialect.paramstyle != "qmark":  # not SQLite: let SQLAlchemy do it
-            for k in range(0, len(rows), chunk):
-                conn.execute(insert(table), rows[k : k + chunk])
-            return
         for k in range(0, len(rows), chunk):
-            tuples = [tuple(v if p is None or v is None else p(v) for p, v in zip(procs, (r[c] for c in cols)))
-                      for r in rows[k : k + chunk]]
-            conn.exec_driver_sql(sql, tuples)
+            insert_many(conn, table, rows[k : k + chunk])
 
     with gw.engine.begin() as conn:
         bulk(conn, gm.Member.__table__, member_rows)

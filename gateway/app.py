@@ -37,6 +37,21 @@ async def _every(seconds: float, job, name: str) -> None:
             log.exception("%s failed", name)
 
 
+_frozen = False
+
+
+def _freeze_startup_objects() -> None:
+    """What start-up built (libraries, contract ABIs, the app) lives as long as the process: move it
+    out of the collector's sight, or every full collection walks all of it (~70 ms pauses, the whole
+    p99 of purchase ingest). Once per process: a process that starts many apps (tests) would
+    otherwise freeze each one's garbage for good."""
+    global _frozen
+    if not _frozen:
+        gc.collect()
+        gc.freeze()
+        _frozen = True
+
+
 def create_app(settings: GatewaySettings | None = None, *, gateway: Gateway | None = None, chain: Chain | None = None,
                background: bool = True) -> FastAPI:
     """Build the app. Pass `gateway` (tests, several brands in one process) or let it be built from
@@ -54,11 +69,7 @@ def create_app(settings: GatewaySettings | None = None, *, gateway: Gateway | No
                 tasks.append(asyncio.create_task(_every(s.outbox_interval_s, lambda: outbox.process_all(gw, [EXCHANGE_JOB, REDEMPTION_JOB]), "outbox")))
             if background and s.anchor_interval_s:
                 tasks.append(asyncio.create_task(_every(s.anchor_interval_s, lambda: _anchor_all(gw), "anchoring")))
-        # What start-up built (libraries, contract ABIs, the app) lives as long as the process: move
-        # it out of the collector's sight, or every full collection walks all of it (~70 ms pauses,
-        # the whole p99 of purchase ingest).
-        gc.collect()
-        gc.freeze()
+        _freeze_startup_objects()
         yield
         for task in tasks:
             task.cancel()

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Iterator
 
 from sqlalchemy import Table, create_engine, event
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 
@@ -88,14 +88,16 @@ def reading(factory: sessionmaker[Session]) -> Iterator[Session]:
         yield session
 
 
-def insert_many(session: Session, table: Table, rows: list[dict]) -> None:
-    """INSERT rows through the driver's executemany. On the ingest path (five rows per purchase)
-    SQLAlchemy's per-row parameter handling would cost more than the database's insert itself."""
+def insert_many(conn: Connection, table: Table, rows: list[dict]) -> None:
+    """INSERT rows through the driver's executemany. On the ingest path (five rows per purchase) and
+    for training reads (a row per member) SQLAlchemy's per-row parameter handling would cost more
+    than the database's insert itself."""
     if not rows:
         return
-    conn = session.connection()
     columns = list(rows[0])
-    processors = [table.c[c].type.bind_processor(conn.dialect) for c in columns]  # e.g. datetimes as SQLite text
+    # The dialect's own conversions (SQLite keeps datetimes as text in SQLAlchemy's format).
+    processors = [table.c[c].type.dialect_impl(conn.dialect).bind_processor(conn.dialect) for c in columns]
     marker = "?" if conn.dialect.paramstyle == "qmark" else "%s"
     statement = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join([marker] * len(columns))})"
-    conn.exec_driver_sql(statement, [tuple(row[c] if p is None else p(row[c]) for c, p in zip(columns, processors)) for row in rows])
+    conn.exec_driver_sql(statement, [tuple(row[c] if p is None or row[c] is None else p(row[c]) for c, p in zip(columns, processors))
+                                     for row in rows])

@@ -25,23 +25,34 @@ class GroupCommit(Generic[Item, Result]):
     def __init__(self, write: Callable[[list[Item]], list[Result]], max_batch: int = 500):
         self.write = write  # items -> one result per item, in one transaction
         self.max_batch = max_batch
-        self._queue: list[tuple[Item, asyncio.Future]] = []
-        self._writer: asyncio.Task | None = None
+        # A queue and its writer per event loop (a server has one; test clients may start one per
+        # request): a future is only ever resolved on its own loop. Both go when the queue is empty.
+        self._queues: dict[asyncio.AbstractEventLoop, list[tuple[Item, asyncio.Future]]] = {}
+        self._writers: set[asyncio.Task] = set()  # the event loop keeps only weak references to tasks
 
     async def submit(self, item: Item) -> Result:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        self._queue.append((item, future))
-        # A writer belongs to one event loop (test clients start a loop per request): start one here
-        # unless this loop's writer is still running.
-        if self._writer is None or self._writer.done() or self._writer.get_loop() is not loop:
-            self._writer = loop.create_task(self._drain())
+        if loop not in self._queues:
+            self._queues[loop] = []
+            writer = loop.create_task(self._drain(loop))
+            self._writers.add(writer)
+            writer.add_done_callback(self._writers.discard)
+        self._queues[loop].append((item, future))
         return await future
 
-    async def _drain(self) -> None:
-        while self._queue:
-            batch = self._queue[: self.max_batch]
-            del self._queue[: len(batch)]
+    async def _drain(self, loop: asyncio.AbstractEventLoop) -> None:
+        queue = self._queues[loop]
+        try:
+            await self._write_all(queue)
+        finally:
+            # Same step as the last emptiness check: no item can be queued in between.
+            del self._queues[loop]
+
+    async def _write_all(self, queue: list[tuple[Item, asyncio.Future]]) -> None:
+        while queue:
+            batch = queue[: self.max_batch]
+            del queue[: len(batch)]
             try:
                 results = await run_in_threadpool(self.write, [item for item, _ in batch])
             except Exception as exc:

@@ -66,13 +66,13 @@ def credit_many(session: Session, credits: list[Credit], now: datetime) -> list[
                            [{"kind": c.kind, "member_id": c.member_id, "ref": c.ref, "created_at": now} for c in credits]).all()
     id_of = {ref: txn_id for txn_id, ref in rows}
     ids = [id_of[ref] for ref in refs]
-    insert_many(session, entries, [
+    insert_many(session.connection(), entries, [
         row for c, txn_id in zip(credits, ids, strict=True)
         for row in ({"txn_id": txn_id, "account": MEMBER, "member_id": c.member_id, "amount": c.amount},
                     {"txn_id": txn_id, "account": c.counter_account, "member_id": None, "amount": -c.amount})])
     opened = [{"member_id": c.member_id, "txn_id": txn_id, "amount": c.amount, "remaining": c.amount - c.debt,
                "earned_at": now, "expires_at": c.expires_at} for c, txn_id in zip(credits, ids, strict=True) if c.amount > c.debt]
-    insert_many(session, lots, opened)
+    insert_many(session.connection(), lots, opened)
     return ids
 
 

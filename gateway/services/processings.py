@@ -30,10 +30,11 @@ from typing import Any
 from sqlalchemy import and_, insert, or_, select, text
 from sqlalchemy.engine import Connection
 
-from ..db import as_utc, transaction
+from ..db import as_utc, insert_many, transaction
 from ..errors import Conflict, GatewayError, NotFound
 from ..models import ConsentLogEntry, Exchange, Member, MemberSet, MemberSetEntry, Processing, Redemption
 from ..runtime import Gateway
+from ..schemas import MAX_DB_INT
 from . import audit
 
 KINDS = ("exchange", "redemption", "training", "campaign")
@@ -66,13 +67,8 @@ def record(conn: Connection, kind: str, ref: str, decided_at: datetime, relied_o
     if set_id is None:
         set_id = conn.execute(insert(MemberSet).values(digest=digest, size=len(pairs))).inserted_primary_key[0]
         if pairs:
-            # Core executemany of plain tuples: a training read can cover tens of thousands of members.
-            table = MemberSetEntry.__table__
-            if conn.dialect.paramstyle == "qmark":
-                conn.exec_driver_sql(f"INSERT INTO {table.name} (member_set_id, member_id, consent_seq) VALUES (?, ?, ?)",
-                                     [(set_id, m, s) for m, s in pairs])
-            else:
-                conn.execute(insert(table), [{"member_set_id": set_id, "member_id": m, "consent_seq": s} for m, s in pairs])
+            # A training read can cover tens of thousands of members.
+            insert_many(conn, MemberSetEntry.__table__, [{"member_set_id": set_id, "member_id": m, "consent_seq": s} for m, s in pairs])
     return conn.execute(insert(Processing).values(kind=kind, ref=ref, purpose=PURPOSE_OF[kind], decided_at=decided_at,
                                                   member_set_id=set_id)).inserted_primary_key[0]
 
@@ -146,7 +142,10 @@ def parse_cursor(cursor: str) -> tuple[str, tuple[int, int]]:
     match = _CURSOR.match(cursor)
     if match is None or (match.group(1) in RECORDED) != (match.group(3) is not None):
         raise GatewayError(f"malformed cursor {cursor!r}: give the `next` of the previous page")
-    return match.group(1), (int(match.group(2)), int(match.group(3) or 0))
+    position = (int(match.group(2)), int(match.group(3) or 0))
+    if max(position) > MAX_DB_INT:  # no id is that large, and the database could not even compare it
+        raise GatewayError(f"malformed cursor {cursor!r}: give the `next` of the previous page")
+    return match.group(1), position
 
 
 def page(conn: Connection, kind: str | None, since: str | None, limit: int) -> dict[str, Any]:

@@ -42,18 +42,21 @@ def _replay(existing, body_hash: str):
     return existing
 
 
-def _earned_on_day(session: Session, member_id: int, occurred_at: datetime) -> int:
-    """Points the member earned on the day (in the event's own offset) of `occurred_at`, from the stored events."""
+def _earned_on_day(session: Session, member_id: int, occurred_at: datetime,
+                   unsaved: list[tuple[datetime, int]] = ()) -> int:
+    """Points the member earned on the day (in the event's own offset) of `occurred_at`: the stored
+    events, plus `unsaved` ones (UTC time, points) of the batch being written."""
     start = datetime.combine(occurred_at.date(), time(), tzinfo=occurred_at.tzinfo).astimezone(UTC)
     end = start + timedelta(days=1)
     earned = session.scalar(select(func.coalesce(func.sum(Purchase.points), 0)).where(
         Purchase.member_id == member_id, Purchase.occurred_at >= start, Purchase.occurred_at < end))
     earned += session.scalar(select(func.coalesce(func.sum(Action.points), 0)).where(
         Action.member_id == member_id, Action.occurred_at >= start, Action.occurred_at < end))
-    return int(earned)
+    return int(earned) + sum(points for at, points in unsaved if start <= at < end)
 
 
-def _earned_that_day(session: Session, member: Member, occurred_at: datetime) -> tuple[str, int, bool]:
+def _earned_that_day(session: Session, member, occurred_at: datetime,
+                     unsaved: list[tuple[datetime, int]] = ()) -> tuple[str, int, bool]:
     """(day, points already earned that day, whether that day is the member's latest earning day).
 
     The running counter on the member covers its latest day. An event for a later day starts a new
@@ -64,7 +67,7 @@ def _earned_that_day(session: Session, member: Member, occurred_at: datetime) ->
         return day, 0, True
     if day == member.earned_day:
         return day, member.earned_today, True
-    return day, _earned_on_day(session, member.id, occurred_at), False
+    return day, _earned_on_day(session, member.id, occurred_at, unsaved), False
 
 
 def _note_earned(member, day: str, earned_before: int, points: int, latest: bool) -> None:
@@ -122,7 +125,7 @@ class _MemberState:
     consented: bool
     touched: bool = False  # took a new purchase in this batch
     tier_changed: bool = False
-    late_days: dict[str, int] = field(default_factory=dict)  # earlier days touched in this batch: points earned
+    unsaved: list[tuple[datetime, int]] = field(default_factory=list)  # this batch's earnings: UTC time, points
 
 
 _MEMBER_COLUMNS = ("id", "member_ref", "status", "tier", "downgrade_due_at", "birth_month", "balance", "purchase_count",
@@ -201,23 +204,12 @@ def ingest(session: Session, gw: Gateway, events: list[PurchaseEvent], now: date
 
         earning = rules.purchase_points(s.earn, tiers.tier_rule(s, m.tier), e.amount_minor, first_order=m.purchase_count == 0,
                                         birth_month=m.birth_month, eco=e.eco, occurred_at=e.occurred_at)
-        day = e.occurred_at.date().isoformat()
-        if m.earned_day is None or day > m.earned_day:
-            earned_before, latest = 0, True
-        elif day == m.earned_day:
-            earned_before, latest = m.earned_today, True
-        else:
-            if day not in m.late_days:
-                m.late_days[day] = _earned_on_day(session, m.id, e.occurred_at)
-            earned_before, latest = m.late_days[day], False
+        day, earned_before, latest = _earned_that_day(session, m, e.occurred_at, m.unsaved)
         points = rules.capped(earning.points, earned_before, s.earn.daily_cap)
-        if latest:
-            m.earned_day, m.earned_today = day, earned_before + points
-        else:
-            m.late_days[day] += points
-
+        _note_earned(m, day, earned_before, points, latest)
         purchase_ref = str(uuid.uuid4())
         occurred_utc = e.occurred_at.astimezone(UTC)  # stored in UTC: SQLite keeps no offset
+        m.unsaved.append((occurred_utc, points))
         new_purchases.append({"purchase_ref": purchase_ref, "idempotency_key": e.idempotency_key, "request_hash": e.body_hash,
                               "member_id": m.id, "amount_minor": e.amount_minor, "refunded_minor": 0, "currency": e.currency,
                               "channel": e.channel, "eco": e.eco, "occurred_at": occurred_utc, "received_at": now, "points": points,
@@ -243,8 +235,8 @@ def ingest(session: Session, gw: Gateway, events: list[PurchaseEvent], now: date
     if new_purchases:
         for row, txn_id in zip(credited, ledger.credit_many(session, credits, now), strict=True):
             row["txn_id"] = txn_id
-        insert_many(session, purchases_t, new_purchases)
-        insert_many(session, TierChange.__table__, tier_changes)
+        insert_many(session.connection(), purchases_t, new_purchases)
+        insert_many(session.connection(), TierChange.__table__, tier_changes)
         _store_members(session, [m for m in state.values() if m.touched], now)
     return out  # type: ignore[return-value]
 

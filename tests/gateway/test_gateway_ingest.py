@@ -10,7 +10,7 @@ from datetime import timedelta, timezone
 
 import httpx
 from harness import Clock, db_balance, enrol, start_local_brand
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import event, select
 
@@ -84,8 +84,18 @@ def _state(brand, members) -> list[tuple]:
     return [state + (db_balance(brand, m["member_ref"]),) for state, m in zip(out, members, strict=True)]
 
 
+def _event(member=0, amount_minor=250_000, days_ago=0, hours_ago=0, offset="+00:00", key=0, **extra) -> dict:
+    return {"member": member, "by_identifier": False, "amount_minor": amount_minor, "days_ago": days_ago, "hours_ago": hours_ago,
+            "offset": offset, "eco": False, "key": key, "repeat": False} | extra
+
+
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(events=st.lists(EVENT, min_size=1, max_size=30))
+# A late event for a day that was the latest earlier in the batch: that day's points are not stored yet.
+@example(events=[_event(hours_ago=26, key=1), _event(hours_ago=2, key=2), _event(hours_ago=25, key=3)])
+# The same calendar day at two offsets is two different windows.
+@example(events=[_event(days_ago=1, hours_ago=3, offset="+08:00", key=1), _event(hours_ago=1, key=2),
+                 _event(days_ago=1, hours_ago=3, offset="-05:00", key=3)])
 def test_a_batch_obeys_the_rules_of_one_by_one(tmp_path, events):
     """The same events at two identical brands: one sends them one by one, the other in one batch.
     Every event gets the same outcome (points, or the same refusal) and both books end identical:

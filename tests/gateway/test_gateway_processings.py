@@ -145,6 +145,7 @@ def test_training_reads_recorded_once_per_member_set_and_listed_in_pages(brand, 
     ({"since": "training:12"}, "malformed cursor"),
     ({"since": "exchange:1.2"}, "malformed cursor"),
     ({"since": "nonsense"}, "malformed cursor"),
+    ({"since": "exchange:9999999999999999999"}, "malformed cursor"),
     ({"kind": "campaign", "since": "training:1.1"}, "the cursor is of kind 'training'"),
 ])
 def test_processings_listing_refuses_bad_filters(brand, params, says):
