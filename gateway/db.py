@@ -95,9 +95,26 @@ def insert_many(conn: Connection, table: Table, rows: list[dict]) -> None:
     if not rows:
         return
     columns = list(rows[0])
-    # The dialect's own conversions (SQLite keeps datetimes as text in SQLAlchemy's format).
-    processors = [table.c[c].type.dialect_impl(conn.dialect).bind_processor(conn.dialect) for c in columns]
+    # The dialect's own conversions (SQLite keeps datetimes as text in SQLAlchemy's format), each
+    # distinct value converted once: a batch repeats its timestamps (received, created, expires).
+    converters = [_memoised(table.c[c].type.dialect_impl(conn.dialect).bind_processor(conn.dialect)) for c in columns]
     marker = "?" if conn.dialect.paramstyle == "qmark" else "%s"
     statement = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join([marker] * len(columns))})"
-    conn.exec_driver_sql(statement, [tuple(row[c] if p is None or row[c] is None else p(row[c]) for c, p in zip(columns, processors))
-                                     for row in rows])
+    conn.exec_driver_sql(statement, [tuple(convert(row[c]) for c, convert in zip(columns, converters)) for row in rows])
+
+
+def _memoised(process):
+    if process is None:
+        return lambda value: value
+    seen: dict = {}
+
+    def convert(value):
+        if value is None:
+            return None
+        # Equal datetimes at different offsets are different text: the offset is part of the key.
+        key = (value, getattr(value, "tzinfo", None))
+        if key not in seen:
+            seen[key] = process(value)
+        return seen[key]
+
+    return convert

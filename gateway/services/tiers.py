@@ -48,7 +48,10 @@ def qualifying_tier(settings: GatewaySettings, spend: int, purchases: int, actio
 
 def _rank(settings: GatewaySettings, name: str) -> int:
     """Position in the tier ladder; a tier removed from configuration counts as the base tier."""
-    return next((i for i, t in enumerate(settings.tiers) if t.name == name), 0)
+    for i, t in enumerate(settings.tiers):
+        if t.name == name:
+            return i
+    return 0
 
 
 def _change(session: Session, member: Member, to: str, reason: str, now: datetime) -> None:
