@@ -392,14 +392,12 @@ def read_for_training(url: str, as_ofs: list[Any], processing_ref: str | None = 
     ``processing_ref`` (a read outside a Flower round: the simulation's pooled yardsticks, tools) the
     read is still recorded, under ``read:<random id>``."""
     from federation import features as feats
+    from gateway.services import consent as consent_svc
     from gateway.services import processings
 
     engine = _engine(url)
     with engine.begin() as conn:
-        # No consent may change between the check and the time recorded for it: SQLite's write
-        # transaction (BEGIN IMMEDIATE) or, on PostgreSQL, a share lock on the consent table.
-        if conn.dialect.name == "postgresql":
-            conn.exec_driver_sql("LOCK TABLE consents IN SHARE MODE")
+        consent_svc.hold(conn)  # no consent changes between the check and the time recorded for it
         decided_at = datetime.now(UTC)
         consented = feats.consented_members(conn, feats.TRAINING_PURPOSE)
     frames = [gateway_features(url, at, feats.TRAINING_PURPOSE, consented) for at in as_ofs]

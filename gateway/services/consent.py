@@ -83,6 +83,13 @@ def require(session: Session, member: Member, purpose: Purpose) -> Consent:
     return consent
 
 
+def hold(conn) -> None:
+    """Until this transaction ends no consent can change, so what a processing checks is still true
+    at the time it records. (SQLite's write transactions already exclude every other writer.)"""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("LOCK TABLE consents IN SHARE MODE")
+
+
 def current(session: Session, member_id: int) -> dict[str, bool]:
     granted = dict(session.execute(select(Consent.purpose, Consent.granted).where(Consent.member_id == member_id)).all())
     return {p: bool(granted.get(p, False)) for p in PURPOSES}

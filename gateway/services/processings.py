@@ -35,7 +35,7 @@ from ..errors import Conflict, GatewayError, NotFound
 from ..models import ConsentLogEntry, Exchange, Member, MemberSet, MemberSetEntry, Processing, Redemption
 from ..runtime import Gateway
 from ..schemas import MAX_DB_INT
-from . import audit
+from . import audit, consent
 
 KINDS = ("exchange", "redemption", "training", "campaign")
 PURPOSE_OF = {"exchange": "alliance_exchange", "redemption": "alliance_exchange",
@@ -122,6 +122,7 @@ def run_campaign(gw: Gateway, actor: str, *, model_version: str | None, top_k: i
     with transaction(gw.sessions) as session:
         conn = session.connection()
         # The last consent check and the record in one transaction: the list is the set recorded.
+        consent.hold(conn)
         targeting = scoring.select_targets(conn, scored, top_k=top_k, min_score=min_score, now=gw.now())
         record(conn, "campaign", ref, targeting.decided_at, targeting.relied_on)
         audit.record(session, actor, "campaign.targeted", now, campaign_ref=ref, model_version=model.record["model_version"],
