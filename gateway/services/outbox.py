@@ -15,6 +15,7 @@ chain check finds: points are never lost and never doubled. Run on start and by 
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -57,6 +58,15 @@ def _row(session: Session, job: ChainJob, ref: str):
     return session.scalars(select(job.model).where(getattr(job.model, job.ref_column) == ref).with_for_update()).one()
 
 
+def _effect_once_indexed(gw: Gateway, job: ChainJob, row, waits: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 1.0)) -> Any:
+    for wait in waits:
+        time.sleep(wait)
+        effect = job.effect(gw, row)
+        if effect is not None:
+            return effect
+    return None
+
+
 def process(gw: Gateway, job: ChainJob, ref: str, wait_s: float = 30.0) -> Any:
     """Drive one row as far as it can go now; returns the row (status pending, confirmed or failed).
     Raises ChainError only when the chain cannot be reached (the row stays pending, to retry)."""
@@ -85,8 +95,13 @@ def process(gw: Gateway, job: ChainJob, ref: str, wait_s: float = 30.0) -> Any:
                         job.fail(session, gw, row, "transaction reverted on chain")
                         return row
                     if receipt is not None:
-                        # Mined and succeeded, yet its effect was not found: never sign it again.
-                        raise ChainError(f"{ref}: transaction {row.tx_hash} is mined but its effect is not visible yet")
+                        # Mined and succeeded, yet its effect was not found: a node's log index can
+                        # trail its receipts for a moment (seen on anvil). Look again; never sign it again.
+                        effect = _effect_once_indexed(gw, job, row)
+                        if effect is None:
+                            raise ChainError(f"{ref}: transaction {row.tx_hash} is mined but its effect is not visible yet")
+                        job.succeed(session, gw, row, effect)
+                        return row
                     if confirmed <= row.tx_nonce:
                         signed = SignedTx(row.raw_tx, row.tx_hash, row.tx_nonce)  # may still be mined
                     # else: its nonce went to another transaction, so it can never be mined: sign anew.
