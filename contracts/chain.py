@@ -327,7 +327,10 @@ class Anvil:
                "--hardfork", "prague", "--silent", "--gas-limit", "100000000"]
         if self.block_time:
             cmd += ["--block-time", str(self.block_time)]
-        self.process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            self.process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        except OSError as exc:  # not there, not executable
+            raise ChainError(f"cannot run anvil at {self.binary}: {exc}") from exc
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

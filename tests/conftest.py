@@ -12,6 +12,7 @@ import os
 import uuid
 
 import pytest
+from components import unavailable
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import NullPool
@@ -58,7 +59,7 @@ def postgres_databases():
         databases.check()
     except Exception as exc:  # driver errors of several kinds: refused, auth, unknown database
         databases.admin.dispose()
-        pytest.skip(f"PostgreSQL not reachable at {shown}: {type(exc).__name__}: {exc}".splitlines()[0])
+        unavailable("postgres", f"PostgreSQL not reachable at {shown}: {type(exc).__name__}: {exc}".splitlines()[0])
     try:
         yield databases
     finally:
@@ -86,7 +87,7 @@ def anvil_url():
         node = Anvil()
         url = node.start()
     except ChainError as exc:
-        pytest.skip(f"anvil unavailable: {exc}")
+        unavailable("anvil", f"anvil unavailable: {exc}")
     try:
         yield url
     finally:

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from components import unavailable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # contracts_testkit, whatever the import mode
 
@@ -43,12 +44,9 @@ def world(backend: str):
         return
     try:
         node = Anvil()
-    except ChainError as exc:
-        pytest.skip(f"anvil backend unavailable: {exc}")
-    try:
         url = node.start()
-    except (ChainError, OSError) as exc:
-        pytest.skip(f"anvil backend unavailable: {node.binary} did not start: {exc}")
+    except ChainError as exc:
+        unavailable("anvil", f"anvil backend unavailable: {exc}")
     try:
         yield build_world(backend, connect(url))
     finally:

@@ -11,6 +11,7 @@ import json
 import shutil
 
 import pytest
+from components import unavailable
 
 from contracts import build
 from contracts.artifacts import ARTIFACTS_DIR, CONTRACT_NAMES
@@ -22,7 +23,7 @@ def compiled():
     try:
         fresh = compiled_artifacts()
     except build.ToolchainMissing as exc:
-        pytest.skip(f"cannot recompile the contracts: {exc}")
+        unavailable("toolchain", f"cannot recompile the contracts: {exc}")
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(build, "compile_all", lambda: fresh)
         yield fresh

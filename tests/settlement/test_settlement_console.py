@@ -10,6 +10,7 @@ import threading
 import time
 
 import pytest
+from components import unavailable
 from fastapi.testclient import TestClient
 
 from contracts.chain import free_port
@@ -73,11 +74,11 @@ def served(console_app):
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
     if not (os.path.exists(CHROMIUM) or shutil.which(CHROMIUM)):
-        pytest.skip(f"Chromium not found at {CHROMIUM} (apt-get install chromium, or set ALLIANCE_CHROMIUM)")
+        unavailable("chromium", f"Chromium not found at {CHROMIUM} (apt-get install chromium, or set ALLIANCE_CHROMIUM)")
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        pytest.skip("playwright (Python package) not installed")
+        unavailable("chromium", "playwright (Python package) not installed")
     profile = tmp_path_factory.mktemp("chromium-profile")
     with sync_playwright() as p:
         context = p.chromium.launch_persistent_context(str(profile), executable_path=CHROMIUM, headless=True, args=FLAGS)
