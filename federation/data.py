@@ -194,19 +194,15 @@ def synthetic_brand(seed: int, brand: int, num_brands: int, total: int) -> Brand
     logit = X @ (w_true + tilt) + bias + 0.8 * X[:, 0] * X[:, 1] - 0.5 * np.abs(X[:, 2])
     y = (rng.random(n) < 1.0 / (1.0 + np.exp(-logit))).astype(np.int64)
     ids = [f"syn-{seed}-{brand}-{i}" for i in range(n)]
-    order = rng.permutation(n)
-    cut = int(round(0.8 * n))
+    return _split(f"brand-{brand}", X, y, ids, rng.permutation(n), [f"x{j}" for j in range(SYNTHETIC_DIM)])
+
+
+def _split(brand_id: str, X: np.ndarray, y: np.ndarray, ids: list[str], order: np.ndarray, feature_names: list[str]) -> BrandData:
+    """The first 80% of the rows in ``order`` to train on, the rest held out."""
+    cut = int(round(0.8 * len(ids)))
     tr, te = order[:cut], order[cut:]
-    return BrandData(
-        brand_id=f"brand-{brand}",
-        X=X[tr],
-        y=y[tr],
-        X_test=X[te],
-        y_test=y[te],
-        feature_names=[f"x{j}" for j in range(SYNTHETIC_DIM)],
-        row_ids=[ids[i] for i in tr],
-        test_row_ids=[ids[i] for i in te],
-    )
+    return BrandData(brand_id=brand_id, X=X[tr], y=y[tr], X_test=X[te], y_test=y[te], feature_names=feature_names,
+                     row_ids=[ids[i] for i in tr], test_row_ids=[ids[i] for i in te])
 
 
 @functools.lru_cache(maxsize=64)
@@ -267,19 +263,8 @@ def telco_brand(brand: int | str, seed: int, path: str = TELCO_CSV) -> BrandData
     order_by_id = np.argsort(ids, kind="stable")
     digest = int(hashlib.sha256(method.encode()).hexdigest()[:8], 16)
     perm = order_by_id[np.random.default_rng([seed, digest]).permutation(len(ids))]
-    cut = int(round(0.8 * len(ids)))
-    tr, te = perm[:cut], perm[cut:]
     slug = method.split(" (")[0].lower().replace(" ", "-")
-    return BrandData(
-        brand_id=f"telco-{slug}",
-        X=X[tr],
-        y=y[tr],
-        X_test=X[te],
-        y_test=y[te],
-        feature_names=telco_feature_names(),
-        row_ids=[ids[i] for i in tr],
-        test_row_ids=[ids[i] for i in te],
-    )
+    return _split(f"telco-{slug}", X, y, ids, perm, telco_feature_names())
 
 
 @functools.lru_cache(maxsize=16)

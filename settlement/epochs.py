@@ -27,7 +27,7 @@ from eth_account.signers.local import LocalAccount
 
 from contracts.client import Alliance
 
-from .indexer import Indexer, args_of, events
+from .indexer import Indexer, args_of
 from .store import Store
 
 SETTLEMENT_EVENTS = ("Issued", "Redeemed", "Refunded", "Transfer", "BrandSettled", "EpochClosed",

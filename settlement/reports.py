@@ -34,14 +34,14 @@ import csv
 import io
 import json
 from collections import defaultdict, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
 from sqlalchemy import create_engine, func, select
 
 from .epochs import Derivation, derive
-from .indexer import args_of, events
+from .indexer import events
 from .store import Store
 
 ZERO = "0x0000000000000000000000000000000000000000"

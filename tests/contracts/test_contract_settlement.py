@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-
-from contracts.chain import ContractRevert
 from contracts_testkit import SPARE_TOKENS, TERMS, VPP, reverts, role
 
 SETTLER = role("SETTLER_ROLE")

@@ -10,7 +10,6 @@ import hashlib
 import json
 import sqlite3
 
-import pytest
 import rfc8785
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
