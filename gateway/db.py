@@ -3,14 +3,18 @@ production. One code path; only connection set-up differs."""
 
 from __future__ import annotations
 
+import json
 import threading
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Iterator
+from operator import itemgetter
+from typing import Iterable, Iterator
 
-from sqlalchemy import Table, create_engine, event
+from sqlalchemy import String, Table, any_, bindparam, create_engine, event, func, select
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.sql import ColumnElement
 
 
 class Base(DeclarativeBase):
@@ -88,6 +92,16 @@ def reading(factory: sessionmaker[Session]) -> Iterator[Session]:
         yield session
 
 
+def one_of(session: Session, column: ColumnElement, values: Iterable) -> ColumnElement[bool]:
+    """`column IN values` with the values bound as ONE parameter (a JSON array read by json_each on
+    SQLite, an array on PostgreSQL). A batch looks up thousands of keys and members at once; an
+    ordinary IN binds, and SQLAlchemy processes, every value on its own (about twice the cost)."""
+    values = list(values)
+    if session.get_bind().dialect.name == "postgresql":
+        return column == any_(bindparam(None, values, type_=ARRAY(column.type)))
+    return column.in_(select(func.json_each(bindparam(None, json.dumps(values), type_=String)).table_valued("value").c.value))
+
+
 def insert_many(conn: Connection, table: Table, rows: list[dict]) -> None:
     """INSERT rows through the driver's executemany. On the ingest path (five rows per purchase) and
     for training reads (a row per member) SQLAlchemy's per-row parameter handling would cost more
@@ -95,26 +109,67 @@ def insert_many(conn: Connection, table: Table, rows: list[dict]) -> None:
     if not rows:
         return
     columns = list(rows[0])
-    # The dialect's own conversions (SQLite keeps datetimes as text in SQLAlchemy's format), each
-    # distinct value converted once: a batch repeats its timestamps (received, created, expires).
-    converters = [_memoised(table.c[c].type.dialect_impl(conn.dialect).bind_processor(conn.dialect)) for c in columns]
-    marker = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-    statement = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join([marker] * len(columns))})"
-    conn.exec_driver_sql(statement, [tuple(convert(row[c]) for c, convert in zip(columns, converters)) for row in rows])
+    marker = _marker(conn)
+    conn.exec_driver_sql(f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join([marker] * len(columns))})",
+                         _parameters(conn, table, columns, rows))
+
+
+def update_many(conn: Connection, table: Table, rows: list[dict], key: str = "id") -> None:
+    """UPDATE one row per dict (found by `key`, set to the dict's other values) through executemany."""
+    if not rows:
+        return
+    columns = [c for c in rows[0] if c != key]
+    marker = _marker(conn)
+    conn.exec_driver_sql(f"UPDATE {table.name} SET {', '.join(f'{c} = {marker}' for c in columns)} WHERE {key} = {marker}",
+                         _parameters(conn, table, [*columns, key], rows))
+
+
+def allocate_ids(conn: Connection, table: Table, count: int) -> list[int]:
+    """`count` fresh primary keys for rows the caller inserts itself (with insert_many: no RETURNING
+    round trip, and the ids are known before the rows that point at them are built). PostgreSQL
+    draws them from the table's sequence; on SQLite the caller holds the write lock (every write
+    transaction is IMMEDIATE), so the ids after the largest one are free."""
+    if count == 0:
+        return []
+    if conn.dialect.name == "postgresql":
+        return list(conn.exec_driver_sql(
+            f"SELECT nextval(pg_get_serial_sequence('{table.name}', 'id')) FROM generate_series(1, {int(count)})").scalars())
+    first = conn.exec_driver_sql(f"SELECT coalesce(max(id), 0) + 1 FROM {table.name}").scalar_one()
+    return list(range(first, first + count))
+
+
+def _marker(conn: Connection) -> str:
+    return "?" if conn.dialect.paramstyle == "qmark" else "%s"
+
+
+def _parameters(conn: Connection, table: Table, columns: list[str], rows: list[dict]) -> list[tuple]:
+    """Rows as tuples in column order, with the dialect's own conversions (SQLite keeps datetimes as
+    text in SQLAlchemy's format) applied to the columns that have one."""
+    values = itemgetter(*columns) if len(columns) > 1 else lambda row: (row[columns[0]],)
+    converters = [(i, _memoised(process)) for i, c in enumerate(columns)
+                  if (process := table.c[c].type.dialect_impl(conn.dialect).bind_processor(conn.dialect)) is not None]
+    if not converters:
+        return [values(row) for row in rows]
+    out = []
+    for row in rows:
+        v = list(values(row))
+        for i, convert in converters:
+            v[i] = convert(v[i])
+        out.append(tuple(v))
+    return out
 
 
 def _memoised(process):
-    if process is None:
-        return lambda value: value
-    seen: dict = {}
+    """The conversion with each value object converted once: a batch's rows share their timestamps
+    (received, created, expires). Keyed by identity (the rows keep every value alive meanwhile):
+    equal datetimes at different offsets are different text, and hashing an aware one is slow."""
+    seen: dict[int, object] = {}
 
     def convert(value):
         if value is None:
             return None
-        # Equal datetimes at different offsets are different text: the offset is part of the key.
-        key = (value, getattr(value, "tzinfo", None))
-        if key not in seen:
-            seen[key] = process(value)
-        return seen[key]
+        if (done := seen.get(id(value))) is None:
+            done = seen[id(value)] = process(value)
+        return done
 
     return convert

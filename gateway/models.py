@@ -21,6 +21,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -149,7 +150,7 @@ class LedgerTxn(Base):
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     kind: Mapped[str] = mapped_column(String(24))  # earn | welcome | action | clawback | expire | exchange | exchange_reversal | alliance_redeem
-    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), index=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"))  # a member's postings are found by their entries
     ref: Mapped[str | None] = mapped_column(String(64), nullable=True)  # purchase / exchange / redemption id
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
@@ -158,12 +159,16 @@ class LedgerEntry(Base):
     __tablename__ = "ledger_entries"
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
-    txn_id: Mapped[int] = mapped_column(ForeignKey("ledger_txns.id"), index=True)
+    txn_id: Mapped[int] = mapped_column(ForeignKey("ledger_txns.id"))
     account: Mapped[str] = mapped_column(String(24))  # member | issued | expired | clawback | alliance_out | alliance_in
     member_id: Mapped[int | None] = mapped_column(ForeignKey("members.id"), nullable=True)
     amount: Mapped[int] = mapped_column(BigInteger)
 
-    __table_args__ = (Index("ix_ledger_entries_member", "member_id", "account"),)
+    # Entries are read through their member: a member's history in posting order, one posting's
+    # member leg. Counter legs (member_id NULL) are only ever summed, so they stay out of the index
+    # (ingest writes two entries per purchase, and each index entry costs).
+    __table_args__ = (Index("ix_ledger_entries_member", "member_id", "account", "txn_id", sqlite_where=text("member_id IS NOT NULL"),
+                            postgresql_where=text("member_id IS NOT NULL")),)
 
 
 class PointLot(Base):

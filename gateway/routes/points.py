@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-from dataclasses import asdict
-
 from fastapi import APIRouter, Depends, Path, Request, Response, status
 from starlette.concurrency import run_in_threadpool
 from sqlalchemy import select
@@ -63,7 +61,7 @@ async def purchase(body: PurchaseRequest, request: Request, response: Response, 
         raise outcome
     if outcome.replayed:
         response.status_code = status.HTTP_200_OK
-    return PurchaseResponse(**asdict(outcome))
+    return PurchaseResponse(**outcome._asdict())
 
 
 @router.post("/purchases/batch", response_model=BatchResponse,

@@ -12,13 +12,13 @@ later earnings pay off first) rather than points being lost from the books.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from ..db import insert_many
+from ..db import allocate_ids, insert_many
 from ..errors import InsufficientPoints
 from ..models import LedgerEntry, LedgerTxn, LotDebit, Member, PointLot
 
@@ -39,8 +39,7 @@ def post(session: Session, member: Member, kind: str, amount: int, counter_accou
     return txn
 
 
-@dataclass(frozen=True)
-class Credit:
+class Credit(NamedTuple):
     member_id: int
     kind: str
     amount: int
@@ -57,22 +56,17 @@ def credit_many(session: Session, credits: list[Credit], now: datetime) -> list[
     if not credits:
         return []
     txns, entries, lots = LedgerTxn.__table__, LedgerEntry.__table__, PointLot.__table__
-    # RETURNING order is not guaranteed, and asking SQLAlchemy to sort it makes SQLite insert row by
-    # row: match the ids back by ref instead, which is why refs must differ within one call.
-    refs = [c.ref for c in credits]
-    if len(credits) > 1 and len(set(refs)) != len(refs):
-        raise ValueError("credits posted together need distinct refs")
-    rows = session.execute(insert(txns).returning(txns.c.id, txns.c.ref),
-                           [{"kind": c.kind, "member_id": c.member_id, "ref": c.ref, "created_at": now} for c in credits]).all()
-    id_of = {ref: txn_id for txn_id, ref in rows}
-    ids = [id_of[ref] for ref in refs]
-    insert_many(session.connection(), entries, [
+    conn = session.connection()
+    ids = allocate_ids(conn, txns, len(credits))
+    insert_many(conn, txns, [{"id": txn_id, "kind": c.kind, "member_id": c.member_id, "ref": c.ref, "created_at": now}
+                             for c, txn_id in zip(credits, ids, strict=True)])
+    insert_many(conn, entries, [
         row for c, txn_id in zip(credits, ids, strict=True)
         for row in ({"txn_id": txn_id, "account": MEMBER, "member_id": c.member_id, "amount": c.amount},
                     {"txn_id": txn_id, "account": c.counter_account, "member_id": None, "amount": -c.amount})])
     opened = [{"member_id": c.member_id, "txn_id": txn_id, "amount": c.amount, "remaining": c.amount - c.debt,
                "earned_at": now, "expires_at": c.expires_at} for c, txn_id in zip(credits, ids, strict=True) if c.amount > c.debt]
-    insert_many(session.connection(), lots, opened)
+    insert_many(conn, lots, opened)
     return ids
 
 
@@ -121,7 +115,8 @@ def reverse_debit(session: Session, member: Member, debit_txn: LedgerTxn, kind: 
                   now: datetime) -> LedgerTxn:
     """Undo a debit: post the opposite amount and put the points back into the very lots they came
     from (keeping their original expiry)."""
-    amount = -session.scalar(select(LedgerEntry.amount).where(LedgerEntry.txn_id == debit_txn.id, LedgerEntry.account == MEMBER))
+    amount = -session.scalar(select(LedgerEntry.amount).where(LedgerEntry.member_id == member.id, LedgerEntry.account == MEMBER,
+                                                              LedgerEntry.txn_id == debit_txn.id))
     # A debt run up since the debit (a clawback while the exchange was pending) is paid first, as
     # with any credit: only the rest goes back into lots, the longest-lived first.
     restore = amount - min(max(0, -member.balance), amount)

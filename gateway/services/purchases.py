@@ -4,18 +4,19 @@ check-in) earn too and count as engagement. Every call is idempotent on its key.
 from __future__ import annotations
 
 import hashlib
-import uuid
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
+from typing import NamedTuple
 
 from pydantic import BaseModel
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from uuid_utils import uuid7
 
 from privacy.receipts import Purpose
 
-from ..db import insert_many, transaction
+from ..db import insert_many, one_of, transaction, update_many
 from ..errors import (
     Conflict,
     ConsentRequired,
@@ -75,8 +76,7 @@ def _note_earned(member, day: str, earned_before: int, points: int, latest: bool
         member.earned_day, member.earned_today = day, earned_before + points
 
 
-@dataclass(frozen=True)
-class PurchaseEvent:
+class PurchaseEvent(NamedTuple):  # named tuples: a batch builds thousands, and they are cheap to make
     """A purchase as the till reports it; the idempotency key is already scoped to the caller."""
 
     idempotency_key: str
@@ -91,8 +91,7 @@ class PurchaseEvent:
     identifier: str | None = None
 
 
-@dataclass(frozen=True)
-class Earned:
+class Earned(NamedTuple):
     purchase_ref: str
     member_ref: str
     points: int
@@ -148,16 +147,17 @@ def ingest(session: Session, gw: Gateway, events: list[PurchaseEvent], now: date
     stored = {row.idempotency_key: row for row in session.execute(
         select(purchases_t.c.idempotency_key, purchases_t.c.request_hash, purchases_t.c.purchase_ref, purchases_t.c.points,
                purchases_t.c.campaign, members_t.c.member_ref, members_t.c.balance, members_t.c.tier)
-        .join(members_t, members_t.c.id == purchases_t.c.member_id).where(purchases_t.c.idempotency_key.in_(keys)))}
+        .join(members_t, members_t.c.id == purchases_t.c.member_id).where(one_of(session, purchases_t.c.idempotency_key, keys)))}
     member_of: list[int | None] = [None] * len(events)
     refs = {e.member_ref for e in events if e.member_ref is not None and e.idempotency_key not in stored}
-    ids_by_ref = dict(session.execute(select(members_t.c.member_ref, members_t.c.id).where(members_t.c.member_ref.in_(refs))).all()) if refs else {}
+    ids_by_ref = dict(session.execute(select(members_t.c.member_ref, members_t.c.id).where(one_of(session, members_t.c.member_ref, refs))).all()) if refs else {}
     refused: list[GatewayError | None] = [None] * len(events)  # what the event alone would get
+    latest_allowed = now + timedelta(minutes=5)  # a till's clock may run a little fast
     for i, e in enumerate(events):
         if (old := stored.get(e.idempotency_key)) is not None:
             out[i] = (IdempotencyMismatch("this idempotency key was used for a different request") if old.request_hash != e.body_hash
                       else Earned(old.purchase_ref, old.member_ref, old.points, old.campaign, 0, old.balance, old.tier, True))
-        elif e.occurred_at > now + timedelta(minutes=5):
+        elif e.occurred_at > latest_allowed:
             refused[i] = GatewayError("occurred_at is in the future")
         elif e.amount_minor > s.max_purchase_minor:
             refused[i] = GatewayError(f"amount_minor above the plausible maximum of {s.max_purchase_minor}")
@@ -181,12 +181,13 @@ def ingest(session: Session, gw: Gateway, events: list[PurchaseEvent], now: date
     taken: dict[str, tuple[str, Earned, _MemberState]] = {}  # keys this batch stored so far
     new_purchases, credits, credited, tier_changes = [], [], [], []
     window_start = now - timedelta(days=s.tier_window_days)
+    expires_at = now + timedelta(days=s.earn.validity_days)
     for i, e in enumerate(events):
         if out[i] is not None:
             continue
         if (first := taken.get(e.idempotency_key)) is not None:  # a retry within the batch
             out[i] = (IdempotencyMismatch("this idempotency key was used for a different request") if first[0] != e.body_hash
-                      else replace(first[1], capped=0, replayed=True, balance=first[2].balance, tier=first[2].tier))
+                      else first[1]._replace(capped=0, replayed=True, balance=first[2].balance, tier=first[2].tier))
             continue
         if refused[i] is not None:
             out[i] = refused[i]
@@ -207,7 +208,7 @@ def ingest(session: Session, gw: Gateway, events: list[PurchaseEvent], now: date
         day, earned_before, latest = _earned_that_day(session, m, e.occurred_at, m.unsaved)
         points = rules.capped(earning.points, earned_before, s.earn.daily_cap)
         _note_earned(m, day, earned_before, points, latest)
-        purchase_ref = str(uuid.uuid4())
+        purchase_ref = str(uuid7())  # time-ordered: appends to the refs' index instead of touching a random page
         occurred_utc = e.occurred_at.astimezone(UTC)  # stored in UTC: SQLite keeps no offset
         m.unsaved.append((occurred_utc, points))
         new_purchases.append({"purchase_ref": purchase_ref, "idempotency_key": e.idempotency_key, "request_hash": e.body_hash,
@@ -215,8 +216,7 @@ def ingest(session: Session, gw: Gateway, events: list[PurchaseEvent], now: date
                               "channel": e.channel, "eco": e.eco, "occurred_at": occurred_utc, "received_at": now, "points": points,
                               "campaign": earning.campaign, "clawed_back": 0, "txn_id": None})
         if points:
-            credits.append(ledger.Credit(m.id, "earn", points, "issued", purchase_ref, max(0, -m.balance),
-                                         now + timedelta(days=s.earn.validity_days)))
+            credits.append(ledger.Credit(m.id, "earn", points, "issued", purchase_ref, max(0, -m.balance), expires_at))
             credited.append(new_purchases[-1])
             m.balance += points
         m.purchase_count += 1
@@ -246,25 +246,22 @@ def _load_members(session: Session, s: GatewaySettings, ids: list[int], now: dat
     if not ids:
         return {}
     members_t = Member.__table__
-    rows = session.execute(select(*(members_t.c[c] for c in _MEMBER_COLUMNS)).where(members_t.c.id.in_(ids))
+    rows = session.execute(select(*(members_t.c[c] for c in _MEMBER_COLUMNS)).where(one_of(session, members_t.c.id, ids))
                            .order_by(members_t.c.id).with_for_update()).all()
     consented = set(session.scalars(select(Consent.member_id).where(
-        Consent.member_id.in_(ids), Consent.purpose == Purpose.LOYALTY_CORE.value, Consent.granted.is_(True))))
+        one_of(session, Consent.member_id, ids), Consent.purpose == Purpose.LOYALTY_CORE.value, Consent.granted.is_(True))))
     recent = dict(session.execute(select(Purchase.member_id, func.count(Purchase.id)).where(
-        Purchase.member_id.in_(ids), Purchase.received_at > now - timedelta(minutes=1)).group_by(Purchase.member_id)).all())
+        one_of(session, Purchase.member_id, ids), Purchase.received_at > now - timedelta(minutes=1)).group_by(Purchase.member_id)).all())
     activity = tiers.window_activities(session, ids, now, s.tier_window_days)
-    return {row.id: _MemberState(**row._asdict(), activity=activity[row.id], recent=int(recent.get(row.id, 0)),
+    return {row.id: _MemberState(*row, activity=activity[row.id], recent=int(recent.get(row.id, 0)),
                                  consented=row.id in consented) for row in rows}
 
 
 def _store_members(session: Session, touched: list[_MemberState], now: datetime) -> None:
     members_t = Member.__table__
-    session.execute(
-        update(members_t).where(members_t.c.id == bindparam("m_id")).values(
-            balance=bindparam("m_balance"), purchase_count=bindparam("m_purchase_count"), earned_day=bindparam("m_earned_day"),
-            earned_today=bindparam("m_earned_today"), tier=bindparam("m_tier"), downgrade_due_at=bindparam("m_downgrade_due_at")),
-        [{"m_id": m.id, "m_balance": m.balance, "m_purchase_count": m.purchase_count, "m_earned_day": m.earned_day,
-          "m_earned_today": m.earned_today, "m_tier": m.tier, "m_downgrade_due_at": m.downgrade_due_at} for m in touched])
+    update_many(session.connection(), members_t, [
+        {"id": m.id, "balance": m.balance, "purchase_count": m.purchase_count, "earned_day": m.earned_day,
+         "earned_today": m.earned_today, "tier": m.tier, "downgrade_due_at": m.downgrade_due_at} for m in touched])
     changed = [m.id for m in touched if m.tier_changed]
     if changed:
         session.execute(update(members_t).where(members_t.c.id.in_(changed)).values(tier_since=now))

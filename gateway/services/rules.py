@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 from ..settings import EarnRules, TierRule
 
 
-@dataclass(frozen=True)
-class Earning:
+class Earning(NamedTuple):
     base: int
     multiplier_pct: int  # tier% x campaign% / 100
     campaign: str | None

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from ..db import as_utc
+from ..db import as_utc, one_of
 from ..models import Action, Member, Purchase, TierChange
 from ..settings import GatewaySettings, TierRule
 
@@ -26,11 +26,11 @@ def window_activities(session: Session, member_ids: list[int], now: datetime, wi
     since = now - timedelta(days=window_days)
     spend_count = session.execute(
         select(Purchase.member_id, func.sum(Purchase.amount_minor - Purchase.refunded_minor), func.count(Purchase.id))
-        .where(Purchase.member_id.in_(member_ids), Purchase.occurred_at > since, Purchase.occurred_at <= now)
+        .where(one_of(session, Purchase.member_id, member_ids), Purchase.occurred_at > since, Purchase.occurred_at <= now)
         .group_by(Purchase.member_id))
     actions = dict(session.execute(
         select(Action.member_id, func.count(Action.id))
-        .where(Action.member_id.in_(member_ids), Action.occurred_at > since, Action.occurred_at <= now)
+        .where(one_of(session, Action.member_id, member_ids), Action.occurred_at > since, Action.occurred_at <= now)
         .group_by(Action.member_id)).all())
     out = {mid: (0, 0, int(actions.get(mid, 0))) for mid in member_ids}
     for mid, spend, count in spend_count:

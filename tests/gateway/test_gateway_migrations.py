@@ -32,3 +32,22 @@ def test_single_linear_history():
     script = ScriptDirectory.from_config(alembic_config())
     heads = script.get_heads()
     assert len(heads) == 1, heads
+
+
+def test_member_ledger_index_leaves_counter_legs_out(database_url):
+    """Alembic's comparison does not look at an index's WHERE clause: check the partial index itself."""
+    engine = make_engine(database_url)
+    try:
+        upgrade_to_head(engine)
+        with engine.connect() as connection:
+            if engine.dialect.name == "postgresql":
+                definition = connection.exec_driver_sql(
+                    "SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_ledger_entries_member'").scalar_one()
+            else:
+                definition = connection.exec_driver_sql(
+                    "SELECT sql FROM sqlite_master WHERE name = 'ix_ledger_entries_member'").scalar_one()
+        assert "(member_id, account, txn_id)" in definition.replace('"', "")
+        assert "member_id IS NOT NULL" in definition
+        assert not any(ix["name"] == "ix_ledger_entries_txn_id" for ix in inspect(engine).get_indexes("ledger_entries"))
+    finally:
+        engine.dispose()

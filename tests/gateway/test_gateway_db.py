@@ -1,0 +1,53 @@
+"""The bulk helpers under the ingest path, on SQLite and PostgreSQL: a set of values bound as one
+parameter, ids drawn for rows the caller inserts itself, and executemany inserts and updates that
+keep SQLAlchemy's own value conversions."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select
+
+from gateway.db import allocate_ids, as_utc, insert_many, make_engine, make_sessionmaker, one_of, transaction, update_many
+from gateway.migrations import upgrade_to_head
+from gateway.models import LedgerTxn, Member
+
+NOW = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)
+
+
+def _member(i: int, **overrides) -> dict:
+    return {"member_ref": f"ref-{i:05d}", "status": "active", "enrolled_at": NOW, "jurisdiction": "CN", "tier": "member",
+            "tier_since": NOW, "balance": 0, "purchase_count": 0, "earned_today": 0} | overrides
+
+
+def test_bulk_helpers(database_url):
+    engine = make_engine(database_url)
+    upgrade_to_head(engine)
+    sessions = make_sessionmaker(engine)
+    members = Member.__table__
+    try:
+        with transaction(sessions) as session:
+            conn = session.connection()
+            ids = allocate_ids(conn, members, 40_000)
+            assert ids == list(range(ids[0], ids[0] + 40_000))
+            # More values than SQLite binds in one statement (32,766): one_of binds them as one.
+            insert_many(conn, members, [_member(i, id=mid) for i, mid in enumerate(ids)])
+            odd = ["ref-%05d" % i for i in range(1, 40_000, 2)] + ["it's \"quoted\" ünicode", "ref-99999"]
+            found = session.scalars(select(members.c.id).where(one_of(session, members.c.member_ref, odd))).all()
+            assert sorted(found) == ids[1::2]
+            assert session.scalars(select(members.c.id).where(one_of(session, members.c.id, []))).all() == []
+            # The ORM's own inserts continue after the drawn ids (PostgreSQL: the sequence moved on).
+            session.add(LedgerTxn(kind="welcome", member_id=ids[0], ref=None, created_at=NOW))
+            session.flush()
+            assert allocate_ids(conn, LedgerTxn.__table__, 2)[0] > session.scalar(select(LedgerTxn.id))
+
+            due = NOW + timedelta(days=90, microseconds=1)  # stored in UTC, as every time is
+            update_many(conn, members, [{"id": ids[0], "balance": 150, "downgrade_due_at": due},
+                                        {"id": ids[1], "balance": -20, "downgrade_due_at": None}])
+        with transaction(sessions) as session:
+            a, b = (session.get(Member, i) for i in ids[:2])
+            assert (a.balance, b.balance, b.downgrade_due_at) == (150, -20, None)
+            # Stored as the ORM stores it: the same instant, read back like any other datetime.
+            assert as_utc(a.downgrade_due_at) == due and as_utc(a.enrolled_at) == NOW
+    finally:
+        engine.dispose()
