@@ -17,7 +17,10 @@ from a bootstrap over members (rows of one member in several windows are resampl
 Settings, each evaluated on the same held-out rows: ``centralized`` (pooled training rows, only
 possible in simulation), ``local-only`` (each brand's own model on its own rows), ``federated``
 (Flower simulation, 20 rounds x 5 brands), for both model families: logistic regression (FedAvg)
-and XGBoost (FedXgbBagging).  The family with the higher pooled held-out AUC of the federated model
+and XGBoost (FedXgbBagging: one tree per brand and round, each brand's eta scaled by its share of
+the rows, so a round is about one boosting step over the pooled rows).  Centralized and local-only
+get the same model and the same number of passes (epochs; boosting steps at the full eta) as the
+federated run.  The family with the higher pooled held-out AUC of the federated model
 is selected per task, as the issue asks, and the headline keys are that family's:
 ``auc_centralized``, ``auc_federated``, ``auc_local_only`` (AUC over all brands' held-out rows
 pooled; for local-only, of the scores each brand gets from its own model, which also separates the
@@ -97,7 +100,8 @@ def _predictor(kind: str, blob: bytes) -> Predict:
 
 
 def fit(kind: str, X: np.ndarray, y: np.ndarray, cfg: dict) -> Predict:
-    """The family's model trained on these rows alone, with as many passes as the federated run."""
+    """The family's model trained on these rows alone, with as many passes as the federated run
+    (XGBoost: rounds x local rounds trees at the full eta, as many boosting steps as bagging takes)."""
     if kind == "xgb":
         params = models.xgb_params(float(cfg["xgb-eta"]), int(cfg["xgb-max-depth"]), int(cfg["seed"]))
         return _predictor(kind, models.xgb_fit_centralized(X, y, rounds=ROUNDS * int(cfg["xgb-local-rounds"]), params=params))

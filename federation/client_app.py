@@ -86,6 +86,23 @@ def _brand_index(context: Context) -> int:
     return int(context.node_config.get("partition-id", -1))
 
 
+def bagging_eta_share(n_train: int, config: dict[str, Any]) -> float:
+    """The factor of this brand's eta in a FedXgbBagging round: its share of the round's rows.
+
+    Bagging appends every brand's new tree to the global model, so at full eta a round of N brands
+    takes N boosting steps at once and overshoots.  Scaled by n_brand / n_alliance, the round's
+    trees add up to about one boosting step over the pooled rows.  The operator sends the rows the
+    brands reported in the previous round (``train-examples-total``) and the number of brands
+    training now (``train-brands``); round 1 has no count yet and splits equally.  (Equal 1/N
+    weights throughout, as in Flower's XGBoost example, would give a 200-row brand's tree the
+    weight of a 30,000-row brand's.)
+    """
+    total = float(config.get("train-examples-total", 0))
+    if total > 0:
+        return min(1.0, n_train / total)
+    return 1.0 / max(1, int(config.get("train-brands", 1)))
+
+
 def local_train(
     cfg: dict[str, Any], data: BrandData, arrays: dict[str, np.ndarray], config: dict[str, Any], context: Context
 ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
@@ -93,14 +110,16 @@ def local_train(
     server_round = int(config.get("server-round", 1))
     rng = np.random.default_rng([int(cfg["seed"]), _brand_index(context) + 1, server_round])
     if cfg["model"] == "xgb":
-        params = models.xgb_params(float(cfg["xgb-eta"]), int(cfg["xgb-max-depth"]), int(cfg["seed"]))
+        bagging = cfg["strategy"] == "xgb-bagging"
+        eta = float(cfg["xgb-eta"]) * (bagging_eta_share(data.n_train, config) if bagging else 1.0)
+        params = models.xgb_params(eta, int(cfg["xgb-max-depth"]), int(cfg["seed"]))
         blob = models.xgb_local_round(
             arrays["0"].tobytes(),
             data.X,
             data.y,
             local_rounds=int(cfg["xgb-local-rounds"]),
             params=params,
-            return_only_new=cfg["strategy"] != "xgb-cyclic",
+            return_only_new=bagging,
         )
         new = {"0": np.frombuffer(blob, dtype=np.uint8)}
         loss = models.log_loss(data.y, models.xgb_predict(blob, data.X))

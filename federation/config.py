@@ -25,7 +25,11 @@ proximal-mu          FedProx proximal term
 trimmed-beta         FedTrimmedAvg trim fraction
 num-malicious        f for Krum / MultiKrum / Bulyan
 byzantine-brand      partition index of a misbehaving brand (simulation of an attack; -1 = none)
-xgb-local-rounds, xgb-eta, xgb-max-depth   local boosting per round
+xgb-local-rounds     trees a brand boosts per round (xgb-cyclic; xgb-bagging takes exactly 1:
+                     Flower's bagging keeps one tree per reply)
+xgb-eta, xgb-max-depth   XGBoost learning rate and tree depth; under xgb-bagging each brand
+                     scales eta by its share of the round's training rows, so a round adds about
+                     one boosting step over the pooled rows (see ``client_app.bagging_eta_share``)
 dp-epsilon           record-level DP target epsilon for the whole run (0 = no record-level DP)
 dp-delta             delta of both guarantees
 dp-clip              per-member L2 clipping norm of DP-SGD
@@ -72,7 +76,7 @@ DEFAULTS: dict[str, Any] = {
     "trimmed-beta": 0.2,
     "num-malicious": 1,
     "byzantine-brand": -1,
-    "xgb-local-rounds": 2,
+    "xgb-local-rounds": 1,
     "xgb-eta": 0.1,
     "xgb-max-depth": 4,
     "dp-epsilon": 0.0,

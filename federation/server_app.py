@@ -4,8 +4,10 @@ Paths
 -----
 * Message API (default): Flower's ``flwr.serverapp.strategy`` FedAvg / FedProx / FedMedian /
   FedTrimmedAvg / Krum / MultiKrum / Bulyan for logistic regression, FedXgbBagging / FedXgbCyclic
-  for XGBoost; optionally wrapped in ``DifferentialPrivacyServerSideFixedClipping`` (client-level
-  DP, with Flower's RDP accountant) when ``client-dp-noise > 0``.
+  for XGBoost (bagging: the operator tells the brands their number and last round's row total, so
+  each scales its eta by its share of the rows and a round adds about one boosting step);
+  optionally wrapped in ``DifferentialPrivacyServerSideFixedClipping`` (client-level DP, with
+  Flower's RDP accountant) when ``client-dp-noise > 0``.
 * SecAgg+ (``secagg = true``): Flower's legacy workflow, ``LegacyContext`` +
   ``DefaultWorkflow(fit_workflow=SecAggPlusWorkflow(...))`` with the legacy FedAvg; the operator
   only ever sees the sum of the brands' masked, quantised models.
@@ -105,6 +107,10 @@ class RunRecorder:
             rec["evaluate"] = out
         return out
 
+    def train_examples(self, r: int) -> int:
+        """Training rows the brands reported in round ``r`` (0 before any reply)."""
+        return sum(self.rounds.get(r, {}).get("train_examples", {}).values())
+
     def metrics_per_round(self) -> list[dict[str, Any]]:
         return [self.rounds[r] for r in sorted(self.rounds)]
 
@@ -159,6 +165,24 @@ def _instrument(strategy: st.Strategy, recorder: RunRecorder) -> st.Strategy:
     return strategy
 
 
+def _announce_row_counts(strategy: st.Strategy, recorder: RunRecorder) -> st.Strategy:
+    """Tell the brands of a bagging round how many brands train and how many rows they reported in
+    the previous round, so each scales its eta by its share of the rows
+    (:func:`federation.client_app.bagging_eta_share`)."""
+    inner = strategy.configure_train
+
+    def configure_train(server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid):  # type: ignore[no-untyped-def]
+        messages = list(inner(server_round, arrays, config, grid))
+        for msg in messages:
+            record = msg.content.config_records[strategy.configrecord_key]
+            record["train-brands"] = len(messages)
+            record["train-examples-total"] = recorder.train_examples(server_round - 1)
+        return messages
+
+    strategy.configure_train = configure_train  # type: ignore[method-assign]
+    return strategy
+
+
 def build_strategy(cfg: dict[str, Any], num_nodes: int) -> st.Strategy:
     """The Flower strategy named by the run config."""
     name = str(cfg["strategy"])
@@ -180,6 +204,10 @@ def build_strategy(cfg: dict[str, Any], num_nodes: int) -> st.Strategy:
             raise ValueError(f"model xgb needs strategy in {XGB_STRATEGIES}, got {name!r}")
         if float(cfg["dp-epsilon"]) > 0 or client_dp:
             raise ValueError("DP is implemented for the logistic-regression model only")
+        if name == "xgb-bagging" and int(cfg["xgb-local-rounds"]) != 1:
+            # Flower's aggregate_bagging appends num_parallel_tree (= 1) trees of each reply: a
+            # brand's further local trees would be dropped silently.
+            raise ValueError("xgb-bagging takes one tree per brand and round: set xgb-local-rounds = 1")
         if name == "xgb-cyclic":
             common.pop("min_train_nodes")
             common.pop("min_evaluate_nodes")
@@ -288,6 +316,8 @@ def _initial_arrays(cfg: dict[str, Any], dim: int) -> dict[str, np.ndarray]:
 
 def _run_message_api(grid: Grid, cfg: dict[str, Any], dim: int, num_nodes: int, recorder: RunRecorder):  # type: ignore[no-untyped-def]
     strategy = _instrument(build_strategy(cfg, num_nodes), recorder)
+    if cfg["strategy"] == "xgb-bagging":
+        strategy = _announce_row_counts(strategy, recorder)
     result = strategy.start(
         grid=grid,
         initial_arrays=ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in _initial_arrays(cfg, dim).items()}),

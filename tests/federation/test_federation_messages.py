@@ -120,7 +120,7 @@ def test_xgboost_reply_is_one_booster_and_no_rows() -> None:
     arr = reply.content["arrays"]["0"].numpy()
     assert arr.dtype == np.uint8
     booster = json.loads(arr.tobytes())
-    assert int(booster["learner"]["gradient_booster"]["model"]["gbtree_model_param"]["num_trees"]) == 2
+    assert int(booster["learner"]["gradient_booster"]["model"]["gbtree_model_param"]["num_trees"]) == 1  # one tree per round (bagging)
     _assert_no_member_data(reply.content, data)
 
 
