@@ -52,10 +52,15 @@ on the operator host.  Brands that may drop out need ``min-brands`` below the al
 a ``round-timeout`` (the SuperLink marks a SuperNode offline after missed heartbeats).
 
 Releases: a deployed ServerApp runs in its own process under the SuperLink and holds no brand's
-gateway, so it writes the release record and model file to ``release-dir`` only.  Publishing them
-(the audit entry in each participating gateway's log, the anchor on chain signed with the brand's
-own key) is :func:`federation.releases.publish_release`, run where the gateways are: the simulation
-and the demo pass their gateways to the ServerApp, which calls it after writing the release.
+gateway, so it writes the release record and model file to ``release-dir``.  The operator ships
+both to the participating brands, and each brand records the release itself, in its audit log and
+anchored on chain with its own key, and installs it for campaign targeting::
+
+    alliance gateway record-release redeem-logreg-gateway-v3.release.json   # GATEWAY_* of the brand
+
+(:func:`federation.releases.record_release`; it refuses a model file that does not match the
+record's SHA-256 or a release the brand took no part in; recording it again changes nothing).
+The simulation and the demo hold every gateway and publish through the same function.
 """
 
 from __future__ import annotations

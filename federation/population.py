@@ -414,7 +414,7 @@ def write_brand(gw: Any, ev: BrandEvents, seed: int, chunk: int = 50_000) -> dic
     from sqlalchemy import func, select
 
     from gateway import models as gm
-    from gateway.db import insert_many
+    from gateway.db import ids_taken, insert_many
     from gateway.services import consent as consent_svc
     from privacy.hashchain import HashChain
     from privacy.receipts import LawfulBasis, Purpose, jcs_bytes
@@ -622,6 +622,8 @@ def write_brand(gw: Any, ev: BrandEvents, seed: int, chunk: int = 50_000) -> dic
         bulk(conn, gm.Exchange.__table__, exchange_rows)
         bulk(conn, gm.Redemption.__table__, redemption_rows)
         bulk(conn, gm.TierChange.__table__, tier_rows)
+        for table in next_id:  # rows that went in with the ids chosen above
+            ids_taken(conn, table)
     return {"members": n, "purchases": len(purchase_rows), "ledger_txns": len(txns), "ledger_entries": len(entries),
             "point_lots": len(lots), "exchanges": len(exchange_rows), "redemptions": len(redemption_rows),
             "consent_log": len(log_rows), "tier_changes": len(tier_rows)}

@@ -5,8 +5,11 @@ was trained (task, model, strategy, rounds, participating brand ids, secure aggr
 privacy guarantee it carries (``record-level`` DP-SGD inside each brand, ``client-level`` DP of a
 whole brand's update, both, or ``none``) with the epsilon spent, and the metrics of every round.
 
-Later phases anchor the record's hash on chain (``ConsentAnchor``, kind ``model-release``) and
-append it to each participating gateway's audit log; :func:`record_digest` is the value to anchor.
+Every participating gateway records the release in its audit log and anchors its log of releases
+on chain (``ConsentAnchor``, kind ``model-releases``; :func:`record_release`): the operator does it
+for all brands where it holds their gateways (simulation, the demo: :func:`publish_release`); in a
+deployment each brand does it for itself with ``alliance gateway record-release``, which also
+checks the model file against the record and installs the release for campaign targeting.
 """
 
 from __future__ import annotations
@@ -145,17 +148,17 @@ def audit_summary(record: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def release_digests(session: Any) -> list[str]:
-    """Digests of every release recorded in this gateway's audit log, in order."""
+def release_entries(session: Any) -> dict[str, int]:
+    """Every release recorded in this gateway's audit log: record digest -> audit seq, in order."""
     from sqlalchemy import select
 
     from gateway.models import AuditLogEntry
 
-    out = []
-    for payload in session.scalars(select(AuditLogEntry.payload).order_by(AuditLogEntry.seq)):
+    out: dict[str, int] = {}
+    for seq, payload in session.execute(select(AuditLogEntry.seq, AuditLogEntry.payload).order_by(AuditLogEntry.seq)):
         doc = json.loads(payload)
         if doc.get("action") == RELEASE_AUDIT_ACTION:
-            out.append(doc["details"]["record_digest"])
+            out.setdefault(doc["details"]["record_digest"], seq)
     return out
 
 
@@ -168,42 +171,53 @@ def releases_root(digests: list[str]) -> bytes:
 
 def publish_release(record: dict[str, Any], gateways: dict[str, Any], *, actor: str = "alliance-operator",
                     anchor: bool = True) -> dict[str, dict[str, Any]]:
-    """Record a release in every participating gateway's audit log and anchor it on chain.
+    """Record a release in every participating gateway (:func:`record_release`), where the
+    operator holds them all (simulation, the demo): all of them or none.  Returns the results per brand."""
+    missing = [b for b in record["participating_brands"] if b not in gateways]
+    if missing:
+        raise ValueError(f"no gateway for participating brands {missing}")
+    return {brand: record_release(record, gateways[brand], actor=actor, anchor=anchor) for brand in record["participating_brands"]}
 
-    For each brand of ``record["participating_brands"]`` found in ``gateways`` (brand id ->
-    :class:`gateway.runtime.Gateway`): one audit entry ``model.released`` with
-    :func:`audit_summary`; then (when the gateway has a chain) the ConsentAnchor post of kind
-    ``model-releases`` with period = release number at this brand, size = number of releases,
-    root = Merkle root over the release record digests, and an audit entry
-    ``model-releases.anchored`` with the transaction.  Returns per brand
-    ``{"audit_seq", "period", "size", "root", "tx_hash"}``.
+
+def record_release(record: dict[str, Any], gw: Any, *, actor: str, anchor: bool = True) -> dict[str, Any]:
+    """Record a release in one participating gateway's audit log and anchor that log of releases.
+
+    One audit entry ``model.released`` with :func:`audit_summary`; then (when the gateway has a
+    chain) the ConsentAnchor post of kind ``model-releases`` with period = release number at this
+    brand, size = number of releases, root = Merkle root over the release record digests, signed
+    with the brand's own key, and an audit entry ``model-releases.anchored`` with the transaction.
+    Both in one database transaction: a failed anchor records nothing.  A release the gateway
+    already holds is not recorded again (``already_recorded``).  Returns ``{"audit_seq", "period",
+    "size", "root", "tx_hash", "already_recorded"}``.
     """
     from gateway.db import transaction
     from gateway.services import audit
     from gateway.services.outbox import submission_lock
 
-    out: dict[str, dict[str, Any]] = {}
+    brand = gw.settings.brand_id
+    if brand not in record["participating_brands"]:
+        raise ValueError(f"{brand} did not take part in release {record['model_version']}")
     summary = audit_summary(record)
-    missing = [b for b in record["participating_brands"] if b not in gateways]
-    if missing:
-        raise ValueError(f"no gateway for participating brands {missing}")
-    for brand in record["participating_brands"]:
-        gw = gateways[brand]
-        with transaction(gw.sessions) as session:
-            now = gw.now()
-            entry = audit.record(session, actor, RELEASE_AUDIT_ACTION, now, **summary)
-            digests = release_digests(session)
-            res: dict[str, Any] = {"audit_seq": entry.seq, "period": len(digests), "size": len(digests),
-                                   "root": releases_root(digests).hex(), "tx_hash": None}
-            if anchor and gw.alliance is not None:
-                tx = gw.transactor()
-                with submission_lock(tx.address):
-                    receipt = gw.alliance.anchor.post(tx, RELEASE_ANCHOR_KIND, res["period"], res["size"],
-                                                      bytes.fromhex(res["root"]))
-                res["tx_hash"] = "0x" + bytes(receipt["transactionHash"]).hex()
-                res["block_number"] = int(receipt["blockNumber"])
-                audit.record(session, actor, "model-releases.anchored", now, kind=RELEASE_ANCHOR_KIND,
-                             period=res["period"], size=res["size"], root=res["root"], tx_hash=res["tx_hash"],
-                             model_version=summary["model_version"])
-        out[brand] = res
-    return out
+    with transaction(gw.sessions) as session:
+        now = gw.now()
+        recorded = release_entries(session)
+        if summary["record_digest"] in recorded:
+            digests = list(recorded)
+            seq = recorded[summary["record_digest"]]
+            period = digests.index(summary["record_digest"]) + 1
+            return {"audit_seq": seq, "period": period, "size": period, "root": releases_root(digests[:period]).hex(),
+                    "tx_hash": None, "already_recorded": True}
+        entry = audit.record(session, actor, RELEASE_AUDIT_ACTION, now, **summary)
+        digests = [*recorded, summary["record_digest"]]
+        res: dict[str, Any] = {"audit_seq": entry.seq, "period": len(digests), "size": len(digests),
+                               "root": releases_root(digests).hex(), "tx_hash": None, "already_recorded": False}
+        if anchor and gw.alliance is not None:
+            tx = gw.transactor()
+            with submission_lock(tx.address):
+                receipt = gw.alliance.anchor.post(tx, RELEASE_ANCHOR_KIND, res["period"], res["size"], bytes.fromhex(res["root"]))
+            res["tx_hash"] = "0x" + bytes(receipt["transactionHash"]).hex()
+            res["block_number"] = int(receipt["blockNumber"])
+            audit.record(session, actor, "model-releases.anchored", now, kind=RELEASE_ANCHOR_KIND,
+                         period=res["period"], size=res["size"], root=res["root"], tx_hash=res["tx_hash"],
+                         model_version=summary["model_version"])
+    return res

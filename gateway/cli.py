@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import typer
 from rich.console import Console
@@ -81,6 +83,35 @@ def anchor(kind: str = typer.Option("consent-log", help="consent-log | audit-log
         console.print("nothing logged since the last anchor")
     else:
         console.print(json.dumps({"period": row.period, "size": row.size, "root": row.root, "tx_hash": row.tx_hash}))
+
+
+@app.command("record-release")
+def record_release(release: Path = typer.Argument(..., help="the release record (<model_version>.release.json), its model file beside it")) -> None:
+    """Record an alliance model release in this brand's audit log, anchor it with the brand's own key,
+    and install it for campaign targeting (GATEWAY_RELEASES_DIR). Recording it again changes nothing."""
+    from federation import releases
+
+    try:
+        record = releases.load_release(release)
+        intact = releases.verify_release(release)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise typer.BadParameter(f"{release} is not a readable release: {exc}") from None
+    if not intact:
+        raise typer.BadParameter(f"{release}: the model file does not match the record's SHA-256")
+    gw = _gateway()
+    if gw.alliance is None:
+        raise typer.BadParameter("no alliance manifest configured (GATEWAY_MANIFEST): a release is anchored on chain")
+    try:
+        result = releases.record_release(record, gw, actor="cli")
+    except (KeyError, ValueError) as exc:
+        raise typer.BadParameter(f"{release}: {exc}") from None
+    target = gw.settings.releases_dir
+    if target is not None and target.resolve() != release.parent.resolve():
+        target.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(release.parent / record["model_file"], target / record["model_file"])
+        shutil.copyfile(release, target / release.name)  # the record last: it is what makes the release visible
+        result["installed"] = str(target / release.name)
+    typer.echo(json.dumps(result))  # plain: rich would wrap the line
 
 
 @app.command()

@@ -138,6 +138,13 @@ def allocate_ids(conn: Connection, table: Table, count: int) -> list[int]:
     return list(range(first, first + count))
 
 
+def ids_taken(conn: Connection, table: Table) -> None:
+    """After rows went in with ids of the caller's choosing (a bulk load): PostgreSQL's sequence
+    moves past them, so ids drawn later (allocate_ids, the ORM) cannot collide. SQLite needs nothing."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(f"SELECT setval(pg_get_serial_sequence('{table.name}', 'id'), (SELECT max(id) FROM {table.name}))")
+
+
 def _marker(conn: Connection) -> str:
     return "?" if conn.dialect.paramstyle == "qmark" else "%s"
 

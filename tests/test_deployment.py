@@ -60,6 +60,7 @@ class Deployed:
     urls: dict[str, str] = field(default_factory=dict)
     addresses: dict[str, str] = field(default_factory=dict)
     operator_keys: dict[str, str] = field(default_factory=dict)
+    envs: dict[str, dict[str, str]] = field(default_factory=dict)  # each brand's `alliance gateway` environment
 
     @property
     def manifest(self) -> Path:
@@ -95,6 +96,7 @@ def deployed(anvil_url, tmp_path_factory):
             env = base | {"GATEWAY_BRAND_ID": brand, "GATEWAY_BRAND_NAME": brand.title(), "GATEWAY_CHAIN_URL": anvil_url,
                           "GATEWAY_DATABASE_URL": f"sqlite:///{tmp_path / brand}.sqlite", "GATEWAY_KEYS_DIR": str(tmp_path / f"{brand}-keys"),
                           "GATEWAY_MANIFEST": str(tmp_path / "deployment.json")}
+            d.envs[brand] = env
             run("gateway", "keys", env=env)
             address = Account.from_key((tmp_path / f"{brand}-keys" / "chain.key").read_text().strip()).address
             d.addresses[brand] = address
@@ -293,3 +295,50 @@ def test_bad_settlement_invocations_fail_cleanly(deployed, settlement_config, tm
     no_key = run_failing("settle", "close", "--config", str(config), "--force", env=env | {"ALLIANCE_SETTLER_KEY": ""})
     assert "ALLIANCE_SETTLER_KEY" in no_key.stderr
     assert deployed.alliance().settlement.contract.functions.currentEpoch().call() == epoch  # nothing was closed
+
+
+def _release(release_dir: Path, brands: list[str]) -> tuple[Path, dict]:
+    """A release as the operator's deployed ServerApp writes it (federation.releases.write_release)."""
+    import numpy as np
+
+    from federation import models
+    from federation.features import FEATURE_NAMES
+    from federation.releases import write_release
+
+    params = {"w": np.linspace(-1, 1, len(FEATURE_NAMES)).astype(np.float32), "b": np.zeros(1, np.float32)}
+    return write_release(release_dir, model_bytes=models.serialise_logreg(params, list(FEATURE_NAMES)), model_format="logreg.json",
+                         fields={"task": "redeem", "model": "logreg", "strategy": "fedavg", "data_source": "gateway",
+                                 "feature_names": list(FEATURE_NAMES), "run_id": 7, "num_rounds": 3, "rounds_completed": 3,
+                                 "participating_brands": brands, "privacy": {"guarantee": "none"},
+                                 "secure_aggregation": {"enabled": False}, "metrics_per_round": [], "final_metrics": {"auc_pooled": 0.71}})
+
+
+def test_a_brand_records_a_deployed_release_with_its_own_key(deployed, tmp_path):
+    """In a deployment the ServerApp holds no gateway: each brand records the release it took part in
+    (`alliance gateway record-release`), anchored with its own key, and installs it for campaigns."""
+    from federation.releases import RELEASE_ANCHOR_KIND, audit_summary, releases_root
+
+    path, record = _release(tmp_path / "operator", ["airline", "grocery"])
+    env = deployed.envs["grocery"] | {"GATEWAY_RELEASES_DIR": str(tmp_path / "grocery-releases")}
+    first = json.loads(run("gateway", "record-release", str(path), env=env))
+    digest = audit_summary(record)["record_digest"]
+    assert first["already_recorded"] is False and first["period"] == 1 and first["root"] == releases_root([digest]).hex()
+    period, anchor = deployed.alliance().anchor.latest(deployed.addresses["grocery"], RELEASE_ANCHOR_KIND)
+    assert (period, anchor.size, anchor.root.hex()) == (1, 1, first["root"])
+    assert (tmp_path / "grocery-releases" / path.name).read_bytes() == path.read_bytes()
+
+    # Recorded twice: nothing new, on chain or in the log.
+    again = json.loads(run("gateway", "record-release", str(path), env=env))
+    assert again["already_recorded"] is True and again["audit_seq"] == first["audit_seq"] and again["tx_hash"] is None
+    assert deployed.alliance().anchor.latest(deployed.addresses["grocery"], RELEASE_ANCHOR_KIND)[0] == 1
+    r = httpx.get(deployed.urls["grocery"] + "/v1/audit/logs/audit-log", headers=deployed.operator("grocery"))
+    assert r.status_code == 200, r.text
+    actions = [e["payload"]["action"] for e in r.json()["entries"]]
+    assert actions.count("model.released") == 1 and actions.count("model-releases.anchored") == 1
+
+    # A release this brand took no part in, a model file that is not the recorded one, no release at all.
+    other, _ = _release(tmp_path / "elsewhere", ["airline"])
+    assert "did not take part" in run_failing("gateway", "record-release", str(other), env=env).stderr
+    (tmp_path / "operator" / record["model_file"]).write_bytes(b"{}")
+    assert "does not match" in run_failing("gateway", "record-release", str(path), env=env).stderr
+    run_failing("gateway", "record-release", str(tmp_path / "missing.release.json"), env=env)

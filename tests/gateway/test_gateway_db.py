@@ -1,6 +1,6 @@
-"""The bulk helpers under the ingest path, on SQLite and PostgreSQL: a set of values bound as one
-parameter, ids drawn for rows the caller inserts itself, and executemany inserts and updates that
-keep SQLAlchemy's own value conversions."""
+"""The bulk helpers under the ingest path and the population loader, on SQLite and PostgreSQL: a set
+of values bound as one parameter, ids drawn for rows the caller inserts itself (and sequences moved
+past ids a loader chose), and executemany inserts and updates that keep SQLAlchemy's conversions."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 
-from gateway.db import allocate_ids, as_utc, insert_many, make_engine, make_sessionmaker, one_of, transaction, update_many
+from gateway.db import allocate_ids, as_utc, ids_taken, insert_many, make_engine, make_sessionmaker, one_of, transaction, update_many
 from gateway.migrations import upgrade_to_head
 from gateway.models import LedgerTxn, Member
 
@@ -40,6 +40,15 @@ def test_bulk_helpers(database_url):
             session.add(LedgerTxn(kind="welcome", member_id=ids[0], ref=None, created_at=NOW))
             session.flush()
             assert allocate_ids(conn, LedgerTxn.__table__, 2)[0] > session.scalar(select(LedgerTxn.id))
+            # Rows loaded with ids of their own (the population simulator): later ids go past them.
+            insert_many(conn, LedgerTxn.__table__, [{"id": 10_000 + k, "kind": "earn", "member_id": ids[0], "ref": None,
+                                                     "created_at": NOW} for k in range(3)])
+            ids_taken(conn, LedgerTxn.__table__)
+            assert allocate_ids(conn, LedgerTxn.__table__, 1) == [10_003]
+            orm = LedgerTxn(kind="welcome", member_id=ids[0], ref=None, created_at=NOW)
+            session.add(orm)
+            session.flush()
+            assert orm.id > 10_002
 
             due = NOW + timedelta(days=90, microseconds=1)  # stored in UTC, as every time is
             update_many(conn, members, [{"id": ids[0], "balance": 150, "downgrade_due_at": due},
