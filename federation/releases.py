@@ -103,11 +103,18 @@ def load_release(path: str | os.PathLike[str]) -> dict[str, Any]:
     return json.loads(Path(path).read_text())
 
 
+def model_path(path: str | os.PathLike[str], record: dict[str, Any]) -> Path:
+    """The model file of a release record: beside the record, nowhere else (a record names it)."""
+    name = record["model_file"]
+    if not isinstance(name, str) or Path(name).name != name:
+        raise ValueError(f"{path}: model_file must be a file name in the release directory")
+    return Path(path).parent / name
+
+
 def verify_release(path: str | os.PathLike[str]) -> bool:
     """True when the model file next to the record hashes to the recorded SHA-256."""
     rec = load_release(path)
-    blob = (Path(path).parent / rec["model_file"]).read_bytes()
-    return sha256_hex(blob) == rec["model_sha256"]
+    return sha256_hex(model_path(path, rec).read_bytes()) == rec["model_sha256"]
 
 
 def record_digest(record: dict[str, Any]) -> str:

@@ -24,7 +24,7 @@ import numpy as np
 
 from federation import features as feats
 from federation import models
-from federation.releases import load_release
+from federation.releases import load_release, model_path
 
 
 @dataclass(frozen=True)
@@ -46,9 +46,7 @@ def load_model(release_path: str | Path) -> ReleasedModel:
     """The model of a release record, refused unless its bytes hash to the recorded SHA-256 and its
     features are this module's feature definition."""
     rec = load_release(release_path)
-    if Path(rec["model_file"]).name != rec["model_file"]:  # the model lies beside its record, nowhere else
-        raise ValueError(f"{release_path}: model_file must be a file name in the release directory")
-    blob = (Path(release_path).parent / rec["model_file"]).read_bytes()
+    blob = model_path(release_path, rec).read_bytes()
     if models.sha256_hex(blob) != rec["model_sha256"]:
         raise ValueError(f"{release_path}: the model file does not match the released SHA-256")
     if list(rec.get("feature_names") or []) != list(feats.FEATURE_NAMES):

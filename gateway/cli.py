@@ -108,7 +108,8 @@ def record_release(release: Path = typer.Argument(..., help="the release record 
     target = gw.settings.releases_dir
     if target is not None and target.resolve() != release.parent.resolve():
         target.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(release.parent / record["model_file"], target / record["model_file"])
+        model = releases.model_path(release, record)
+        shutil.copyfile(model, target / model.name)
         shutil.copyfile(release, target / release.name)  # the record last: it is what makes the release visible
         result["installed"] = str(target / release.name)
     typer.echo(json.dumps(result))  # plain: rich would wrap the line

@@ -339,6 +339,9 @@ def test_a_brand_records_a_deployed_release_with_its_own_key(deployed, tmp_path)
     # A release this brand took no part in, a model file that is not the recorded one, no release at all.
     other, _ = _release(tmp_path / "elsewhere", ["airline"])
     assert "did not take part" in run_failing("gateway", "record-release", str(other), env=env).stderr
+    escaping = tmp_path / "operator" / "escaping.release.json"
+    escaping.write_text(json.dumps(record | {"model_file": f"../grocery-releases/{record['model_file']}"}))
+    assert "file name" in run_failing("gateway", "record-release", str(escaping), env=env).stderr
     (tmp_path / "operator" / record["model_file"]).write_bytes(b"{}")
     assert "does not match" in run_failing("gateway", "record-release", str(path), env=env).stderr
     run_failing("gateway", "record-release", str(tmp_path / "missing.release.json"), env=env)
