@@ -53,10 +53,14 @@ def test_bulk_helpers(database_url):
             due = NOW + timedelta(days=90, microseconds=1)  # stored in UTC, as every time is
             update_many(conn, members, [{"id": ids[0], "balance": 150, "downgrade_due_at": due},
                                         {"id": ids[1], "balance": -20, "downgrade_due_at": None}])
+            session.get(Member, ids[2]).downgrade_due_at = due  # the same value, written by the ORM
         with transaction(sessions) as session:
             a, b = (session.get(Member, i) for i in ids[:2])
             assert (a.balance, b.balance, b.downgrade_due_at) == (150, -20, None)
-            # Stored as the ORM stores it: the same instant, read back like any other datetime.
             assert as_utc(a.downgrade_due_at) == due and as_utc(a.enrolled_at) == NOW
+            # Stored exactly as the ORM stores it (on SQLite: the same text, which range queries compare).
+            raw = session.connection().exec_driver_sql
+            assert len(set(raw(f"SELECT downgrade_due_at FROM members WHERE id IN ({ids[0]}, {ids[2]})").scalars())) == 1
+            assert len(set(raw(f"SELECT created_at FROM ledger_txns WHERE id IN (10000, {orm.id})").scalars())) == 1
     finally:
         engine.dispose()
