@@ -34,7 +34,8 @@ from . import consent, ledger, members, rules, tiers
 
 def request_hash(body: BaseModel, *, scope: str = "", exclude: set[str] | None = None) -> str:
     """What a retry must repeat exactly: the request's body, and the resource it was sent to (scope)."""
-    return hashlib.sha256((scope + body.model_dump_json(exclude=exclude)).encode()).hexdigest()
+    # The serializer's bytes are model_dump_json's text, without decoding and encoding it again.
+    return hashlib.sha256(scope.encode() + body.__pydantic_serializer__.to_json(body, exclude=exclude)).hexdigest()
 
 
 def _replay(existing, body_hash: str):
@@ -105,7 +106,7 @@ class Earned(NamedTuple):
 Outcome = Earned | GatewayError
 
 
-@dataclass
+@dataclass(slots=True)
 class _MemberState:
     """A locked member row, carried through a batch: each event sees the ones before it."""
 

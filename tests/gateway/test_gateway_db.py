@@ -6,11 +6,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from gateway.db import allocate_ids, as_utc, ids_taken, insert_many, make_engine, make_sessionmaker, one_of, transaction, update_many
 from gateway.migrations import upgrade_to_head
 from gateway.models import LedgerTxn, Member
+from gateway.services import purchases, tiers
 
 NOW = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)
 
@@ -62,5 +63,32 @@ def test_bulk_helpers(database_url):
             raw = session.connection().exec_driver_sql
             assert len(set(raw(f"SELECT downgrade_due_at FROM members WHERE id IN ({ids[0]}, {ids[2]})").scalars())) == 1
             assert len(set(raw(f"SELECT created_at FROM ledger_txns WHERE id IN (10000, {orm.id})").scalars())) == 1
+    finally:
+        engine.dispose()
+
+
+def test_tier_window_and_daily_cap_read_only_the_index(tmp_path):
+    """Every batch sums each member's recent purchases (tier window, a late event's daily cap): those
+    reads must stay in ix_purchases_member_time and never visit a purchase's row. SQLite's own plan
+    for the statements the services send says so (PostgreSQL's depends on its visibility map)."""
+    engine = make_engine(f"sqlite:///{tmp_path}/plan.db")
+    upgrade_to_head(engine)
+    sessions = make_sessionmaker(engine)
+    sent: list[tuple[str, tuple]] = []
+    def note(conn, cursor, sql, params, *_):
+        sent.append((sql, params))
+    try:
+        with transaction(sessions) as session:
+            [member_id] = allocate_ids(session.connection(), Member.__table__, 1)
+            insert_many(session.connection(), Member.__table__, [_member(1, id=member_id)])
+            event.listen(engine, "before_cursor_execute", note)
+            tiers.window_activities(session, [member_id], NOW, 365)
+            purchases._earned_on_day(session, member_id, NOW)
+            event.remove(engine, "before_cursor_execute", note)
+            plans = [" / ".join(row[-1] for row in session.connection().exec_driver_sql("EXPLAIN QUERY PLAN " + sql, params))
+                     for sql, params in sent if "FROM purchases" in sql]
+        assert len(plans) == 2, sent
+        for plan in plans:
+            assert "USING COVERING INDEX ix_purchases_member_time" in plan, plan
     finally:
         engine.dispose()
