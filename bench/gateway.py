@@ -33,7 +33,8 @@ from gateway.services import members  # noqa: E402
 from gateway.settings import GatewaySettings  # noqa: E402
 
 PG_URL = os.environ.get("ALLIANCE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-CONCURRENCY, SECONDS, MEMBERS = 32, 10.0, 2000
+# A batch of 5,000 events then reaches about 3,900 distinct members, as a store's day would.
+CONCURRENCY, SECONDS, MEMBERS = 32, 10.0, 10_000
 BULK_BATCHES = 8  # of 5,000 events, one request after another
 REDEEMING_MEMBERS, REDEMPTION_CONCURRENCY = 100, 16
 

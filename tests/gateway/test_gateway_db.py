@@ -4,11 +4,14 @@ past ids a loader chose), and executemany inserts and updates that keep SQLAlche
 
 from __future__ import annotations
 
+import gc
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import event, select
 
-from gateway.db import allocate_ids, as_utc, ids_taken, insert_many, make_engine, make_sessionmaker, one_of, transaction, update_many
+from gateway.db import WAL_SAFETY_NET_PAGES, allocate_ids, as_utc, ids_taken, insert_many, make_engine, make_sessionmaker, one_of, transaction, update_many
 from gateway.migrations import upgrade_to_head
 from gateway.models import LedgerTxn, Member
 from gateway.services import purchases, tiers
@@ -92,3 +95,32 @@ def test_tier_window_and_daily_cap_read_only_the_index(tmp_path):
             assert "USING COVERING INDEX ix_purchases_member_time" in plan, plan
     finally:
         engine.dispose()
+
+
+def test_sqlite_checkpoints_run_beside_the_writers(tmp_path):
+    """A commit leaves its pages in the WAL (it checkpoints itself only past the safety net); the
+    engine's own thread copies them into the database file soon after, and stops with the engine."""
+    path = tmp_path / "wal.db"
+    engine = make_engine(f"sqlite:///{path}")
+    upgrade_to_head(engine)
+    sessions = make_sessionmaker(engine)
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar_one() == WAL_SAFETY_NET_PAGES
+    before = path.stat().st_size
+    with transaction(sessions) as session:  # ~2 MB: some 500 pages, short of any commit's own checkpoint
+        conn = session.connection()
+        insert_many(conn, Member.__table__, [_member(i, id=mid) for i, mid in enumerate(allocate_ids(conn, Member.__table__, 10_000))])
+    deadline = time.monotonic() + 10
+    while path.stat().st_size < before + 1_000_000 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert path.stat().st_size >= before + 1_000_000, "no checkpoint copied the WAL into the database file"
+
+    name = f"sqlite-checkpoint {path}"
+    assert name in {t.name for t in threading.enumerate()}
+    engine.dispose()
+    del engine, sessions, session, conn
+    gc.collect()
+    deadline = time.monotonic() + 5
+    while name in {t.name for t in threading.enumerate()} and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert name not in {t.name for t in threading.enumerate()}
