@@ -9,7 +9,7 @@ from datetime import UTC, datetime, time, timedelta
 from typing import NamedTuple
 
 from pydantic import BaseModel
-from sqlalchemy import func, select, update
+from sqlalchemy import exists, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from uuid_utils import uuid7
@@ -120,9 +120,9 @@ class _MemberState:
     purchase_count: int
     earned_day: str | None
     earned_today: int
-    activity: tuple[int, int, int]  # tier window: spend, purchases, actions
     recent: int  # purchases received in the last minute (rate limit)
     consented: bool
+    activity: tuple[int, int, int]  # tier window: spend, purchases, actions
     touched: bool = False  # took a new purchase in this batch
     tier_changed: bool = False
     unsaved: list[tuple[datetime, int]] = field(default_factory=list)  # this batch's earnings: UTC time, points
@@ -243,19 +243,19 @@ def ingest(session: Session, gw: Gateway, events: list[PurchaseEvent], now: date
 
 
 def _load_members(session: Session, s: GatewaySettings, ids: list[int], now: datetime) -> dict[int, _MemberState]:
-    """Lock the members (in id order, so concurrent batches cannot deadlock) and read what the rules need."""
+    """Lock the members (in id order, so concurrent batches cannot deadlock) and read what the rules
+    need, each member's consent, recent purchases and tier window with its row: one statement."""
     if not ids:
         return {}
     members_t = Member.__table__
-    rows = session.execute(select(*(members_t.c[c] for c in _MEMBER_COLUMNS)).where(one_of(session, members_t.c.id, ids))
-                           .order_by(members_t.c.id).with_for_update()).all()
-    consented = set(session.scalars(select(Consent.member_id).where(
-        one_of(session, Consent.member_id, ids), Consent.purpose == Purpose.LOYALTY_CORE.value, Consent.granted.is_(True))))
-    recent = dict(session.execute(select(Purchase.member_id, func.count(Purchase.id)).where(
-        one_of(session, Purchase.member_id, ids), Purchase.received_at > now - timedelta(minutes=1)).group_by(Purchase.member_id)).all())
-    activity = tiers.window_activities(session, ids, now, s.tier_window_days)
-    return {row.id: _MemberState(*row, activity=activity[row.id], recent=int(recent.get(row.id, 0)),
-                                 consented=row.id in consented) for row in rows}
+    consented = exists().where(Consent.member_id == members_t.c.id, Consent.purpose == Purpose.LOYALTY_CORE.value,
+                               Consent.granted.is_(True))
+    recent = select(func.count(Purchase.id)).where(Purchase.member_id == members_t.c.id,
+                                                   Purchase.received_at > now - timedelta(minutes=1)).scalar_subquery()
+    rows = session.execute(select(*(members_t.c[c] for c in _MEMBER_COLUMNS), recent, consented,
+                                  *tiers.window_columns(members_t.c.id, now, s.tier_window_days))
+                           .where(one_of(session, members_t.c.id, ids)).order_by(members_t.c.id).with_for_update(of=members_t))
+    return {row[0]: _MemberState(*row[:-3], activity=tuple(row[-3:])) for row in rows}
 
 
 def _store_members(session: Session, touched: list[_MemberState], now: datetime) -> None:

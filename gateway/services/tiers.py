@@ -8,6 +8,8 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
+from sqlalchemy.sql import ColumnElement
+from sqlalchemy.sql.selectable import ScalarSelect
 
 from ..db import as_utc, one_of
 from ..models import Action, Member, Purchase, TierChange
@@ -21,21 +23,15 @@ def tier_rule(settings: GatewaySettings, name: str) -> TierRule:
     return settings.tiers[0]  # a tier removed from configuration counts as the base tier
 
 
-def window_activities(session: Session, member_ids: list[int], now: datetime, window_days: int) -> dict[int, tuple[int, int, int]]:
-    """member id -> (spend, purchases, actions) in the rolling window ending now (zeros when none)."""
+def window_columns(member_id: ColumnElement[int], now: datetime, window_days: int) -> tuple[ScalarSelect[int], ...]:
+    """(spend, purchases, actions) of the member `member_id` names, in the rolling window ending now,
+    as columns of a select over members: a batch reads every member's window with the member's row."""
     since = now - timedelta(days=window_days)
-    spend_count = session.execute(
-        select(Purchase.member_id, func.sum(Purchase.amount_minor - Purchase.refunded_minor), func.count(Purchase.id))
-        .where(one_of(session, Purchase.member_id, member_ids), Purchase.occurred_at > since, Purchase.occurred_at <= now)
-        .group_by(Purchase.member_id))
-    actions = dict(session.execute(
-        select(Action.member_id, func.count(Action.id))
-        .where(one_of(session, Action.member_id, member_ids), Action.occurred_at > since, Action.occurred_at <= now)
-        .group_by(Action.member_id)).all())
-    out = {mid: (0, 0, int(actions.get(mid, 0))) for mid in member_ids}
-    for mid, spend, count in spend_count:
-        out[mid] = (int(spend), int(count), out[mid][2])
-    return out
+    purchases = (Purchase.member_id == member_id, Purchase.occurred_at > since, Purchase.occurred_at <= now)
+    return (select(func.coalesce(func.sum(Purchase.amount_minor - Purchase.refunded_minor), 0)).where(*purchases).scalar_subquery(),
+            select(func.count(Purchase.id)).where(*purchases).scalar_subquery(),
+            select(func.count(Action.id)).where(Action.member_id == member_id, Action.occurred_at > since,
+                                                Action.occurred_at <= now).scalar_subquery())
 
 
 def qualifying_tier(settings: GatewaySettings, spend: int, purchases: int, actions: int) -> TierRule:
@@ -75,7 +71,8 @@ def decide(settings: GatewaySettings, tier: str, downgrade_due_at: datetime | No
 
 
 def evaluate(session: Session, settings: GatewaySettings, member: Member, now: datetime) -> None:
-    activity = window_activities(session, [member.id], now, settings.tier_window_days)[member.id]
+    activity = tuple(session.execute(select(*window_columns(Member.id, now, settings.tier_window_days))
+                                     .where(Member.id == member.id)).one())
     tier, due = decide(settings, member.tier, member.downgrade_due_at, activity, now)
     if tier != member.tier:
         _change(session, member, tier, "qualified", now)
