@@ -6,12 +6,12 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import BigInteger, cast, func, select
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import ColumnElement
 from sqlalchemy.sql.selectable import ScalarSelect
 
-from ..db import as_utc, one_of
+from ..db import as_utc
 from ..models import Action, Member, Purchase, TierChange
 from ..settings import GatewaySettings, TierRule
 
@@ -28,7 +28,8 @@ def window_columns(member_id: ColumnElement[int], now: datetime, window_days: in
     as columns of a select over members: a batch reads every member's window with the member's row."""
     since = now - timedelta(days=window_days)
     purchases = (Purchase.member_id == member_id, Purchase.occurred_at > since, Purchase.occurred_at <= now)
-    return (select(func.coalesce(func.sum(Purchase.amount_minor - Purchase.refunded_minor), 0)).where(*purchases).scalar_subquery(),
+    spend = cast(func.coalesce(func.sum(Purchase.amount_minor - Purchase.refunded_minor), 0), BigInteger)  # PostgreSQL: not numeric
+    return (select(spend).where(*purchases).scalar_subquery(),
             select(func.count(Purchase.id)).where(*purchases).scalar_subquery(),
             select(func.count(Action.id)).where(Action.member_id == member_id, Action.occurred_at > since,
                                                 Action.occurred_at <= now).scalar_subquery())

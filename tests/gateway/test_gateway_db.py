@@ -13,7 +13,7 @@ from sqlalchemy import event, select
 
 from gateway.db import WAL_SAFETY_NET_PAGES, allocate_ids, as_utc, ids_taken, insert_many, make_engine, make_sessionmaker, one_of, transaction, update_many
 from gateway.migrations import upgrade_to_head
-from gateway.models import LedgerTxn, Member
+from gateway.models import LedgerTxn, Member, Purchase
 from gateway.services import purchases, tiers
 
 NOW = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)
@@ -124,3 +124,25 @@ def test_sqlite_checkpoints_run_beside_the_writers(tmp_path):
     while name in {t.name for t in threading.enumerate()} and time.monotonic() < deadline:
         time.sleep(0.05)
     assert name not in {t.name for t in threading.enumerate()}
+
+
+def test_tier_window_is_read_as_integers(database_url):
+    """A member's window comes back as Python ints on both databases (PostgreSQL sums bigints as numeric)."""
+    engine = make_engine(database_url)
+    upgrade_to_head(engine)
+    sessions = make_sessionmaker(engine)
+    try:
+        with transaction(sessions) as session:
+            conn = session.connection()
+            [member_id] = allocate_ids(conn, Member.__table__, 1)
+            insert_many(conn, Member.__table__, [_member(1, id=member_id, member_ref=f"window-{member_id}")])
+            insert_many(conn, Purchase.__table__, [
+                {"purchase_ref": f"p-{member_id}-{k}", "idempotency_key": f"k-{member_id}-{k}", "request_hash": "h", "member_id": member_id,
+                 "amount_minor": amount, "refunded_minor": refunded, "currency": "CNY", "channel": "store", "eco": False,
+                 "occurred_at": at, "received_at": at, "points": 1, "campaign": None, "clawed_back": 0, "txn_id": None}
+                for k, (amount, refunded, at) in enumerate([(12_000, 2_000, NOW - timedelta(days=3)), (5_000, 0, NOW - timedelta(days=1)),
+                                                            (9_999, 0, NOW - timedelta(days=400))])])
+            window = session.execute(select(*tiers.window_columns(Member.id, NOW, 365)).where(Member.id == member_id)).one()
+        assert tuple(window) == (15_000, 2, 0) and all(type(v) is int for v in window)
+    finally:
+        engine.dispose()
