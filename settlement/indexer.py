@@ -430,11 +430,12 @@ class Indexer:
                 conn.exec_driver_sql(self._insert_events_sql, rows)
             block_rows = [{"number": n, "hash": h, "timestamp": t} for n, (h, t) in blocks.items()]
             session.connection().execute(self._insert(IndexedBlock).on_conflict_do_nothing(index_elements=["number"]), block_rows)
-            state = self.cursor(session)
-            if state is None:
-                session.add(IndexerState(key=self.key, last_block=range_end, last_hash=blocks[range_end][0]))
-            else:
-                state.last_block, state.last_hash = range_end, blocks[range_end][0]
+            # One statement, and only ever forward: two indexers on one store (two runs of `settle
+            # index`, or `follow` beside one) neither collide creating the cursor nor move it back.
+            cursor = self._insert(IndexerState).values(key=self.key, last_block=range_end, last_hash=blocks[range_end][0])
+            session.execute(cursor.on_conflict_do_update(
+                index_elements=["key"], set_={"last_block": cursor.excluded.last_block, "last_hash": cursor.excluded.last_hash},
+                where=IndexerState.last_block < cursor.excluded.last_block))
 
     def follow(self, interval_s: float = 2.0, stop: Callable[[], bool] = lambda: False) -> None:
         """Index forever (until ``stop()``), every ``interval_s`` seconds."""

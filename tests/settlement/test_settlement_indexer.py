@@ -7,6 +7,7 @@ The tests that exercise the store run on both of its backends (``new_store``: SQ
 from __future__ import annotations
 
 import secrets
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -171,6 +172,31 @@ def test_indexer_rewinds_after_a_reorg(anvil_url, new_store):
     d = derive(store, sim.alliance.manifest.value_per_point)
     assert not [c for c in verify_state(sim.alliance, d) if not c.ok]
     assert d.issued[sim.brands[0].address] == 8
+
+
+def test_two_indexers_share_one_cursor(anvil_url, new_store):
+    """Two indexers on one store (two `settle index` runs, or one beside `follow`): starting together
+    on an empty store neither fails creating the cursor, and a range that finishes late never moves
+    the cursor back."""
+    chain = connect(anvil_url)
+    sim = SimAlliance.deploy(chain, 2, members=2)
+    for k in range(6):
+        sim.mint(sim.brands[k % 2], sim.members[k % 2].address, k + 1)
+        sim.flush()
+    store = new_store()
+    indexers = [Indexer(sim.alliance, store, chunk_blocks=1) for _ in range(2)]
+    with ThreadPoolExecutor(2) as pool:
+        runs = list(pool.map(lambda indexer: indexer.run(), indexers))
+    head = runs[0].to_block
+    assert indexers[0].last_block() == head
+    fresh = new_store()
+    Indexer(sim.alliance, fresh).run()
+    assert rows(store) == rows(fresh)
+
+    indexers[1]._store([], head - 3)  # a slow indexer's old range, committed after the other's
+    assert indexers[0].last_block() == head
+    with store.session() as session:
+        assert session.get(IndexerState, indexers[0].key).last_hash == chain.w3.eth.get_block(head)["hash"].to_0x_hex()
 
 
 def test_indexing_rate_on_anvil(anvil_url, tmp_path):
