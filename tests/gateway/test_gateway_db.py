@@ -146,3 +146,19 @@ def test_tier_window_is_read_as_integers(database_url):
         assert tuple(window) == (15_000, 2, 0) and all(type(v) is int for v in window)
     finally:
         engine.dispose()
+
+
+def test_sqlite_pool_hands_out_the_connection_returned_last(tmp_path):
+    """SQLite empties a connection's page cache when another one has written: the pool reuses the
+    connection that came back last (the one that just wrote), not the one idle longest."""
+    engine = make_engine(f"sqlite:///{tmp_path}/pool.db")
+    try:
+        first, last = engine.raw_connection(), engine.raw_connection()
+        first_driver, last_driver = first.driver_connection, last.driver_connection
+        first.close()
+        last.close()
+        again = engine.raw_connection()
+        assert again.driver_connection is last_driver and again.driver_connection is not first_driver
+        again.close()
+    finally:
+        engine.dispose()
