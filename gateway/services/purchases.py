@@ -255,6 +255,7 @@ def _load_members(session: Session, s: GatewaySettings, ids: list[int], now: dat
     rows = session.execute(select(*(members_t.c[c] for c in _MEMBER_COLUMNS), recent, consented,
                                   *tiers.window_columns(members_t.c.id, now, s.tier_window_days))
                            .where(one_of(session, members_t.c.id, ids)).order_by(members_t.c.id).with_for_update(of=members_t))
+    # Selected in _MemberState's field order: its columns, recent, consented, then the window.
     return {row[0]: _MemberState(*row[:-3], activity=tuple(row[-3:])) for row in rows}
 
 

@@ -35,6 +35,11 @@ def window_columns(member_id: ColumnElement[int], now: datetime, window_days: in
                                                 Action.occurred_at <= now).scalar_subquery())
 
 
+def window_activity(session: Session, member_id: int, now: datetime, window_days: int) -> tuple[int, int, int]:
+    """One member's (spend, purchases, actions) in the rolling window ending now."""
+    return tuple(session.execute(select(*window_columns(Member.id, now, window_days)).where(Member.id == member_id)).one())
+
+
 def qualifying_tier(settings: GatewaySettings, spend: int, purchases: int, actions: int) -> TierRule:
     best = settings.tiers[0]
     for rule in settings.tiers[1:]:
@@ -72,8 +77,7 @@ def decide(settings: GatewaySettings, tier: str, downgrade_due_at: datetime | No
 
 
 def evaluate(session: Session, settings: GatewaySettings, member: Member, now: datetime) -> None:
-    activity = tuple(session.execute(select(*window_columns(Member.id, now, settings.tier_window_days))
-                                     .where(Member.id == member.id)).one())
+    activity = window_activity(session, member.id, now, settings.tier_window_days)
     tier, due = decide(settings, member.tier, member.downgrade_due_at, activity, now)
     if tier != member.tier:
         _change(session, member, tier, "qualified", now)

@@ -85,7 +85,7 @@ def test_tier_window_and_daily_cap_read_only_the_index(tmp_path):
             [member_id] = allocate_ids(session.connection(), Member.__table__, 1)
             insert_many(session.connection(), Member.__table__, [_member(1, id=member_id)])
             event.listen(engine, "before_cursor_execute", note)
-            session.execute(select(*tiers.window_columns(Member.id, NOW, 365)).where(Member.id == member_id)).one()
+            tiers.window_activity(session, member_id, NOW, 365)
             purchases._earned_on_day(session, member_id, NOW)
             event.remove(engine, "before_cursor_execute", note)
             steps = [row[-1] for sql, params in sent
@@ -142,8 +142,8 @@ def test_tier_window_is_read_as_integers(database_url):
                  "occurred_at": at, "received_at": at, "points": 1, "campaign": None, "clawed_back": 0, "txn_id": None}
                 for k, (amount, refunded, at) in enumerate([(12_000, 2_000, NOW - timedelta(days=3)), (5_000, 0, NOW - timedelta(days=1)),
                                                             (9_999, 0, NOW - timedelta(days=400))])])
-            window = session.execute(select(*tiers.window_columns(Member.id, NOW, 365)).where(Member.id == member_id)).one()
-        assert tuple(window) == (15_000, 2, 0) and all(type(v) is int for v in window)
+            window = tiers.window_activity(session, member_id, NOW, 365)
+        assert window == (15_000, 2, 0) and all(type(v) is int for v in window)
     finally:
         engine.dispose()
 
