@@ -87,7 +87,8 @@ def create_app(settings: GatewaySettings | None = None, *, gateway: Gateway | No
 
     @app.exception_handler(GatewayError)
     async def _domain_error(request: Request, exc: GatewayError):
-        return JSONResponse({"error": exc.code, "detail": exc.detail, **exc.context}, status_code=exc.status)
+        retry = {"Retry-After": str(exc.context["retry_after_s"])} if "retry_after_s" in exc.context else None
+        return JSONResponse({"error": exc.code, "detail": exc.detail, **exc.context}, status_code=exc.status, headers=retry)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError):

@@ -49,6 +49,9 @@ class Member(Base):
     purchase_count: Mapped[int] = mapped_column(Integer, default=0)
     earned_day: Mapped[str | None] = mapped_column(String(10), nullable=True)  # YYYY-MM-DD of earned_today
     earned_today: Mapped[int] = mapped_column(BigInteger, default=0)
+    # The purchase rate limit's whole state (rules.pace): when, in µs since the epoch, the member's
+    # next purchase is due at the sustained rate.
+    purchase_tat_us: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     wallet_address: Mapped[str | None] = mapped_column(String(42), nullable=True)
     erased_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
@@ -219,8 +222,7 @@ class Purchase(Base):
 
     # A member's purchases by time carry what the tier window and the daily cap sum, so those reads
     # never visit the table's rows (one random page each, for every member of every batch).
-    __table_args__ = (Index("ix_purchases_member_time", "member_id", "occurred_at", "amount_minor", "refunded_minor", "points"),
-                      Index("ix_purchases_member_received", "member_id", "received_at"))
+    __table_args__ = (Index("ix_purchases_member_time", "member_id", "occurred_at", "amount_minor", "refunded_minor", "points"),)
 
 
 class Refund(Base):

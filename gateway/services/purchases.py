@@ -104,6 +104,7 @@ class Earned(NamedTuple):
 
 
 Outcome = Earned | GatewayError
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(slots=True)
@@ -120,7 +121,7 @@ class _MemberState:
     purchase_count: int
     earned_day: str | None
     earned_today: int
-    recent: int  # purchases received in the last minute (rate limit)
+    purchase_tat_us: int  # rate limit (rules.pace)
     consented: bool
     activity: tuple[int, int, int]  # tier window: spend, purchases, actions
     touched: bool = False  # took a new purchase in this batch
@@ -129,7 +130,7 @@ class _MemberState:
 
 
 _MEMBER_COLUMNS = ("id", "member_ref", "status", "tier", "downgrade_due_at", "birth_month", "balance", "purchase_count",
-                   "earned_day", "earned_today")
+                   "earned_day", "earned_today", "purchase_tat_us")
 
 
 def ingest(session: Session, gw: Gateway, events: list[PurchaseEvent], now: datetime) -> list[Outcome]:
@@ -183,6 +184,7 @@ def ingest(session: Session, gw: Gateway, events: list[PurchaseEvent], now: date
     new_purchases, credits, credited, tier_changes = [], [], [], []
     window_start = now - timedelta(days=s.tier_window_days)
     expires_at = now + timedelta(days=s.earn.validity_days)
+    now_us = (now - EPOCH) // timedelta(microseconds=1)
     for i, e in enumerate(events):
         if out[i] is not None:
             continue
@@ -200,8 +202,10 @@ def ingest(session: Session, gw: Gateway, events: list[PurchaseEvent], now: date
         if not m.consented:
             out[i] = ConsentRequired(f"the member has not consented to {Purpose.LOYALTY_CORE.value}", purpose=Purpose.LOYALTY_CORE.value)
             continue
-        if m.recent >= s.purchases_per_member_per_minute:
-            out[i] = RateLimited("too many purchases for this member in the last minute")
+        tat_us, wait_us = rules.pace(m.purchase_tat_us, now_us, s.purchases_per_member_per_minute)
+        if wait_us:
+            wait_s = -(-wait_us // 1_000_000)
+            out[i] = RateLimited(f"too many purchases for this member; the next one fits in {wait_s} s", retry_after_s=wait_s)
             continue
 
         earning = rules.purchase_points(s.earn, tiers.tier_rule(s, m.tier), e.amount_minor, first_order=m.purchase_count == 0,
@@ -221,7 +225,7 @@ def ingest(session: Session, gw: Gateway, events: list[PurchaseEvent], now: date
             credited.append(new_purchases[-1])
             m.balance += points
         m.purchase_count += 1
-        m.recent += 1
+        m.purchase_tat_us = tat_us
         m.touched = True
         if window_start < occurred_utc <= now:
             spend, count, actions = m.activity
@@ -244,18 +248,16 @@ def ingest(session: Session, gw: Gateway, events: list[PurchaseEvent], now: date
 
 def _load_members(session: Session, s: GatewaySettings, ids: list[int], now: datetime) -> dict[int, _MemberState]:
     """Lock the members (in id order, so concurrent batches cannot deadlock) and read what the rules
-    need, each member's consent, recent purchases and tier window with its row: one statement."""
+    need, each member's consent and tier window with its row: one statement."""
     if not ids:
         return {}
     members_t = Member.__table__
     consented = exists().where(Consent.member_id == members_t.c.id, Consent.purpose == Purpose.LOYALTY_CORE.value,
                                Consent.granted.is_(True))
-    recent = select(func.count(Purchase.id)).where(Purchase.member_id == members_t.c.id,
-                                                   Purchase.received_at > now - timedelta(minutes=1)).scalar_subquery()
-    rows = session.execute(select(*(members_t.c[c] for c in _MEMBER_COLUMNS), recent, consented,
+    rows = session.execute(select(*(members_t.c[c] for c in _MEMBER_COLUMNS), consented,
                                   *tiers.window_columns(members_t.c.id, now, s.tier_window_days))
                            .where(one_of(session, members_t.c.id, ids)).order_by(members_t.c.id).with_for_update(of=members_t))
-    # Selected in _MemberState's field order: its columns, recent, consented, then the window.
+    # Selected in _MemberState's field order: its columns, consented, then the window.
     return {row[0]: _MemberState(*row[:-3], activity=tuple(row[-3:])) for row in rows}
 
 
@@ -263,7 +265,8 @@ def _store_members(session: Session, touched: list[_MemberState], now: datetime)
     members_t = Member.__table__
     update_many(session.connection(), members_t, [
         {"id": m.id, "balance": m.balance, "purchase_count": m.purchase_count, "earned_day": m.earned_day,
-         "earned_today": m.earned_today, "tier": m.tier, "downgrade_due_at": m.downgrade_due_at} for m in touched])
+         "earned_today": m.earned_today, "purchase_tat_us": m.purchase_tat_us, "tier": m.tier,
+         "downgrade_due_at": m.downgrade_due_at} for m in touched])
     changed = [m.id for m in touched if m.tier_changed]
     if changed:
         session.execute(update(members_t).where(members_t.c.id.in_(changed)).values(tier_since=now))

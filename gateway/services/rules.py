@@ -32,6 +32,21 @@ def purchase_points(rules: EarnRules, tier: TierRule, amount_minor: int, *, firs
     return Earning(base, multiplier, None if campaign == "none" else campaign, base * multiplier // 100)
 
 
+MINUTE_US = 60_000_000
+
+
+def pace(tat_us: int, now_us: int, per_minute: int) -> tuple[int, int]:
+    """The purchase rate limit, as GCRA (the generic cell rate algorithm): a member may make up to
+    `per_minute` purchases at once, then one every minute / `per_minute`. Its whole state is one
+    number, the theoretical arrival time (TAT) of the member's next purchase at the sustained rate.
+
+    Returns (the TAT after this purchase, 0) when it fits, or (the TAT unchanged, µs until it would)."""
+    interval = MINUTE_US // per_minute
+    tat = max(tat_us, now_us)
+    wait = tat + interval - MINUTE_US - now_us  # > 0: the burst allowance is used up
+    return (tat_us, wait) if wait > 0 else (tat + interval, 0)
+
+
 def capped(points: int, earned_today: int, daily_cap: int) -> int:
     """Points actually credited under the daily cap."""
     return max(0, min(points, daily_cap - earned_today))

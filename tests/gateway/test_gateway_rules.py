@@ -125,19 +125,29 @@ def test_daily_cap_and_rate_limit(brand, clock):
     assert till.buy(m, 10_000)["points"] == 150
     assert balance(brand, m)["points"] == 100 + 50_000 + 150 + 150
 
-    # Rate limit: at most 10 purchases per member per minute.
+    # Rate limit, 10 purchases per member per minute: a burst of 10, then one every 6 s.
     r = enrol(brand, "+8613800000004")
     clock.advance(minutes=5)
     for i in range(10):
-        clock.advance(seconds=1)
         assert purchase(brand, r["member_ref"], 1_000, f"burst-{i}", clock.now).status_code == 201
-    clock.advance(seconds=1)
     limited = purchase(brand, r["member_ref"], 1_000, "burst-10", clock.now)
     assert limited.status_code == 429 and limited.json()["error"] == "rate_limited"
-    # Another member is not limited by this one; a minute later this one may buy again.
+    assert limited.json()["retry_after_s"] == 6 and limited.headers["Retry-After"] == "6"
+    # Another member is not limited by this one.
     assert purchase(brand, m["member_ref"], 1_000, "other-member", clock.now).status_code == 201
-    clock.advance(seconds=61)
-    assert purchase(brand, r["member_ref"], 1_000, "burst-11", clock.now).status_code == 201
+    clock.advance(seconds=5)
+    assert purchase(brand, r["member_ref"], 1_000, "burst-10", clock.now).json()["retry_after_s"] == 1
+    clock.advance(seconds=1)
+    assert purchase(brand, r["member_ref"], 1_000, "burst-10", clock.now).status_code == 201
+    assert purchase(brand, r["member_ref"], 1_000, "burst-11", clock.now).status_code == 429
+    # At the sustained rate every purchase fits, for as long as it lasts: at most 10 a minute after the burst.
+    for i in range(12, 32):
+        clock.advance(seconds=6)
+        assert purchase(brand, r["member_ref"], 1_000, f"burst-{i}", clock.now).status_code == 201
+    assert purchase(brand, r["member_ref"], 1_000, "burst-32", clock.now).status_code == 429
+    # A quiet minute refills the whole burst.
+    clock.advance(seconds=60)
+    assert [purchase(brand, r["member_ref"], 1_000, f"again-{i}", clock.now).status_code for i in range(11)] == [201] * 10 + [429]
     _ok(brand)
 
 
