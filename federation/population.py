@@ -608,7 +608,7 @@ def write_brand(gw: Any, ev: BrandEvents, seed: int, chunk: int = 50_000) -> dic
 
     def bulk(conn, table, rows):  # noqa: ANN001
         for k in range(0, len(rows), chunk):
-            insert_many(conn, table, rows[k : k + chunk])
+            insert_many(conn, table, list(rows[0]), [tuple(row.values()) for row in rows[k : k + chunk]])
 
     with gw.engine.begin() as conn:
         bulk(conn, gm.Member.__table__, member_rows)

@@ -9,9 +9,8 @@ import threading
 import weakref
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from operator import itemgetter
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Sequence
 
 from sqlalchemy import String, Table, any_, bindparam, create_engine, event, func, select
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -147,23 +146,21 @@ def one_of(session: Session, column: ColumnElement, values: Iterable) -> ColumnE
     return column.in_(select(func.json_each(bindparam(None, json.dumps(values), type_=String)).table_valued("value").c.value))
 
 
-def insert_many(conn: Connection, table: Table, rows: list[dict]) -> None:
-    """INSERT rows through the driver's executemany. On the ingest path (five rows per purchase) and
-    for training reads (a row per member) SQLAlchemy's per-row parameter handling would cost more
-    than the database's insert itself."""
+def insert_many(conn: Connection, table: Table, columns: Sequence[str], rows: list[tuple]) -> None:
+    """INSERT rows (tuples in `columns` order) through the driver's executemany. On the ingest path
+    (five rows per purchase) and for training reads (a row per member) SQLAlchemy's per-row parameter
+    handling would cost more than the database's insert itself."""
     if not rows:
         return
-    columns = list(rows[0])
     marker = _marker(conn)
     conn.exec_driver_sql(f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join([marker] * len(columns))})",
                          _parameters(conn, table, columns, rows))
 
 
-def update_many(conn: Connection, table: Table, rows: list[dict], key: str = "id") -> None:
-    """UPDATE one row per dict (found by `key`, set to the dict's other values) through executemany."""
+def update_many(conn: Connection, table: Table, columns: Sequence[str], rows: list[tuple], key: str = "id") -> None:
+    """UPDATE one row per tuple: `columns` set to its values, in the row whose `key` is its last."""
     if not rows:
         return
-    columns = [c for c in rows[0] if c != key]
     marker = _marker(conn)
     conn.exec_driver_sql(f"UPDATE {table.name} SET {', '.join(f'{c} = {marker}' for c in columns)} WHERE {key} = {marker}",
                          _parameters(conn, table, [*columns, key], rows))
@@ -194,17 +191,16 @@ def _marker(conn: Connection) -> str:
     return "?" if conn.dialect.paramstyle == "qmark" else "%s"
 
 
-def _parameters(conn: Connection, table: Table, columns: list[str], rows: list[dict]) -> list[tuple]:
-    """Rows as tuples in column order, with the dialect's own conversions (SQLite keeps datetimes as
-    text in SQLAlchemy's format) applied to the columns that have one."""
-    values = itemgetter(*columns) if len(columns) > 1 else lambda row: (row[columns[0]],)
+def _parameters(conn: Connection, table: Table, columns: Sequence[str], rows: list[tuple]) -> list[tuple]:
+    """The rows with the dialect's own conversions (SQLite keeps datetimes as text in SQLAlchemy's
+    format) applied to the columns that have one."""
     converters = [(i, _memoised(process)) for i, c in enumerate(columns)
                   if (process := table.c[c].type.dialect_impl(conn.dialect).bind_processor(conn.dialect)) is not None]
     if not converters:
-        return [values(row) for row in rows]
+        return rows
     out = []
     for row in rows:
-        v = list(values(row))
+        v = list(row)
         for i, convert in converters:
             v[i] = convert(v[i])
         out.append(tuple(v))

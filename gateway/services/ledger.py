@@ -58,15 +58,14 @@ def credit_many(session: Session, credits: list[Credit], now: datetime) -> list[
     txns, entries, lots = LedgerTxn.__table__, LedgerEntry.__table__, PointLot.__table__
     conn = session.connection()
     ids = allocate_ids(conn, txns, len(credits))
-    insert_many(conn, txns, [{"id": txn_id, "kind": c.kind, "member_id": c.member_id, "ref": c.ref, "created_at": now}
-                             for c, txn_id in zip(credits, ids, strict=True)])
-    insert_many(conn, entries, [
+    insert_many(conn, txns, ("id", "kind", "member_id", "ref", "created_at"),
+                [(txn_id, c.kind, c.member_id, c.ref, now) for c, txn_id in zip(credits, ids, strict=True)])
+    insert_many(conn, entries, ("txn_id", "account", "member_id", "amount"), [
         row for c, txn_id in zip(credits, ids, strict=True)
-        for row in ({"txn_id": txn_id, "account": MEMBER, "member_id": c.member_id, "amount": c.amount},
-                    {"txn_id": txn_id, "account": c.counter_account, "member_id": None, "amount": -c.amount})])
-    opened = [{"member_id": c.member_id, "txn_id": txn_id, "amount": c.amount, "remaining": c.amount - c.debt,
-               "earned_at": now, "expires_at": c.expires_at} for c, txn_id in zip(credits, ids, strict=True) if c.amount > c.debt]
-    insert_many(conn, lots, opened)
+        for row in ((txn_id, MEMBER, c.member_id, c.amount), (txn_id, c.counter_account, None, -c.amount))])
+    insert_many(conn, lots, ("member_id", "txn_id", "amount", "remaining", "earned_at", "expires_at"),
+                [(c.member_id, txn_id, c.amount, c.amount - c.debt, now, c.expires_at)
+                 for c, txn_id in zip(credits, ids, strict=True) if c.amount > c.debt])
     return ids
 
 

@@ -68,7 +68,7 @@ def record(conn: Connection, kind: str, ref: str, decided_at: datetime, relied_o
         set_id = conn.execute(insert(MemberSet).values(digest=digest, size=len(pairs))).inserted_primary_key[0]
         if pairs:
             # A training read can cover tens of thousands of members.
-            insert_many(conn, MemberSetEntry.__table__, [{"member_set_id": set_id, "member_id": m, "consent_seq": s} for m, s in pairs])
+            insert_many(conn, MemberSetEntry.__table__, ("member_set_id", "member_id", "consent_seq"), [(set_id, m, s) for m, s in pairs])
     return conn.execute(insert(Processing).values(kind=kind, ref=ref, purpose=PURPOSE_OF[kind], decided_at=decided_at,
                                                   member_set_id=set_id)).inserted_primary_key[0]
 

@@ -129,6 +129,8 @@ class _MemberState:
     unsaved: list[tuple[datetime, int]] = field(default_factory=list)  # this batch's earnings: UTC time, points
 
 
+_PURCHASE_COLUMNS = ("purchase_ref", "idempotency_key", "request_hash", "member_id", "amount_minor", "refunded_minor",
+                     "currency", "channel", "eco", "occurred_at", "received_at", "points", "campaign", "clawed_back", "txn_id")
 _MEMBER_COLUMNS = ("id", "member_ref", "status", "tier", "downgrade_due_at", "birth_month", "balance", "purchase_count",
                    "earned_day", "earned_today", "purchase_tat_us")
 
@@ -216,10 +218,8 @@ def ingest(session: Session, gw: Gateway, events: list[PurchaseEvent], now: date
         purchase_ref = str(uuid7())  # time-ordered: appends to the refs' index instead of touching a random page
         occurred_utc = e.occurred_at.astimezone(UTC)  # stored in UTC: SQLite keeps no offset
         m.unsaved.append((occurred_utc, points))
-        new_purchases.append({"purchase_ref": purchase_ref, "idempotency_key": e.idempotency_key, "request_hash": e.body_hash,
-                              "member_id": m.id, "amount_minor": e.amount_minor, "refunded_minor": 0, "currency": e.currency,
-                              "channel": e.channel, "eco": e.eco, "occurred_at": occurred_utc, "received_at": now, "points": points,
-                              "campaign": earning.campaign, "clawed_back": 0, "txn_id": None})
+        new_purchases.append([purchase_ref, e.idempotency_key, e.body_hash, m.id, e.amount_minor, 0, e.currency, e.channel,
+                              e.eco, occurred_utc, now, points, earning.campaign, 0, None])  # _PURCHASE_COLUMNS
         if points:
             credits.append(ledger.Credit(m.id, "earn", points, "issued", purchase_ref, max(0, -m.balance), expires_at))
             credited.append(new_purchases[-1])
@@ -232,16 +232,17 @@ def ingest(session: Session, gw: Gateway, events: list[PurchaseEvent], now: date
             m.activity = (spend + e.amount_minor, count + 1, actions)
         tier, m.downgrade_due_at = tiers.decide(s, m.tier, m.downgrade_due_at, m.activity, now)
         if tier != m.tier:
-            tier_changes.append({"member_id": m.id, "from_tier": m.tier, "to_tier": tier, "reason": "qualified", "changed_at": now})
+            tier_changes.append((m.id, m.tier, tier, "qualified", now))
             m.tier, m.tier_changed = tier, True
         out[i] = Earned(purchase_ref, m.member_ref, points, earning.campaign, earning.points - points, m.balance, m.tier, False)
         taken[e.idempotency_key] = (e.body_hash, out[i], m)
 
     if new_purchases:
         for row, txn_id in zip(credited, ledger.credit_many(session, credits, now), strict=True):
-            row["txn_id"] = txn_id
-        insert_many(session.connection(), purchases_t, new_purchases)
-        insert_many(session.connection(), TierChange.__table__, tier_changes)
+            row[-1] = txn_id  # the last of _PURCHASE_COLUMNS
+        insert_many(session.connection(), purchases_t, _PURCHASE_COLUMNS, [tuple(row) for row in new_purchases])
+        insert_many(session.connection(), TierChange.__table__, ("member_id", "from_tier", "to_tier", "reason", "changed_at"),
+                    tier_changes)
         _store_members(session, [m for m in state.values() if m.touched], now)
     return out  # type: ignore[return-value]
 
@@ -263,10 +264,10 @@ def _load_members(session: Session, s: GatewaySettings, ids: list[int], now: dat
 
 def _store_members(session: Session, touched: list[_MemberState], now: datetime) -> None:
     members_t = Member.__table__
-    update_many(session.connection(), members_t, [
-        {"id": m.id, "balance": m.balance, "purchase_count": m.purchase_count, "earned_day": m.earned_day,
-         "earned_today": m.earned_today, "purchase_tat_us": m.purchase_tat_us, "tier": m.tier,
-         "downgrade_due_at": m.downgrade_due_at} for m in touched])
+    update_many(session.connection(), members_t,
+                ("balance", "purchase_count", "earned_day", "earned_today", "purchase_tat_us", "tier", "downgrade_due_at"),
+                [(m.balance, m.purchase_count, m.earned_day, m.earned_today, m.purchase_tat_us, m.tier, m.downgrade_due_at, m.id)
+                 for m in touched])
     changed = [m.id for m in touched if m.tier_changed]
     if changed:
         session.execute(update(members_t).where(members_t.c.id.in_(changed)).values(tier_since=now))

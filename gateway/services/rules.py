@@ -18,18 +18,19 @@ class Earning(NamedTuple):
 def purchase_points(rules: EarnRules, tier: TierRule, amount_minor: int, *, first_order: bool,
                     birth_month: int | None, eco: bool, occurred_at: datetime) -> Earning:
     base = amount_minor * rules.points_per_unit // rules.minor_per_unit
-    campaigns = {"none": 100}
-    if first_order:
-        campaigns["first_order"] = rules.first_order_multiplier_pct
-    if birth_month is not None and birth_month == occurred_at.month:
-        campaigns["birthday_month"] = rules.birthday_month_multiplier_pct
-    if eco:
-        campaigns["eco_choice"] = rules.eco_multiplier_pct
-    if rules.member_day is not None and occurred_at.day == rules.member_day:
-        campaigns["member_day"] = rules.member_day_multiplier_pct
-    campaign, campaign_pct = max(campaigns.items(), key=lambda kv: kv[1])
+    # Campaigns do not stack: the highest multiplier applies, the first listed on a tie, and one of
+    # 100% is no campaign. (Plain comparisons: the ingest path runs this for every purchase.)
+    campaign, campaign_pct = None, 100
+    if first_order and rules.first_order_multiplier_pct > campaign_pct:
+        campaign, campaign_pct = "first_order", rules.first_order_multiplier_pct
+    if birth_month == occurred_at.month and rules.birthday_month_multiplier_pct > campaign_pct:
+        campaign, campaign_pct = "birthday_month", rules.birthday_month_multiplier_pct
+    if eco and rules.eco_multiplier_pct > campaign_pct:
+        campaign, campaign_pct = "eco_choice", rules.eco_multiplier_pct
+    if occurred_at.day == rules.member_day and rules.member_day_multiplier_pct > campaign_pct:
+        campaign, campaign_pct = "member_day", rules.member_day_multiplier_pct
     multiplier = tier.earn_multiplier_pct * campaign_pct // 100
-    return Earning(base, multiplier, None if campaign == "none" else campaign, base * multiplier // 100)
+    return Earning(base, multiplier, campaign, base * multiplier // 100)
 
 
 MINUTE_US = 60_000_000

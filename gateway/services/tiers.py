@@ -40,11 +40,12 @@ def window_activity(session: Session, member_id: int, now: datetime, window_days
     return tuple(session.execute(select(*window_columns(Member.id, now, window_days)).where(Member.id == member_id)).one())
 
 
-def qualifying_tier(settings: GatewaySettings, spend: int, purchases: int, actions: int) -> TierRule:
-    best = settings.tiers[0]
-    for rule in settings.tiers[1:]:
+def _qualifying_rank(settings: GatewaySettings, spend: int, purchases: int, actions: int) -> int:
+    """Position in the tier ladder of the highest tier the activity qualifies for."""
+    best = 0
+    for i, rule in enumerate(settings.tiers):
         if spend >= rule.min_spend_minor or purchases >= rule.min_purchases or actions >= rule.min_actions:
-            best = rule
+            best = i
     return best
 
 
@@ -67,10 +68,10 @@ def decide(settings: GatewaySettings, tier: str, downgrade_due_at: datetime | No
            now: datetime) -> tuple[str, datetime | None]:
     """(tier, downgrade due) after an evaluation: an upgrade applies at once; falling short starts
     the grace period (or keeps the one running); qualifying again cancels it."""
-    target = qualifying_tier(settings, *activity)
-    current, wanted = _rank(settings, tier), _rank(settings, target.name)
+    wanted = _qualifying_rank(settings, *activity)
+    current = _rank(settings, tier)
     if wanted > current:
-        return target.name, None
+        return settings.tiers[wanted].name, None
     if wanted == current:
         return tier, None
     return tier, downgrade_due_at or now + timedelta(days=settings.tier_grace_days)

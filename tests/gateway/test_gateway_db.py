@@ -19,6 +19,10 @@ from gateway.services import purchases, tiers
 NOW = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)
 
 
+def _insert(conn, table, rows: list[dict]) -> None:
+    insert_many(conn, table, list(rows[0]), [tuple(row.values()) for row in rows])
+
+
 def _member(i: int, **overrides) -> dict:
     return {"member_ref": f"ref-{i:05d}", "status": "active", "enrolled_at": NOW, "jurisdiction": "CN", "tier": "member",
             "tier_since": NOW, "balance": 0, "purchase_count": 0, "earned_today": 0} | overrides
@@ -35,7 +39,7 @@ def test_bulk_helpers(database_url):
             ids = allocate_ids(conn, members, 40_000)
             assert ids == list(range(ids[0], ids[0] + 40_000))
             # More values than SQLite binds in one statement (32,766): one_of binds them as one.
-            insert_many(conn, members, [_member(i, id=mid) for i, mid in enumerate(ids)])
+            _insert(conn, members, [_member(i, id=mid) for i, mid in enumerate(ids)])
             odd = ["ref-%05d" % i for i in range(1, 40_000, 2)] + ["it's \"quoted\" ünicode", "ref-99999"]
             found = session.scalars(select(members.c.id).where(one_of(session, members.c.member_ref, odd))).all()
             assert sorted(found) == ids[1::2]
@@ -45,8 +49,8 @@ def test_bulk_helpers(database_url):
             session.flush()
             assert allocate_ids(conn, LedgerTxn.__table__, 2)[0] > session.scalar(select(LedgerTxn.id))
             # Rows loaded with ids of their own (the population simulator): later ids go past them.
-            insert_many(conn, LedgerTxn.__table__, [{"id": 10_000 + k, "kind": "earn", "member_id": ids[0], "ref": None,
-                                                     "created_at": NOW} for k in range(3)])
+            insert_many(conn, LedgerTxn.__table__, ("id", "kind", "member_id", "ref", "created_at"),
+                        [(10_000 + k, "earn", ids[0], None, NOW) for k in range(3)])
             ids_taken(conn, LedgerTxn.__table__)
             assert allocate_ids(conn, LedgerTxn.__table__, 1) == [10_003]
             orm = LedgerTxn(kind="welcome", member_id=ids[0], ref=None, created_at=NOW)
@@ -55,8 +59,7 @@ def test_bulk_helpers(database_url):
             assert orm.id > 10_002
 
             due = NOW + timedelta(days=90, microseconds=1)  # stored in UTC, as every time is
-            update_many(conn, members, [{"id": ids[0], "balance": 150, "downgrade_due_at": due},
-                                        {"id": ids[1], "balance": -20, "downgrade_due_at": None}])
+            update_many(conn, members, ("balance", "downgrade_due_at"), [(150, due, ids[0]), (-20, None, ids[1])])
             session.get(Member, ids[2]).downgrade_due_at = due  # the same value, written by the ORM
         with transaction(sessions) as session:
             a, b = (session.get(Member, i) for i in ids[:2])
@@ -83,7 +86,7 @@ def test_tier_window_and_daily_cap_read_only_the_index(tmp_path):
     try:
         with transaction(sessions) as session:
             [member_id] = allocate_ids(session.connection(), Member.__table__, 1)
-            insert_many(session.connection(), Member.__table__, [_member(1, id=member_id)])
+            _insert(session.connection(), Member.__table__, [_member(1, id=member_id)])
             event.listen(engine, "before_cursor_execute", note)
             tiers.window_activity(session, member_id, NOW, 365)
             purchases._earned_on_day(session, member_id, NOW)
@@ -109,7 +112,7 @@ def test_sqlite_checkpoints_run_beside_the_writers(tmp_path):
     before = path.stat().st_size
     with transaction(sessions) as session:  # ~2 MB: some 500 pages, short of any commit's own checkpoint
         conn = session.connection()
-        insert_many(conn, Member.__table__, [_member(i, id=mid) for i, mid in enumerate(allocate_ids(conn, Member.__table__, 10_000))])
+        _insert(conn, Member.__table__, [_member(i, id=mid) for i, mid in enumerate(allocate_ids(conn, Member.__table__, 10_000))])
     deadline = time.monotonic() + 10
     while path.stat().st_size < before + 1_000_000 and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -135,8 +138,8 @@ def test_tier_window_is_read_as_integers(database_url):
         with transaction(sessions) as session:
             conn = session.connection()
             [member_id] = allocate_ids(conn, Member.__table__, 1)
-            insert_many(conn, Member.__table__, [_member(1, id=member_id, member_ref=f"window-{member_id}")])
-            insert_many(conn, Purchase.__table__, [
+            _insert(conn, Member.__table__, [_member(1, id=member_id, member_ref=f"window-{member_id}")])
+            _insert(conn, Purchase.__table__, [
                 {"purchase_ref": f"p-{member_id}-{k}", "idempotency_key": f"k-{member_id}-{k}", "request_hash": "h", "member_id": member_id,
                  "amount_minor": amount, "refunded_minor": refunded, "currency": "CNY", "channel": "store", "eco": False,
                  "occurred_at": at, "received_at": at, "points": 1, "campaign": None, "clawed_back": 0, "txn_id": None}

@@ -21,9 +21,13 @@ from harness import (
     refund,
     start_local_brand,
 )
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy import select
 
 from gateway.models import DataKey, MemberIdentifier, PiiField, PointLot
+from gateway.services import rules
+from gateway.settings import EarnRules, TierRule
 
 
 @pytest.fixture
@@ -375,3 +379,41 @@ def test_maintenance_never_overwrites_a_concurrent_purchase(brand, clock, monkey
     assert bought[0].status_code == 201, bought[0].text
     assert db_balance(brand, m["member_ref"]) == (200, 200, 200)
     _ok(brand)
+
+
+PCT = st.integers(100, 400)
+
+
+@given(first=PCT, birthday=PCT, eco=PCT, day=PCT, tier_pct=PCT, amount=st.integers(1, 10**9),
+       applies=st.tuples(st.booleans(), st.booleans(), st.booleans(), st.booleans()))
+def test_the_highest_campaign_applies_on_top_of_the_tier(first, birthday, eco, day, tier_pct, amount, applies):
+    earn = EarnRules(first_order_multiplier_pct=first, birthday_month_multiplier_pct=birthday, eco_multiplier_pct=eco,
+                     member_day=8, member_day_multiplier_pct=day)
+    at = datetime(2026, 5, 8 if applies[3] else 9, 12, tzinfo=UTC)
+    got = rules.purchase_points(earn, TierRule(name="t", min_spend_minor=0, min_purchases=0, min_actions=0,
+                                               earn_multiplier_pct=tier_pct),
+                                amount, first_order=applies[0], birth_month=5 if applies[1] else 6, eco=applies[2], occurred_at=at)
+    offered = [(pct, name) for pct, name, on in ((first, "first_order", applies[0]), (birthday, "birthday_month", applies[1]),
+                                                 (eco, "eco_choice", applies[2]), (day, "member_day", applies[3])) if on and pct > 100]
+    best = max((pct for pct, _ in offered), default=100)
+    assert got.campaign == next((name for pct, name in offered if pct == best), None)  # the first listed on a tie
+    assert got.base == amount // 100 and got.multiplier_pct == tier_pct * best // 100
+    assert got.points == got.base * got.multiplier_pct // 100
+
+
+@given(per_minute=st.integers(1, 120), gaps_ms=st.lists(st.integers(0, 20_000), min_size=1, max_size=300))
+def test_the_rate_limit_allows_a_burst_then_the_sustained_rate(per_minute, gaps_ms):
+    interval = rules.MINUTE_US // per_minute
+    tat, now, accepted = 0, 10**15, []
+    for gap in gaps_ms:
+        now += gap * 1000
+        tat, wait = rules.pace(tat, now, per_minute)
+        if wait:
+            assert rules.pace(tat, now + wait - 1, per_minute)[1] == 1  # the wait is exact: a µs earlier does not fit ...
+            assert rules.pace(tat, now + wait, per_minute)[1] == 0  # ... and then it does
+        else:
+            accepted.append(now)
+    # In any stretch of time: at most a burst, plus one per interval elapsed.
+    for i, start in enumerate(accepted):
+        for j in range(i, len(accepted)):
+            assert j - i + 1 <= per_minute + (accepted[j] - start) // interval
