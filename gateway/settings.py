@@ -64,7 +64,7 @@ class GatewaySettings(BaseSettings):
     tier_grace_days: int = Field(90, ge=0)
     member_token_days: int = Field(30, ge=1)
     max_purchase_minor: int = Field(100_000_000, ge=1)  # one purchase above this is refused as implausible
-    purchases_per_member_per_minute: int = Field(10, ge=1)  # anti-farming rate limit
+    purchases_per_member_per_minute: int = Field(10, ge=1)  # anti-farming: a burst of this many, then one per minute / this
     anchor_interval_s: int = Field(3600, ge=0)  # 0 turns scheduled anchoring off
     outbox_interval_s: float = Field(5.0, ge=0)  # 0 turns the background retry worker off
     releases_dir: Path | None = None  # released alliance models (federation.releases) for campaign targeting
