@@ -149,18 +149,20 @@ def redemptions(members: int = REDEEMING_MEMBERS, per_member: int = 4) -> dict:
     from contracts.chain import Anvil
     from contracts.deploy import BrandTerms
     from gateway.local import LocalAlliance
+    from gateway.settings import Throttle, Throttles
 
     with tempfile.TemporaryDirectory() as tmp, Anvil() as anvil_url:
         local = LocalAlliance.start(Path(tmp) / "alliance", chain_url=anvil_url)
-        grocer = local.add_brand("grocery", BrandTerms("Bench Grocery", rate=10, credit_limit=10**9, collateral=10**15))
-        cafe = local.add_brand("cafe", BrandTerms("Bench Cafe", rate=50, credit_limit=10**9, collateral=10**15))
+        # Every member enrols from this one process: its address may enrol them all.
+        many = Throttles(enrol_per_address=Throttle(burst=10 * members, period_s=3600))
+        grocer = local.add_brand("grocery", BrandTerms("Bench Grocery", rate=10, credit_limit=10**9, collateral=10**15), throttles=many)
+        cafe = local.add_brand("cafe", BrandTerms("Bench Cafe", rate=50, credit_limit=10**9, collateral=10**15), throttles=many)
         requests = []
         for i in range(members):
             wallet = Account.create()
-            at_grocer, at_cafe = grocer.member(), cafe.member()
-            refs = []
+            at_grocer, at_cafe = (brand.enrol({"email": f"r{i}@bench.example"}, f"Member {i}", "bench passphrase") for brand in (grocer, cafe))
+            refs = [at_grocer.member_ref, at_cafe.member_ref]
             for client in (at_grocer, at_cafe):
-                refs.append(client.enrol({"email": f"r{i}@bench.example"}, f"Member {i}", "bench passphrase")["member_ref"])
                 client.consent("alliance_exchange")
                 client.link_wallet(wallet)
             r = grocer.http.post("/v1/purchases", headers=grocer.headers("pos", **{"Idempotency-Key": f"r{i}"}),

@@ -15,6 +15,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -29,8 +30,16 @@ from web3 import Web3
 from web3.exceptions import ContractCustomError, ContractLogicError, ContractPanicError, Web3RPCError
 
 from .artifacts import error_selectors
-
 from .defaults import EMBEDDED
+
+# Importing the chain libraries raises the interpreter's recursion limit (py_ecc to 100,000, py-evm
+# to 12,288), so deep recursion overflows the C stack and kills the process instead of raising
+# RecursionError: a JSON body nested 100,000 deep did that to a gateway. Every process that talks to
+# a chain imports this module after them; it puts CPython's default back (the alliance's contracts
+# call each other a few levels deep, far within it).
+RECURSION_LIMIT = 1000
+sys.setrecursionlimit(RECURSION_LIMIT)
+
 REVERTS = (ContractCustomError, ContractLogicError, ContractPanicError, TransactionFailed)
 #: anvil's first development account (from its public default mnemonic).
 ANVIL_FAUCET_KEY = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
@@ -39,6 +48,29 @@ ANVIL_BINARY = Path(__file__).resolve().parent / "node_modules" / ".bin" / "anvi
 
 class ChainError(RuntimeError):
     """The chain could not be reached or refused a transaction for a reason other than a revert."""
+
+
+def shown_url(url: str) -> str:
+    """A node's URL as messages show it: scheme, host and port (its user, password, path and query
+    may hold an access key)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname}{f':{parts.port}' if parts.port else ''}" if parts.hostname else "the node"
+
+
+class NodeProvider(Web3.HTTPProvider):
+    """JSON-RPC over HTTP whose transport failures are ChainErrors, wherever a read or a send fails:
+    callers handle one exception, and no message carries the node's full URL."""
+
+    def make_request(self, method, params):
+        import requests
+
+        try:
+            return super().make_request(method, params)
+        except (requests.RequestException, OSError) as exc:
+            raise ChainError(f"the chain node at {shown_url(str(self.endpoint_uri))} did not answer {method} "
+                             f"({type(exc).__name__})") from None
 
 
 class ContractRevert(ChainError):
@@ -112,6 +144,7 @@ class Chain:
     _locks: dict[str, threading.Lock] = field(default_factory=dict, repr=False)
     _nonces: dict[str, int] = field(default_factory=dict, repr=False)
     _locks_guard: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _chain_id: int | None = field(default=None, repr=False)
 
     def account_lock(self, address: str) -> threading.Lock:
         with self._locks_guard:
@@ -119,7 +152,9 @@ class Chain:
 
     @property
     def chain_id(self) -> int:
-        return self.w3.eth.chain_id
+        if self._chain_id is None:  # asked once: a chain's id never changes
+            self._chain_id = self.w3.eth.chain_id
+        return self._chain_id
 
     @property
     def embedded(self) -> bool:
@@ -183,12 +218,12 @@ def connect(url: str = EMBEDDED, faucet_key: str | None = None) -> Chain:
         faucet = Account.from_key(backend.account_keys[0])
         return Chain(w3=w3, url=url, faucet=faucet, _tester=tester)
     if url.startswith(("http://", "https://")):
-        w3 = Web3(Web3.HTTPProvider(url, request_kwargs={"timeout": 30}))
+        w3 = Web3(NodeProvider(url, request_kwargs={"timeout": 30}))
         if not w3.is_connected():
-            raise ChainError(f"no EVM JSON-RPC node answers at {url}")
+            raise ChainError(f"no EVM JSON-RPC node answers at {shown_url(url)}")
         key = faucet_key or os.environ.get("ALLIANCE_FAUCET_KEY") or ANVIL_FAUCET_KEY
         return Chain(w3=w3, url=url, faucet=Account.from_key(key))
-    raise ChainError(f"unsupported chain URL {url!r}: use 'embedded' or an http(s):// JSON-RPC URL")
+    raise ChainError(f"unsupported chain URL {shown_url(url)!r}: use 'embedded' or an http(s):// JSON-RPC URL")
 
 
 @dataclass(frozen=True)

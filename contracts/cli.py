@@ -14,7 +14,7 @@ from .defaults import EMBEDDED, RATE_NOTICE_S, VALUE_PER_POINT
 # Heavy imports (web3, eth-account, the compiler driver) happen inside the commands, so that
 # `alliance --help` and every other command start fast.
 
-app = typer.Typer(help="Build, check and deploy the alliance contracts (Python only, no Hardhat).", no_args_is_help=True)
+app = typer.Typer(pretty_exceptions_show_locals=False, help="Build, check and deploy the alliance contracts (Python only, no Hardhat).", no_args_is_help=True)
 console = Console()
 
 

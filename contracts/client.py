@@ -14,7 +14,7 @@ from eth_utils import to_checksum_address
 from web3.contract import Contract
 
 from .artifacts import load_artifact
-from .chain import Chain, Transactor
+from .chain import REVERTS, Chain, Transactor, decode_revert
 from .manifest import Manifest
 
 BYTES32_ZERO = b"\x00" * 32
@@ -133,6 +133,14 @@ class _Bound:
         self.address = to_checksum_address(address)
         self.contract: Contract = chain.w3.eth.contract(address=self.address, abi=load_artifact(self.name)["abi"])
 
+    @staticmethod
+    def _read(call) -> Any:
+        """A view call; a revert is a ContractRevert naming the Solidity error, as for transactions."""
+        try:
+            return call.call()
+        except REVERTS as exc:
+            raise decode_revert(exc) from None
+
     def events(self, receipt: Any, event: str) -> list[dict[str, Any]]:
         """Decoded `event` logs of this contract in a receipt."""
         from web3.logs import DISCARD
@@ -159,28 +167,28 @@ class RegistryClient(_Bound):
         return tx.send(self.contract.functions.setRateNotice(seconds))
 
     def is_active(self, brand: str) -> bool:
-        return self.contract.functions.isActive(to_checksum_address(brand)).call()
+        return self._read(self.contract.functions.isActive(to_checksum_address(brand)))
 
     def status(self, brand: str) -> BrandStatus:
-        return BrandStatus(self.contract.functions.statusOf(to_checksum_address(brand)).call())
+        return BrandStatus(self._read(self.contract.functions.statusOf(to_checksum_address(brand))))
 
     def rate(self, brand: str) -> tuple[int, int]:
         """(rate, version) in force now."""
-        return tuple(self.contract.functions.rateOf(to_checksum_address(brand)).call())
+        return tuple(self._read(self.contract.functions.rateOf(to_checksum_address(brand))))
 
     def pending_rate(self, brand: str) -> PendingRate | None:
-        rate, version, at = self.contract.functions.pendingRateOf(to_checksum_address(brand)).call()
+        rate, version, at = self._read(self.contract.functions.pendingRateOf(to_checksum_address(brand)))
         return PendingRate(rate, version, at) if rate else None
 
     def rate_notice(self) -> int:
-        return self.contract.functions.rateNotice().call()
+        return self._read(self.contract.functions.rateNotice())
 
     def info(self, brand: str) -> BrandInfo:
-        name, status, admitted_at, rate, version = self.contract.functions.brandInfo(to_checksum_address(brand)).call()
+        name, status, admitted_at, rate, version = self._read(self.contract.functions.brandInfo(to_checksum_address(brand)))
         return BrandInfo(to_checksum_address(brand), name, BrandStatus(status), admitted_at, rate, version)
 
     def brands(self) -> list[str]:
-        return list(self.contract.functions.brands().call())
+        return list(self._read(self.contract.functions.brands()))
 
 
 class TokenClient(_Bound):
@@ -193,7 +201,7 @@ class TokenClient(_Bound):
         return tx.send(self.contract.functions.approve(to_checksum_address(spender), amount))
 
     def balance_of(self, account: str) -> int:
-        return self.contract.functions.balanceOf(to_checksum_address(account)).call()
+        return self._read(self.contract.functions.balanceOf(to_checksum_address(account)))
 
 
 class SettlementClient(_Bound):
@@ -212,22 +220,22 @@ class SettlementClient(_Bound):
         return tx.send(self.contract.functions.closeEpoch())
 
     def current_epoch(self) -> int:
-        return self.contract.functions.currentEpoch().call()
+        return self._read(self.contract.functions.currentEpoch())
 
     def pool_balance(self) -> int:
-        return self.contract.functions.poolBalance().call()
+        return self._read(self.contract.functions.poolBalance())
 
     def total_collateral(self) -> int:
-        return self.contract.functions.totalCollateral().call()
+        return self._read(self.contract.functions.totalCollateral())
 
     def value_per_point(self) -> int:
-        return self.contract.functions.valuePerPoint().call()
+        return self._read(self.contract.functions.valuePerPoint())
 
     def account(self, brand: str) -> SettlementAccount:
-        return SettlementAccount(*self.contract.functions.accountOf(to_checksum_address(brand)).call())
+        return SettlementAccount(*self._read(self.contract.functions.accountOf(to_checksum_address(brand))))
 
     def open_position(self, brand: str) -> OpenPosition:
-        return OpenPosition(*self.contract.functions.openPosition(to_checksum_address(brand)).call())
+        return OpenPosition(*self._read(self.contract.functions.openPosition(to_checksum_address(brand))))
 
 
 class PointsClient(_Bound):
@@ -263,7 +271,7 @@ class PointsClient(_Bound):
         owner, brand = to_checksum_address(owner), to_checksum_address(brand)
         word = 0
         while True:
-            used = self.contract.functions.usedNonces(owner, brand, word).call()
+            used = self._read(self.contract.functions.usedNonces(owner, brand, word))
             for bit in range(NONCES_PER_WORD):
                 nonce = word * NONCES_PER_WORD + bit
                 if not used >> bit & 1 and nonce not in reserved:
@@ -278,16 +286,16 @@ class PointsClient(_Bound):
         return r.signed_by(member, self.chain.chain_id, self.address)
 
     def balance_of(self, account: str) -> int:
-        return self.contract.functions.balanceOf(to_checksum_address(account)).call()
+        return self._read(self.contract.functions.balanceOf(to_checksum_address(account)))
 
     def total_supply(self) -> int:
-        return self.contract.functions.totalSupply().call()
+        return self._read(self.contract.functions.totalSupply())
 
     def paused(self) -> bool:
-        return self.contract.functions.paused().call()
+        return self._read(self.contract.functions.paused())
 
     def is_nonce_used(self, owner: str, brand: str, nonce: int) -> bool:
-        return self.contract.functions.isNonceUsed(to_checksum_address(owner), to_checksum_address(brand), nonce).call()
+        return self._read(self.contract.functions.isNonceUsed(to_checksum_address(owner), to_checksum_address(brand), nonce))
 
     def issued_logs(self, ref: bytes | str, from_block: int = 0) -> list[dict[str, Any]]:
         """Issued events carrying the brand's reference `ref` (how a retried mint is detected)."""
@@ -306,14 +314,14 @@ class AnchorClient(_Bound):
         return tx.send(self.contract.functions.post(_bytes32(kind), period, size, root))
 
     def anchor(self, brand: str, kind: bytes | str, period: int) -> Anchor:
-        return Anchor(*self.contract.functions.anchorOf(to_checksum_address(brand), _bytes32(kind), period).call())
+        return Anchor(*self._read(self.contract.functions.anchorOf(to_checksum_address(brand), _bytes32(kind), period)))
 
     def latest(self, brand: str, kind: bytes | str) -> tuple[int, Anchor] | None:
-        exists, period, anchor = self.contract.functions.latestOf(to_checksum_address(brand), _bytes32(kind)).call()
+        exists, period, anchor = self._read(self.contract.functions.latestOf(to_checksum_address(brand), _bytes32(kind)))
         return (period, Anchor(*anchor)) if exists else None
 
     def is_anchored(self, brand: str, kind: bytes | str, period: int, root: bytes) -> bool:
-        return self.contract.functions.isAnchored(to_checksum_address(brand), _bytes32(kind), period, root).call()
+        return self._read(self.contract.functions.isAnchored(to_checksum_address(brand), _bytes32(kind), period, root))
 
 
 class Alliance:

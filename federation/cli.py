@@ -15,7 +15,7 @@ import typer
 
 from federation import population
 
-simulate_app = typer.Typer(help="Simulate an alliance population into brand gateway databases.", invoke_without_command=True)
+simulate_app = typer.Typer(pretty_exceptions_show_locals=False, help="Simulate an alliance population into brand gateway databases.", invoke_without_command=True)
 
 
 @simulate_app.callback()

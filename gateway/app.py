@@ -8,18 +8,34 @@ import gc
 import logging
 from functools import partial
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DataError, IntegrityError, OperationalError
+from http import HTTPStatus
 
-from contracts.chain import Chain
+from fastapi import FastAPI, Path, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from contracts.chain import Chain, ChainError, ContractRevert
 from privacy.receipts import policy_digest
 
 from .auth import ApiKeyCache
-from .errors import GatewayError
+from .errors import (
+    BUSY,
+    INVALID_REQUEST,
+    PROBLEMS,
+    ChainRejected,
+    ChainUnavailable,
+    Conflict,
+    GatewayError,
+    NotFound,
+    error_response,
+    problem,
+)
 from .groupcommit import GroupCommit
-from .routes import admin, alliance, audit, campaigns, consent, members, points, rights
+from .guard import Limits, RequestGuard
+from .routes import admin, alliance, audit, campaigns, consent, members, points, problems, rights
+from .schemas import BrandInfo, Health, Problem, ProblemType
 from .runtime import Gateway, build_gateway
 from .services import anchoring, outbox, purchases
 from .services.alliance import EXCHANGE_JOB, REDEMPTION_JOB
@@ -80,65 +96,116 @@ def create_app(settings: GatewaySettings | None = None, *, gateway: Gateway | No
 
     app = FastAPI(title=f"{s.brand_name} gateway", version="1.0.0", lifespan=lifespan,
                   description="One brand's node in the loyalty alliance: members, consent, points, cross-brand exchange "
-                              "and redemption, data-subject rights and audit. Amounts of points are integers.")
+                              "and redemption, data-subject rights and audit. Amounts of points are integers. Every error "
+                              "is an RFC 9457 problem (application/problem+json) with a machine-readable `code`.")
     app.state.gateway = gw
-    app.state.api_keys = ApiKeyCache()
+    app.state.api_keys = ApiKeyCache(s.api_key_cache_s)
     app.state.purchases = GroupCommit(partial(purchases.ingest_committed, gw))
+    app.add_middleware(RequestGuard, limits=Limits(max_bytes=s.max_body_bytes, max_depth=s.max_json_depth,
+                                                   routes={"/v1/purchases/batch": s.max_batch_body_bytes}))
+    install_problem_handlers(app)
+
+    @app.get("/healthz", tags=["service"], response_model=Health, responses=problems(), summary="Liveness")
+    def healthz() -> Health:
+        return Health(status="ok", brand=s.brand_id)
+
+    @app.get("/problems/{code}", tags=["service"], response_model=ProblemType, responses=problems(404),
+             summary="What a problem `type` means (error bodies point here)")
+    def problem_type(code: str = Path(max_length=40)) -> ProblemType:
+        if code not in PROBLEMS:
+            raise NotFound("no such problem type")
+        status, title = PROBLEMS[code]
+        return ProblemType(type=f"/problems/{code}", code=code, status=status, title=title)
+
+    @app.get("/v1/brand", tags=["service"], response_model=BrandInfo, responses=problems(),
+             summary="Public facts about this brand: its chain account, rate, policy and receipt key; `chain_status` says "
+                     "whether the chain figures could be read")
+    def brand() -> BrandInfo:
+        return BrandInfo(brand_id=s.brand_id, name=s.brand_name, address=gw.brand_address, policy_version=s.policy_version,
+                         policy_sha256=policy_digest(s.policy_text), policy_text=s.policy_text,
+                         receipt_key_id=gw.signing_key.key_id,
+                         receipt_public_key_pem=gw.signing_key.public_key.to_pem().decode(), **_chain_facts(gw))
+
+    for module in (members, consent, points, alliance, rights, audit, admin, campaigns):
+        app.include_router(module.router)
+    app.include_router(alliance.public)
+    app.openapi = partial(_openapi, app)
+    return app
+
+
+def _chain_facts(gw: Gateway) -> dict:
+    """The brand's chain figures, or why there are none (each field is always there, null if unknown)."""
+    if gw.alliance is None:
+        return {"chain_status": "not_configured"}
+    facts = {"points_contract": gw.alliance.points.address}
+    try:
+        facts["chain_id"] = gw.alliance.chain.chain_id
+        rate, version = gw.alliance.registry.rate(gw.brand_address)
+        pending = gw.alliance.registry.pending_rate(gw.brand_address)
+    except ContractRevert:
+        return facts | {"chain_status": "not_admitted"}
+    except ChainError:
+        return facts | {"chain_status": "unreachable"}
+    return facts | {"chain_status": "ok", "rate": rate, "rate_version": version,
+                    "pending_rate": None if pending is None else pending.__dict__}
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    """Every error as an RFC 9457 problem; nothing internal (no connection string, no traceback) in any."""
 
     @app.exception_handler(GatewayError)
     async def _domain_error(request: Request, exc: GatewayError):
-        retry = {"Retry-After": str(exc.context["retry_after_s"])} if "retry_after_s" in exc.context else None
-        return JSONResponse({"error": exc.code, "detail": exc.detail, **exc.context}, status_code=exc.status, headers=retry)
+        return error_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError):
         errors = [{"loc": list(e["loc"]), "msg": e["msg"]} for e in exc.errors()]
-        return JSONResponse({"error": "invalid_request", "detail": errors}, status_code=422)
+        detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors)[:1000]
+        return problem(*INVALID_REQUEST, detail, errors=errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException):  # unknown paths, wrong methods
+        if exc.status_code == 400:  # FastAPI's only one: a body it cannot decode as JSON (not UTF-8, say)
+            return problem(*INVALID_REQUEST, "the body is not JSON text")
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "bad_request")
+        return problem(exc.status_code, code, HTTPStatus(exc.status_code).phrase, str(exc.detail), headers=exc.headers)
 
     @app.exception_handler(IntegrityError)
     async def _integrity_error(request: Request, exc: IntegrityError):
         # Two concurrent requests raced for the same unique thing: the loser retries and gets the winner's result.
-        return JSONResponse({"error": "conflict", "detail": "a concurrent request changed the same record; retry"}, status_code=409)
+        return error_response(Conflict("a concurrent request changed the same record; retry"))
 
     @app.exception_handler(DataError)
     async def _unstorable(request: Request, exc: DataError):
         # A value the database cannot hold (out of range, too long, a NUL character in text): the
         # schemas bound what they can; this is the net under them, so bad input is never a 500.
-        log.warning("database refused a value: %s", exc.orig)
-        return JSONResponse({"error": "invalid_request", "detail": "a value is out of the range this service can store"}, status_code=422)
+        log.warning("database refused a value: %s", type(exc.orig).__name__)
+        return problem(*INVALID_REQUEST, "a value is out of the range this service can store")
 
     @app.exception_handler(OperationalError)
     async def _busy(request: Request, exc: OperationalError):
         message = str(exc.orig).lower()
         if "locked" in message or "deadlock" in message or "could not serialize" in message:
-            return JSONResponse({"error": "busy", "detail": "the database is busy; retry"}, status_code=503)
-        log.error("database error", exc_info=exc)
-        return JSONResponse({"error": "internal", "detail": "database error"}, status_code=500)
+            return problem(*BUSY, "the database is busy; retry", retry_after_s=1)
+        log.error("database error: %s", type(exc.orig).__name__)
+        return problem(*BUSY, "the database cannot be reached; retry later", retry_after_s=5)
 
-    @app.get("/healthz", tags=["service"], summary="Liveness")
-    def healthz() -> dict:
-        return {"status": "ok", "brand": s.brand_id}
+    @app.exception_handler(ChainError)
+    async def _chain_error(request: Request, exc: ChainError):
+        # Wherever a chain call was not expected to fail: a revert is a refusal, the rest an outage.
+        if isinstance(exc, ContractRevert):
+            return error_response(ChainRejected(f"the alliance contracts refused it: {exc.error}"))
+        log.warning("the chain cannot be reached: %s", exc)
+        return error_response(ChainUnavailable("the alliance chain cannot be reached; retry later", retry_after_s=5))
 
-    @app.get("/v1/brand", tags=["service"], summary="Public facts about this brand: its chain account, rate, policy and receipt key")
-    def brand() -> dict:
-        out = {"brand_id": s.brand_id, "name": s.brand_name, "address": gw.brand_address,
-               "policy_version": s.policy_version, "policy_sha256": policy_digest(s.policy_text), "policy_text": s.policy_text,
-               "receipt_key_id": gw.signing_key.key_id, "receipt_public_key_pem": gw.signing_key.public_key.to_pem().decode()}
-        if gw.alliance is not None:
-            try:
-                rate, version = gw.alliance.registry.rate(gw.brand_address)
-                pending = gw.alliance.registry.pending_rate(gw.brand_address)
-                out |= {"rate": rate, "rate_version": version, "chain_id": gw.alliance.chain.chain_id,
-                        "points_contract": gw.alliance.points.address,
-                        "pending_rate": None if pending is None else pending.__dict__}
-            except Exception as exc:  # not admitted yet, or the chain is away: say so, do not fail
-                out["chain_status"] = f"unavailable: {type(exc).__name__}"
-        return out
 
-    for module in (members, consent, points, alliance, rights, audit, admin, campaigns):
-        app.include_router(module.router)
-    app.include_router(alliance.public)
-    return app
+def _openapi(app: FastAPI) -> dict:
+    """FastAPI's schema, with the Problem every error response refers to."""
+    if app.openapi_schema is None:
+        schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        schema.setdefault("components", {}).setdefault("schemas", {})["Problem"] = Problem.model_json_schema()
+        app.openapi_schema = schema
+    return app.openapi_schema
 
 
 def _anchor_all(gw: Gateway) -> None:

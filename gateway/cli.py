@@ -11,7 +11,7 @@ from rich.console import Console
 
 from .settings import GatewaySettings
 
-app = typer.Typer(help="Run and operate a brand gateway (configured by GATEWAY_* environment variables).", no_args_is_help=True)
+app = typer.Typer(pretty_exceptions_show_locals=False, help="Run and operate a brand gateway (configured by GATEWAY_* environment variables).", no_args_is_help=True)
 console = Console()
 
 
@@ -50,9 +50,17 @@ def serve(host: str = "127.0.0.1", port: int = typer.Option(8000, min=1, max=655
     uvicorn.run("gateway.app:create_app", factory=True, host=host, port=port, workers=workers, log_level="info")
 
 
-@app.command("apikey")
-def apikey(role: str = typer.Argument(..., help="operator | pos | auditor"), label: str = typer.Option(..., help="who holds it")) -> None:
+apikey_app = typer.Typer(pretty_exceptions_show_locals=False, no_args_is_help=True,
+                         help="API keys of operators, points of sale and auditors: issue, list, revoke.")
+app.add_typer(apikey_app, name="apikey")
+
+
+@apikey_app.command("issue")
+def apikey_issue(role: str = typer.Argument(..., help="operator | pos | auditor"), label: str = typer.Option(..., help="who holds it"),
+                 expires_in_days: int = typer.Option(None, min=1, max=3660, help="expire after this many days (default: never)")) -> None:
     """Issue an API key; the secret is shown once and stored only hashed."""
+    from datetime import timedelta
+
     from .auth import API_KEY_ROLES, create_api_key
     from .db import transaction
     from .services import audit
@@ -60,10 +68,45 @@ def apikey(role: str = typer.Argument(..., help="operator | pos | auditor"), lab
     if role not in API_KEY_ROLES:
         raise typer.BadParameter(f"role must be one of {', '.join(API_KEY_ROLES)}")
     gw = _gateway()
+    now = gw.now()
+    expires_at = now + timedelta(days=expires_in_days) if expires_in_days else None
     with transaction(gw.sessions) as session:
-        row, secret = create_api_key(session, role, label, gw.now())
-        audit.record(session, "cli", "apikey.created", gw.now(), key_id=row.id, role=role, label=label)
-    console.print(secret)
+        row, secret = create_api_key(session, role, label, now, expires_at)
+        audit.record(session, "cli", "apikey.created", now, key_id=row.id, role=role, label=label,
+                     expires_at=expires_at.strftime("%Y-%m-%dT%H:%M:%SZ") if expires_at else None)
+    typer.echo(secret)
+
+
+@apikey_app.command("list")
+def apikey_list() -> None:
+    """Every API key (never a secret): id, role, label, created, expires, revoked, last used."""
+    from .auth import api_keys
+    from .db import reading
+    from .routes.admin import key_info
+
+    gw = _gateway()
+    with reading(gw.sessions) as session:
+        rows = [key_info(row) for row in api_keys(session)]
+    typer.echo(json.dumps(rows, default=lambda v: v.strftime("%Y-%m-%dT%H:%M:%SZ")))
+
+
+@apikey_app.command("revoke")
+def apikey_revoke(key_id: int = typer.Argument(..., min=1, help="the key's id (see `apikey list`)")) -> None:
+    """Revoke an API key: a running gateway refuses it within GATEWAY_API_KEY_CACHE_S (5 s by default)."""
+    from .auth import revoke_api_key
+    from .db import transaction
+    from .errors import NotFound
+    from .services import audit
+
+    gw = _gateway()
+    try:
+        with transaction(gw.sessions) as session:
+            row, revoked = revoke_api_key(session, key_id, gw.now())
+            if revoked:
+                audit.record(session, "cli", "apikey.revoked", gw.now(), key_id=row.id, role=row.role, label=row.label)
+    except NotFound:
+        raise typer.BadParameter(f"no API key with id {key_id}") from None
+    console.print(f"API key {key_id} ({row.role}, {row.label}) {'revoked' if revoked else 'was already revoked'}")
 
 
 @app.command()

@@ -29,11 +29,13 @@ def as_utc(moment: datetime) -> datetime:
 
 
 def make_engine(url: str) -> Engine:
+    """(hide_parameters: a statement's values, personal data among them, never reach an error message or a log.)"""
     if url.startswith("sqlite"):
         # Last in, first out: SQLite drops a connection's page cache whenever another connection has
         # written, so reusing the connection that just wrote keeps its cache (bulk ingest after a burst
         # of single purchases read ~20,000 pages fewer per 40,000 events).
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, pool_use_lifo=True)
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, pool_use_lifo=True,
+                               hide_parameters=True)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection, _record):
@@ -80,7 +82,7 @@ def make_engine(url: str) -> Engine:
         if engine.url.database not in (None, "", ":memory:"):
             _checkpoint_in_background(engine, engine.url.database)
         return engine
-    return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True, hide_parameters=True)
 
 
 WAL_SAFETY_NET_PAGES = 10_000
@@ -164,6 +166,15 @@ def update_many(conn: Connection, table: Table, columns: Sequence[str], rows: li
     marker = _marker(conn)
     conn.exec_driver_sql(f"UPDATE {table.name} SET {', '.join(f'{c} = {marker}' for c in columns)} WHERE {key} = {marker}",
                          _parameters(conn, table, [*columns, key], rows))
+
+
+def insert_missing(session: Session, table: Table, rows: list[dict]) -> None:
+    """INSERT the rows whose primary key is not there yet (ON CONFLICT DO NOTHING on both databases):
+    concurrent first writers of one key then both go on to lock the same row instead of colliding."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    session.execute(dialect.insert(table).values(rows).on_conflict_do_nothing())
 
 
 def allocate_ids(conn: Connection, table: Table, count: int) -> list[int]:

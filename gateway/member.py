@@ -20,11 +20,12 @@ from contracts.client import Redemption
 
 
 class GatewayRefused(Exception):
-    """A gateway answered with an error; `detail` is its reason."""
+    """A gateway answered with an error: an RFC 9457 problem, whose `code` says what kind and `detail` why."""
 
     def __init__(self, status: int, body: dict[str, Any]):
         self.status, self.body = status, body
-        super().__init__(f"{status} {body.get('error', '')}: {body.get('detail', body)}")
+        self.code = body.get("code", "")
+        super().__init__(f"{status} {self.code}: {body.get('detail', body)}")
 
 
 class MemberClient:
@@ -32,6 +33,7 @@ class MemberClient:
 
     def __init__(self, http: httpx.Client, token: str | None = None):
         self.http, self.token = http, token
+        self.member_ref: str | None = None  # known once enrolled or logged in here
 
     def _call(self, method: str, path: str, **kwargs) -> dict[str, Any]:
         headers = kwargs.pop("headers", {})
@@ -47,14 +49,20 @@ class MemberClient:
         return self._call("GET", "/v1/brand")
 
     def enrol(self, identifiers: dict[str, str], name: str, passphrase: str, birthday: str | None = None, channel: str = "app") -> dict:
-        body = self._call("POST", "/v1/members", json={"identifiers": identifiers, "name": name, "passphrase": passphrase,
-                                                        "birthday": birthday, "channel": channel})
-        self.token = body["token"]
+        """Start enrolling: the gateway sends a one-time code to each identifier. Returns the
+        enrolment (`enrolment_id`, `expires_at`, `sent_to`) to `verify` with the codes."""
+        body = {"identifiers": identifiers, "name": name, "passphrase": passphrase, "channel": channel}
+        return self._call("POST", "/v1/enrolments", json=body | ({"birthday": birthday} if birthday else {}))
+
+    def verify(self, enrolment_id: str, codes: dict[str, str]) -> dict:
+        """Prove the identifiers with their codes: the account exists from now on, and this client is logged in."""
+        body = self._call("POST", f"/v1/enrolments/{enrolment_id}/verification", json={"codes": codes})
+        self.token, self.member_ref = body["token"], body["member_ref"]
         return body
 
     def login(self, kind: str, value: str, passphrase: str) -> dict:
         body = self._call("POST", "/v1/sessions", json={"kind": kind, "value": value, "passphrase": passphrase})
-        self.token = body["token"]
+        self.token, self.member_ref = body["token"], body["member_ref"]
         return body
 
     def consent(self, purpose: str, granted: bool = True) -> dict:
@@ -124,7 +132,19 @@ class MemberHome:
         return json.loads(self.sessions_file.read_text()) if self.sessions_file.exists() else {}
 
     def save_session(self, brand_url: str, member_ref: str, token: str) -> None:
-        sessions = self.sessions() | {brand_url: {"member_ref": member_ref, "token": token}}
+        self._save(self.sessions() | {brand_url: {"member_ref": member_ref, "token": token}})
+
+    def save_pending(self, brand_url: str, enrolment_id: str) -> None:
+        """An enrolment started at a brand, waiting for its codes."""
+        self._save(self.sessions() | {brand_url: {"enrolment_id": enrolment_id}})
+
+    def pending(self, brand_url: str) -> str:
+        enrolment_id = self.sessions().get(brand_url, {}).get("enrolment_id")
+        if enrolment_id is None:
+            raise KeyError(f"no enrolment waiting at {brand_url}: run `alliance member enrol --brand {brand_url}` first")
+        return enrolment_id
+
+    def _save(self, sessions: dict) -> None:
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd = os.open(self.sessions_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
@@ -132,6 +152,6 @@ class MemberHome:
 
     def client(self, brand_url: str) -> MemberClient:
         session = self.sessions().get(brand_url)
-        if session is None:
+        if session is None or "token" not in session:
             raise KeyError(f"not enrolled at {brand_url}: run `alliance member enrol --brand {brand_url}` or `login`")
         return MemberClient(httpx.Client(base_url=brand_url, timeout=60), session["token"])

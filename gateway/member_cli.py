@@ -22,7 +22,7 @@ def _client(brand_url: str):
     return MemberClient(httpx.Client(base_url=brand_url, timeout=60))
 
 
-app = typer.Typer(help="A member's wallet and accounts across the alliance's brands.", no_args_is_help=True)
+app = typer.Typer(pretty_exceptions_show_locals=False, help="A member's wallet and accounts across the alliance's brands.", no_args_is_help=True)
 console = Console()
 HOME = typer.Option(Path.home() / ".alliance-member", "--home", envvar="ALLIANCE_MEMBER_HOME", help="where the wallet and sessions live")
 BRAND = typer.Option(..., "--brand", help="the brand gateway's URL, e.g. http://127.0.0.1:8001")
@@ -61,11 +61,28 @@ def wallet(home: Path = HOME, passphrase: str = typer.Option(..., prompt=True, h
 def enrol(brand: str = BRAND, name: str = typer.Option(...), phone: str = typer.Option(None), email: str = typer.Option(None),
           birthday: str = typer.Option(None, help="YYYY-MM-DD"), home: Path = HOME,
           passphrase: str = typer.Option(..., prompt=True, hide_input=True, envvar="ALLIANCE_MEMBER_PASSPHRASE")) -> None:
-    """Join a brand's programme (only the consent the programme needs is given)."""
+    """Join a brand's programme: a one-time code goes to your phone and e-mail; finish with `verify`.
+    (Only the consent the programme needs is given.)"""
     identifiers = {k: v for k, v in {"phone": phone, "email": email}.items() if v}
 
     def go():
-        body = _client(brand).enrol(identifiers, name, passphrase, birthday, "cli")
+        started = _client(brand).enrol(identifiers, name, passphrase, birthday, "cli")
+        _home(home).save_pending(brand, started["enrolment_id"])
+        return started | {"next": f"alliance member verify --brand {brand} " + " ".join(f"--code {k}=CODE" for k in started["sent_to"])}
+
+    _run(go)
+
+
+@app.command()
+def verify(brand: str = BRAND, code: list[str] = typer.Option(..., help="KIND=CODE for each code received, e.g. phone=123456"),
+           home: Path = HOME) -> None:
+    """Finish enrolling with the codes sent to your identifiers: the account is created and you are logged in."""
+    codes = dict(c.partition("=")[::2] for c in code)
+
+    def go():
+        enrolment_id = _home(home).pending(brand)
+        client = _client(brand)
+        body = client.verify(enrolment_id, codes)
         _home(home).save_session(brand, body["member_ref"], body["token"])
         return {k: v for k, v in body.items() if k != "token"}
 

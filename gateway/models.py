@@ -54,6 +54,51 @@ class Member(Base):
     purchase_tat_us: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     wallet_address: Mapped[str | None] = mapped_column(String(42), nullable=True)
     erased_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # How the identifiers were proven at enrolment: "code" (one-time codes to each contact identifier)
+    # or "staff" (enrolled by a point of sale or an operator, recorded in the audit log with the key).
+    # ("none": enrolled before enrolment proved anything.)
+    identity_proof: Mapped[str] = mapped_column(String(16), server_default="none")
+
+
+class Enrolment(Base):
+    """A self-enrolment waiting for the one-time codes sent to its contact identifiers. Nothing about
+    it says whether an identifier already belongs to a member: that is decided when the codes come
+    back. Its personal data is already sealed under the future member's data key; an enrolment that
+    is verified becomes the member, one that expires is deleted, key and all."""
+
+    __tablename__ = "enrolments"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    member_ref: Mapped[str] = mapped_column(String(36))
+    pseudonyms: Mapped[str] = mapped_column(Text)  # JSON: identifier kind -> pseudonym
+    code_hashes: Mapped[str] = mapped_column(Text)  # JSON: contact kind -> SHA-256 of (enrolment id, kind, code)
+    sealed: Mapped[str] = mapped_column(Text)  # JSON: the wrapped data key and the encrypted fields
+    passphrase_hash: Mapped[str] = mapped_column(String(200))
+    birth_month: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    jurisdiction: Mapped[str] = mapped_column(String(2))
+    channel: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class Throttle(Base):
+    """One rate limit's whole state (GCRA, services/throttle.py): when its next attempt is due."""
+
+    __tablename__ = "throttles"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)  # SHA-256 of "<action>:<scope>:<value>"
+    tat_us: Mapped[int] = mapped_column(BigInteger)
+
+
+class LoginFailure(Base):
+    """Consecutive failed logins of one identifier, whether or not a member has it, and the lock they earned."""
+
+    __tablename__ = "login_failures"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)  # SHA-256 of the identifier's pseudonym
+    failures: Mapped[int] = mapped_column(Integer)
+    locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class MemberIdentifier(Base):
@@ -96,7 +141,9 @@ class ApiKey(Base):
     role: Mapped[str] = mapped_column(String(16))  # operator | pos | auditor
     label: Mapped[str] = mapped_column(String(100))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)  # to the minute
 
 
 class Consent(Base):
@@ -244,6 +291,7 @@ class Action(Base):
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     idempotency_key: Mapped[str] = mapped_column(String(128), unique=True)
+    request_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)  # NULL: recorded before requests were hashed
     member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), index=True)
     kind: Mapped[str] = mapped_column(String(16))
     points: Mapped[int] = mapped_column(BigInteger)

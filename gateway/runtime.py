@@ -31,6 +31,7 @@ from privacy.pseudonyms import Pseudonymiser
 from privacy.vault import Vault
 
 from .db import Base, make_engine, make_sessionmaker
+from .notify import Notifier, make_notifier
 from .settings import GatewaySettings
 
 CHAIN_KEY_FILE = "chain.key"
@@ -68,6 +69,7 @@ class Gateway:
     signing_key: SigningKey
     chain_account: LocalAccount
     alliance: Alliance | None  # None when the gateway runs without a chain (brand-local points only)
+    notifier: Notifier  # one-time codes to members (gateway/notify.py)
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     # Test hook: called between the ledger commit and the broadcast of a chain transaction, to prove
     # that a crash there loses and doubles nothing.
@@ -116,6 +118,7 @@ def build_gateway(settings: GatewaySettings, chain: Chain | None = None, create_
         signing_key=load_signing_key(keys_dir / SIGNING_KEY_FILE),
         chain_account=Account.from_key((keys_dir / CHAIN_KEY_FILE).read_text().strip()),
         alliance=alliance,
+        notifier=make_notifier(settings),
     )
 
 

@@ -2,22 +2,90 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, WithJsonSchema, model_validator
 
 Points = int
 MAX_AMOUNT = 10**12  # minor units; anything larger is refused as implausible before any rule runs
 IdempotencyKey = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._:-]+$")
 UUID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
-# Optional (default None): a purchase or action may locate the member by identifier instead.
-MemberRef = Field(None, pattern=UUID_PATTERN, examples=["0b7c2f9e-8f8a-4c52-9a4d-3f1f3c7d2a10"])
+MEMBER_REF_EXAMPLE = "0b7c2f9e-8f8a-4c52-9a4d-3f1f3c7d2a10"
 MAX_DB_INT = 2**63 - 1  # the widest integer column (BIGINT); larger values are refused, never overflow the database
+
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,6})?([Zz]|[+-]\d{2}:\d{2})$")
+_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def _rfc3339(value: Any) -> Any:
+    if not isinstance(value, str) or not _RFC3339.match(value):
+        raise ValueError("a time is an RFC 3339 string with its offset, e.g. 2026-03-03T10:00:00+08:00")
+    return value
+
+
+def _iso_date(value: Any) -> Any:
+    if not isinstance(value, str) or not _ISO_DATE.match(value):
+        raise ValueError("a date is a string YYYY-MM-DD")
+    return value
+
+
+# Times only as RFC 3339 strings with an offset (no Unix numbers, no naive times); dates as YYYY-MM-DD.
+Timestamp = Annotated[datetime, BeforeValidator(_rfc3339), WithJsonSchema({"type": "string", "format": "date-time"})]
+CalendarDate = Annotated[date, BeforeValidator(_iso_date), WithJsonSchema({"type": "string", "format": "date"})]
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem: every error this API answers (application/problem+json)."""
+
+    model_config = ConfigDict(extra="allow", json_schema_extra={"additionalProperties": True})
+
+    type: str = Field(description="/problems/<code>: a URI reference to the kind of problem", examples=["/problems/not_found"])
+    title: str = Field(description="the kind of problem, the same for every occurrence")
+    status: int = Field(description="the HTTP status")
+    detail: str = Field(description="what went wrong with this request")
+    code: str = Field(description="machine-readable kind of problem", examples=["not_found"])
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    brand: str
+
+
+class ProblemType(BaseModel):
+    type: str
+    code: str
+    status: int
+    title: str
+
+
+class PendingRate(BaseModel):
+    rate: int
+    version: int
+    effective_at: int = Field(description="unix seconds")
+
+
+class BrandInfo(BaseModel):
+    brand_id: str
+    name: str
+    address: str = Field(description="the brand's account on the alliance chain")
+    policy_version: str
+    policy_sha256: str
+    policy_text: str
+    receipt_key_id: str
+    receipt_public_key_pem: str
+    chain_status: Literal["ok", "unreachable", "not_admitted", "not_configured"] = Field(
+        description="ok: the chain figures below are current; otherwise they are null (or only what is known without the chain)")
+    chain_id: int | None = None
+    points_contract: str | None = None
+    rate: int | None = Field(None, description="brand points per AP")
+    rate_version: int | None = None
+    pending_rate: PendingRate | None = Field(None, description="a published rate and when it takes effect")
 
 
 class Identifiers(Strict):
@@ -29,18 +97,56 @@ class Identifiers(Strict):
         return {k: v for k, v in self.model_dump().items() if v is not None}
 
 
+Channel = Literal["app", "pos", "web", "cli", "api", "call_centre"]
+
+
 class EnrolRequest(Strict):
+    """Self-enrolment: a one-time code goes to each contact identifier (phone, e-mail)."""
+
     identifiers: Identifiers
     name: str = Field(min_length=1, max_length=100, examples=["Alice Zhang"])
-    birthday: date | None = Field(None, examples=["1990-05-17"])
+    birthday: CalendarDate | None = Field(None, description="YYYY-MM-DD, not in the future", examples=["1990-05-17"])
     passphrase: str = Field(min_length=10, max_length=200, examples=["correct horse battery"])
-    jurisdiction: str | None = Field(None, pattern=r"^[A-Z]{2}$", examples=["CN"])
-    channel: Literal["app", "pos", "web", "cli", "api", "call_centre"] = "app"
+    jurisdiction: str = Field(None, pattern=r"^[A-Z]{2}$", examples=["CN"], description="default: the brand's")
+    channel: Channel = "app"
+
+
+class EnrolmentStarted(BaseModel):
+    """The same answer whether or not an identifier already has an account (its owner is told by
+    the message instead)."""
+
+    enrolment_id: str
+    expires_at: datetime
+    sent_to: list[Literal["phone", "email"]] = Field(description="identifiers a one-time code went to")
+
+
+class VerificationRequest(Strict):
+    codes: dict[Literal["phone", "email"], Annotated[str, Field(pattern=r"^[0-9]{6}$")]] = Field(
+        min_length=1, description="the six-digit code sent to each identifier", examples=[{"phone": "123456"}])
+
+
+class StaffEnrolRequest(Strict):
+    """Enrolment by a point of sale or an operator, who see the member: no code (recorded as such)."""
+
+    identifiers: Identifiers
+    name: str = Field(min_length=1, max_length=100, examples=["Alice Zhang"])
+    birthday: CalendarDate | None = Field(None, description="YYYY-MM-DD, not in the future", examples=["1990-05-17"])
+    passphrase: str = Field(None, min_length=10, max_length=200, description="lets the member log in (optional)")
+    jurisdiction: str = Field(None, pattern=r"^[A-Z]{2}$", examples=["CN"])
+    channel: Channel = "pos"
 
 
 class EnrolResponse(BaseModel):
     member_ref: str
     token: str
+    welcome_points: Points
+    balance: Points
+    tier: str
+    consents: dict[str, bool]
+
+
+class MemberCreated(BaseModel):
+    member_ref: str
     welcome_points: Points
     balance: Points
     tier: str
@@ -93,8 +199,8 @@ class LedgerLine(BaseModel):
 
 
 class ConsentChange(Strict):
-    granted: bool
-    channel: Literal["app", "pos", "web", "cli", "api", "call_centre"] = "app"
+    granted: StrictBool
+    channel: Channel = "app"
 
 
 class ConsentResponse(BaseModel):
@@ -105,23 +211,31 @@ class ConsentResponse(BaseModel):
 
 
 class MemberLocator(Strict):
-    member_ref: str | None = MemberRef
-    identifier_kind: Literal["phone", "email", "card"] | None = None
-    identifier: str | None = Field(None, max_length=254)
+    """The member, by member_ref or by identifier_kind + identifier: exactly one of the two."""
+
+    # The fields are optional but never null, so the schema's oneOf says exactly what is accepted.
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"oneOf": [
+        {"required": ["member_ref"], "not": {"anyOf": [{"required": ["identifier_kind"]}, {"required": ["identifier"]}]}},
+        {"required": ["identifier_kind", "identifier"], "not": {"required": ["member_ref"]}}]})
+
+    member_ref: str = Field(None, pattern=UUID_PATTERN, examples=[MEMBER_REF_EXAMPLE])
+    identifier_kind: Literal["phone", "email", "card"] = None
+    identifier: str = Field(None, max_length=254)
 
     @model_validator(mode="after")
     def _one(self):
-        if (self.member_ref is None) == (self.identifier is None or self.identifier_kind is None):
+        by_identifier = self.identifier_kind is not None or self.identifier is not None
+        if (self.member_ref is not None) == by_identifier or (by_identifier and (self.identifier_kind is None or self.identifier is None)):
             raise ValueError("give either member_ref or identifier_kind + identifier")
         return self
 
 
 class PurchaseRequest(MemberLocator):
     amount_minor: int = Field(gt=0, le=MAX_AMOUNT, strict=True, description="amount in minor currency units", examples=[12_850])
-    currency: str = Field("CNY", pattern=r"^[A-Z]{3}$")
+    currency: str = Field(None, pattern=r"^[A-Z]{3}$", description="ISO 4217; one the brand accepts (default: its home currency)")
     channel: Literal["store", "online", "app", "partner"] = "store"
-    eco: bool = Field(False, description="green choice (eco packaging or logistics): double points")
-    occurred_at: datetime
+    eco: StrictBool = Field(False, description="green choice (eco packaging or logistics): double points")
+    occurred_at: Timestamp = Field(description="RFC 3339 with offset; within the brand's backdating window, not before enrolment")
 
 
 class PurchaseResponse(BaseModel):
@@ -148,8 +262,9 @@ class BatchItem(BaseModel):
     ok: bool
     purchase_ref: str | None = None
     points: Points | None = None
-    error: str | None = None
+    code: str | None = Field(None, description="why the event was refused: a problem code, as in error responses")
     detail: str | None = None
+    retry_after_s: int | None = None
 
 
 class BatchResponse(BaseModel):
@@ -172,7 +287,7 @@ class RefundResponse(BaseModel):
 
 class ActionRequest(MemberLocator):
     kind: str = Field(max_length=16, examples=["review"])
-    occurred_at: datetime
+    occurred_at: Timestamp
 
 
 class ActionResponse(BaseModel):
@@ -198,6 +313,10 @@ class LinkRequest(Strict):
     signature: str = Field(pattern=r"^0x[0-9a-fA-F]{130}$")
 
 
+class WalletLinked(BaseModel):
+    wallet_address: str
+
+
 class ExchangeRequest(Strict):
     ap_amount: int = Field(gt=0, le=10**9, strict=True, description="alliance points wanted", examples=[10])
 
@@ -219,9 +338,19 @@ class Authorisation(Strict):
     owner: str = Field(pattern=r"^0x[0-9a-fA-F]{40}$")
     brand: str = Field(pattern=r"^0x[0-9a-fA-F]{40}$")
     amount: int = Field(gt=0, le=10**9, strict=True)
-    nonce: int = Field(ge=0, lt=2**256)
-    deadline: int = Field(gt=0, le=MAX_DB_INT, description="unix seconds (a uint256 on chain; kept to 63 bits here)")
+    nonce: int = Field(ge=0, lt=2**256, strict=True)
+    deadline: int = Field(gt=0, le=MAX_DB_INT, strict=True, description="unix seconds (a uint256 on chain; kept to 63 bits here)")
     signature: str = Field(pattern=r"^0x[0-9a-fA-F]{130}$")
+
+
+class RedemptionNonce(BaseModel):
+    """What a wallet signs a redemption at this brand with."""
+
+    owner: str
+    brand: str
+    nonce: int
+    chain_id: int
+    points_contract: str
 
 
 class RedemptionResponse(BaseModel):
@@ -245,6 +374,23 @@ class StatusChange(Strict):
 class ApiKeyRequest(Strict):
     role: Literal["operator", "pos", "auditor"]
     label: str = Field(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]+$")
+    expires_in_days: int = Field(None, ge=1, le=3660, strict=True, description="none: until revoked")
+
+
+class ApiKeyInfo(BaseModel):
+    """An API key as listed: never its secret."""
+
+    id: int
+    role: str
+    label: str
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    last_used_at: datetime | None = Field(description="to about the minute")
+
+
+class ApiKeyIssued(ApiKeyInfo):
+    secret: str = Field(description="shown once; only its hash is stored")
 
 
 class AnchorRequest(Strict):
@@ -256,7 +402,7 @@ class CampaignRequest(Strict):
                                       description="a release in the gateway's releases directory (default: the latest)")
     top_k: int = Field(100, ge=1, le=100_000, strict=True, description="at most this many targets, best first")
     min_score: float = Field(0.0, ge=0.0, le=1.0, allow_inf_nan=False)
-    as_of: datetime | None = Field(None, description="features as of this time (default: now; never in the future)")
+    as_of: Timestamp = Field(None, description="features as of this time (default: now; never in the future)")
 
 
 class CampaignTarget(BaseModel):

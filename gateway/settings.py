@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, Field, field_validator
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -18,14 +20,22 @@ class TierRule(BaseModel):
     earn_multiplier_pct: int = Field(ge=100, le=1000)  # 150 = x1.5
 
 
+class CurrencyEarn(BaseModel):
+    """What a purchase in one currency earns before multipliers."""
+
+    points_per_unit: int = Field(1, ge=0)  # points per major currency unit (e.g. 1 per yuan)
+    minor_per_unit: int = Field(100, ge=1)  # the currency's minor units per major unit (ISO 4217: CNY 100, JPY 1)
+
+
 class EarnRules(BaseModel):
-    """Points per purchase: floor(amount * points_per_unit / minor_per_unit * tier% * campaign%).
+    """Points per purchase: floor(amount * points_per_unit / minor_per_unit * tier% * campaign%), with
+    the rates of the purchase's currency (only the currencies listed are accepted; the first is the
+    brand's home currency, taken when a purchase names none).
 
     Integer arithmetic throughout; campaign multipliers do not stack with each other (the highest
     applies), but they do multiply the tier's."""
 
-    points_per_unit: int = Field(1, ge=0)  # points per major currency unit (e.g. 1 per yuan)
-    minor_per_unit: int = Field(100, ge=1)
+    currencies: dict[str, CurrencyEarn] = {"CNY": CurrencyEarn()}
     welcome_points: int = Field(100, ge=0)
     first_order_multiplier_pct: int = Field(200, ge=100)
     birthday_month_multiplier_pct: int = Field(200, ge=100)
@@ -36,6 +46,27 @@ class EarnRules(BaseModel):
     daily_cap: int = Field(50_000, ge=1)  # most points a member earns per day (anti-farming)
     validity_days: int = Field(365, ge=30, le=3 * 366)  # rolling FIFO expiry
     expiry_notice_days: int = Field(30, ge=1)
+    # A purchase or action may be reported this long after it happened (a till's offline backlog) and
+    # never before the member enrolled. The daily cap and the day's multipliers apply per day of
+    # purchase, so purchases received in one day earn at most daily_cap x (backdating_days + 2): the
+    # days from that of (now - backdating_days) to that of now (+ the 5 minutes a till may run fast).
+    backdating_days: int = Field(7, ge=0, le=90)
+
+    @field_validator("currencies")
+    @classmethod
+    def _iso_4217(cls, currencies: dict[str, CurrencyEarn]) -> dict[str, CurrencyEarn]:
+        import pycountry
+
+        if not currencies:
+            raise ValueError("at least one currency must be accepted")
+        unknown = [code for code in currencies if len(code) != 3 or pycountry.currencies.get(alpha_3=code) is None]
+        if unknown:
+            raise ValueError(f"not ISO 4217 currency codes: {', '.join(unknown)}")
+        return currencies
+
+    @property
+    def home_currency(self) -> str:
+        return next(iter(self.currencies))
 
 
 DEFAULT_TIERS = [
@@ -43,6 +74,36 @@ DEFAULT_TIERS = [
     TierRule(name="silver", min_spend_minor=200_000, min_purchases=12, min_actions=40, earn_multiplier_pct=125),
     TierRule(name="gold", min_spend_minor=1_000_000, min_purchases=48, min_actions=150, earn_multiplier_pct=150),
 ]
+
+
+class Throttle(BaseModel):
+    """A GCRA rate limit (services/throttle.py): `burst` attempts at once, then one every period / burst."""
+
+    burst: int = Field(ge=1)
+    period_s: int = Field(ge=1)
+
+
+class Throttles(BaseModel):
+    """Who may try how often. Per identifier keys are the identifier's pseudonym, whether or not a
+    member has it, so a refusal says nothing about membership; per address keys are the client's IP
+    (an IPv6 client's /64)."""
+
+    enrol_per_identifier: Throttle = Throttle(burst=3, period_s=3600)
+    enrol_per_address: Throttle = Throttle(burst=10, period_s=3600)
+    login_per_identifier: Throttle = Throttle(burst=10, period_s=900)
+    login_per_address: Throttle = Throttle(burst=30, period_s=60)
+    code_per_identifier: Throttle = Throttle(burst=10, period_s=600)
+    code_per_address: Throttle = Throttle(burst=20, period_s=600)
+
+
+class SmtpSettings(BaseModel):
+    host: str
+    port: int = Field(587, ge=1, le=65535)
+    sender: str  # the From address
+    starttls: bool = True
+    username: str | None = None
+    password: SecretStr | None = None
+    timeout_s: float = Field(10.0, gt=0)
 
 
 class GatewaySettings(BaseSettings):
@@ -56,6 +117,7 @@ class GatewaySettings(BaseSettings):
     keys_dir: Path = Path("var/keys")  # signing key, KEK, pepper, chain key (made by `gateway keys`)
     default_region: str = "CN"  # for phone numbers written without a country code
     jurisdiction: str = Field("CN", pattern=r"^[A-Z]{2}$")
+    timezone: str = "Asia/Shanghai"  # IANA name: the brand's calendar days (daily cap, member day, birthday month)
     policy_version: str = "2026-01"
     policy_text: str = "Loyalty privacy policy 2026-01: purposes, retention, rights."
     earn: EarnRules = EarnRules()
@@ -68,6 +130,42 @@ class GatewaySettings(BaseSettings):
     anchor_interval_s: int = Field(3600, ge=0)  # 0 turns scheduled anchoring off
     outbox_interval_s: float = Field(5.0, ge=0)  # 0 turns the background retry worker off
     releases_dir: Path | None = None  # released alliance models (federation.releases) for campaign targeting
+    # The request guard (gateway/guard.py): body sizes and JSON depth, refused before parsing.
+    max_body_bytes: int = Field(64 * 1024, ge=1024)
+    max_batch_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)  # POST /v1/purchases/batch: up to 10,000 events
+    max_json_depth: int = Field(32, ge=4, le=256)
+    # Self-enrolment: a one-time code proves each contact identifier (phone, e-mail) before the account exists.
+    notifier: Literal["dev", "smtp"] = "dev"  # dev: messages appended to notifications_dir/<brand>.jsonl
+    notifications_dir: Path = Path("var/notifications")
+    smtp: SmtpSettings | None = None  # for notifier=smtp (e-mail codes)
+    sms_sender: str | None = None  # "package.module:factory" of an SmsSender, for phone codes with notifier=smtp
+    enrolment_code_ttl_s: int = Field(600, ge=60, le=86_400)
+    enrolment_code_attempts: int = Field(5, ge=1, le=20)
+    throttles: Throttles = Throttles()
+    # Consecutive failed logins of one identifier lock it for login_lock_base_s, doubling with every
+    # further failure up to login_lock_max_s; a success clears it.
+    login_lock_after: int = Field(5, ge=1)
+    login_lock_base_s: int = Field(60, ge=1)
+    login_lock_max_s: int = Field(86_400, ge=1)
+    api_key_cache_s: float = Field(5.0, ge=0, le=300)  # a revoked or expired API key is refused by every worker within this
+    open_wallet_challenges: int = Field(5, ge=1, le=100)  # unexpired, unused challenges a member may hold
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, name: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {name!r} (an IANA name such as Asia/Shanghai)") from None
+        return name
+
+    @property
+    def zone(self):
+        from zoneinfo import ZoneInfo
+
+        return ZoneInfo(self.timezone)  # ZoneInfo keeps one instance per name
 
     @field_validator("tiers")
     @classmethod

@@ -10,7 +10,7 @@ from gateway.member_cli import app as member_app
 from federation.cli import simulate_app
 from settlement.cli import audit_app, console_app, settle_app
 
-app = typer.Typer(help="Operate a privacy-preserving cross-brand loyalty alliance.", no_args_is_help=True)
+app = typer.Typer(pretty_exceptions_show_locals=False, help="Operate a privacy-preserving cross-brand loyalty alliance.", no_args_is_help=True)
 app.add_typer(contracts_app, name="contracts")
 app.add_typer(gateway_app, name="gateway")
 app.add_typer(member_app, name="member")

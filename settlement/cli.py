@@ -44,12 +44,12 @@ auditor: the console only (see `alliance audit hash-password`).
 
 settle close signs with the settler's key, from ALLIANCE_SETTLER_KEY or --settler-key-file."""
 
-settle_app = typer.Typer(help="Index chain events, close settlement epochs, write settlement reports, reconcile ledgers.\n\n" + CONFIG_HELP,
+settle_app = typer.Typer(pretty_exceptions_show_locals=False, help="Index chain events, close settlement epochs, write settlement reports, reconcile ledgers.\n\n" + CONFIG_HELP,
                          no_args_is_help=True)
-audit_app = typer.Typer(help="Verify every brand's logs, anchors, receipts and processings without trusting the brand.\n\n" + CONFIG_HELP,
+audit_app = typer.Typer(pretty_exceptions_show_locals=False, help="Verify every brand's logs, anchors, receipts and processings without trusting the brand.\n\n" + CONFIG_HELP,
                         no_args_is_help=True)
-console_app = typer.Typer(help="The read-only auditor console.\n\n" + CONFIG_HELP, no_args_is_help=True)
-app = typer.Typer(help="Settlement and audit.", no_args_is_help=True)
+console_app = typer.Typer(pretty_exceptions_show_locals=False, help="The read-only auditor console.\n\n" + CONFIG_HELP, no_args_is_help=True)
+app = typer.Typer(pretty_exceptions_show_locals=False, help="Settlement and audit.", no_args_is_help=True)
 app.add_typer(settle_app, name="settle")
 app.add_typer(audit_app, name="audit")
 app.add_typer(console_app, name="console")

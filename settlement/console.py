@@ -29,6 +29,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from contracts.client import Alliance
+from gateway.guard import Limits, RequestGuard
 from privacy.hashchain import entry_body
 from privacy.kanon import suppress_below_k
 from privacy.merkle import verify_inclusion
@@ -171,6 +172,7 @@ def create_console(config: ConsoleConfig) -> FastAPI:
     console = Console(config)
     app = FastAPI(title="Alliance auditor console", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.console = console
+    app.add_middleware(RequestGuard, limits=Limits())  # its only bodies are login forms: 64 KiB is plenty
 
     def render(request: Request, template: str, **context) -> HTMLResponse:
         html = console.env.get_template(template).render(user=request.state.user, **context)

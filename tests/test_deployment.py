@@ -76,6 +76,18 @@ class Deployed:
         return {"Authorization": f"Bearer {self.operator_keys[brand]}"}
 
 
+PHONE = "+8613812345678"
+
+
+def enrol_by_cli(d: Deployed, brand: str) -> dict:
+    """`alliance member enrol`, then `verify` with the code the brand's (development) notifier sent."""
+    started = json.loads(run("member", "enrol", "--brand", d.urls[brand], "--name", "Alice Zhang", "--phone", PHONE, env=d.member))
+    assert started["sent_to"] == ["phone"]
+    sent = [json.loads(line) for line in (d.workdir / "notifications" / f"{brand}.jsonl").read_text().splitlines()]
+    code = [m["code"] for m in sent if m["to"] == PHONE and m["code"]][-1]
+    return json.loads(run("member", "verify", "--brand", d.urls[brand], "--code", f"phone={code}", env=d.member))
+
+
 @pytest.fixture(scope="module")
 def deployed(anvil_url, tmp_path_factory):
     """anvil, `contracts deploy`, two served gateways, and a member who exchanged 25 AP at the grocery
@@ -95,7 +107,8 @@ def deployed(anvil_url, tmp_path_factory):
         for brand, rate in BRANDS.items():
             env = base | {"GATEWAY_BRAND_ID": brand, "GATEWAY_BRAND_NAME": brand.title(), "GATEWAY_CHAIN_URL": anvil_url,
                           "GATEWAY_DATABASE_URL": f"sqlite:///{tmp_path / brand}.sqlite", "GATEWAY_KEYS_DIR": str(tmp_path / f"{brand}-keys"),
-                          "GATEWAY_MANIFEST": str(tmp_path / "deployment.json")}
+                          "GATEWAY_MANIFEST": str(tmp_path / "deployment.json"),
+                          "GATEWAY_NOTIFICATIONS_DIR": str(tmp_path / "notifications")}
             d.envs[brand] = env
             run("gateway", "keys", env=env)
             address = Account.from_key((tmp_path / f"{brand}-keys" / "chain.key").read_text().strip()).address
@@ -103,8 +116,8 @@ def deployed(anvil_url, tmp_path_factory):
             run("contracts", "admit", address, "--name", brand.title(), "--rate", str(rate), "--credit-limit", "1000000",
                 "--fund-gas", "--mint-collateral", str(10**12), env=base)
             assert "deposited" in run("gateway", "deposit", str(10**12), env=env)
-            pos_keys[brand] = run("gateway", "apikey", "pos", "--label", "till-1", env=env).strip()
-            d.operator_keys[brand] = run("gateway", "apikey", "operator", "--label", "ops-1", env=env).strip()
+            pos_keys[brand] = run("gateway", "apikey", "issue", "pos", "--label", "till-1", env=env).strip()
+            d.operator_keys[brand] = run("gateway", "apikey", "issue", "operator", "--label", "ops-1", env=env).strip()
             port = free_port()
             servers.append(subprocess.Popen([*ALLIANCE, "gateway", "serve", "--port", str(port)], cwd=ROOT, env=os.environ | env,
                                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
@@ -122,7 +135,7 @@ def deployed(anvil_url, tmp_path_factory):
 
         urls = d.urls
         d.wallet = json.loads(run("member", "wallet", env=member))["address"]
-        enrolled = json.loads(run("member", "enrol", "--brand", urls["grocery"], "--name", "Alice Zhang", "--phone", "+8613812345678", env=member))
+        enrolled = enrol_by_cli(d, "grocery")
         r = httpx.post(urls["grocery"] + "/v1/purchases", headers={"Authorization": f"Bearer {pos_keys['grocery']}", "Idempotency-Key": "t1"},
                        json={"member_ref": enrolled["member_ref"], "amount_minor": 150_000, "occurred_at": datetime.now(UTC).isoformat()})
         assert r.status_code == 201, r.text
@@ -135,7 +148,7 @@ def deployed(anvil_url, tmp_path_factory):
         exchange = json.loads(run("member", "exchange", str(EXCHANGED_AP), "--brand", urls["grocery"], env=member))
         assert exchange["status"] == "confirmed" and exchange["brand_points"] == EXCHANGED_AP * BRANDS["grocery"]
 
-        run("member", "enrol", "--brand", urls["airline"], "--name", "Alice Zhang", "--phone", "+8613812345678", env=member)
+        enrol_by_cli(d, "airline")
         run("member", "consent", "alliance_exchange", "--brand", urls["airline"], env=member)
         redeemed = json.loads(run("member", "redeem", str(REDEEMED_AP), "--at", urls["airline"], env=member))
         assert redeemed["status"] == "confirmed" and redeemed["reward_points"] == REDEEMED_AP * BRANDS["airline"]
@@ -345,3 +358,25 @@ def test_a_brand_records_a_deployed_release_with_its_own_key(deployed, tmp_path)
     (tmp_path / "operator" / record["model_file"]).write_bytes(b"{}")
     assert "does not match" in run_failing("gateway", "record-release", str(path), env=env).stderr
     run_failing("gateway", "record-release", str(tmp_path / "missing.release.json"), env=env)
+
+
+def test_an_api_key_revoked_by_the_cli_is_refused_by_the_served_gateway_within_the_bound(deployed):
+    """`alliance gateway apikey issue | list | revoke` against the database a running gateway serves:
+    the gateway caches keys for GATEWAY_API_KEY_CACHE_S (5 s), so it refuses the revoked key within that."""
+    env, url = deployed.envs["grocery"], deployed.urls["grocery"]
+    secret = run("gateway", "apikey", "issue", "auditor", "--label", "temporary auditor", "--expires-in-days", "30", env=env).strip()
+    headers = {"Authorization": f"Bearer {secret}"}
+    assert httpx.get(url + "/v1/audit/logs/audit-log/verification", headers=headers).status_code == 200
+    listed = {k["label"]: k for k in json.loads(run("gateway", "apikey", "list", env=env))}
+    key = listed["temporary auditor"]
+    assert key["role"] == "auditor" and key["expires_at"] and key["revoked_at"] is None and key["last_used_at"]
+    assert secret not in json.dumps(listed)
+    assert "revoked" in run("gateway", "apikey", "revoke", str(key["id"]), env=env)
+    revoked_at = time.monotonic()
+    while httpx.get(url + "/v1/audit/logs/audit-log/verification", headers=headers).status_code == 200:
+        assert time.monotonic() - revoked_at < 5.5, "the revoked key still works after the cache bound"
+        time.sleep(0.2)
+    r = httpx.get(url + "/v1/audit/logs/audit-log/verification", headers=headers)
+    assert r.status_code == 401 and r.json()["code"] == "unauthorised"
+    assert "already revoked" in run("gateway", "apikey", "revoke", str(key["id"]), env=env)
+    assert run_failing("gateway", "apikey", "revoke", "999999", env=env).stderr

@@ -1,28 +1,61 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, status
+from datetime import timedelta
 
-from ..auth import Principal, allow, create_api_key
-from ..db import transaction
+from fastapi import APIRouter, Depends, Path, status
+
+from ..auth import Principal, allow, api_keys, create_api_key, revoke_api_key
+from ..db import as_utc, reading, transaction
 from ..errors import Conflict
+from ..models import ApiKey
 from ..runtime import Gateway
-from ..schemas import AnchorRequest, ApiKeyRequest
-from ..services import alliance, anchoring, audit, ledger, outbox, tiers
-from . import gateway
+from ..schemas import MAX_DB_INT, AnchorRequest, ApiKeyInfo, ApiKeyIssued, ApiKeyRequest
+from ..services import alliance, anchoring, audit, enrolment, ledger, outbox, throttle, tiers
+from . import AUTH, gateway, problems
 
 router = APIRouter(prefix="/v1/admin", tags=["operator"])
 operator = allow("operator")
 
 
-@router.post("/api-keys", status_code=status.HTTP_201_CREATED, summary="Issue an API key (shown once)")
-def new_api_key(body: ApiKeyRequest, who: Principal = Depends(operator), gw: Gateway = Depends(gateway)) -> dict:
+def key_info(row: ApiKey) -> dict:
+    def at(moment):
+        return None if moment is None else as_utc(moment)
+
+    return {"id": row.id, "role": row.role, "label": row.label, "created_at": at(row.created_at), "expires_at": at(row.expires_at),
+            "revoked_at": at(row.revoked_at), "last_used_at": at(row.last_used_at)}
+
+
+@router.post("/api-keys", status_code=status.HTTP_201_CREATED, response_model=ApiKeyIssued, responses=problems(*AUTH, 503),
+             summary="Issue an API key (its secret is shown once)")
+def new_api_key(body: ApiKeyRequest, who: Principal = Depends(operator), gw: Gateway = Depends(gateway)) -> ApiKeyIssued:
+    now = gw.now()
+    expires_at = now + timedelta(days=body.expires_in_days) if body.expires_in_days else None
     with transaction(gw.sessions) as session:
-        row, secret = create_api_key(session, body.role, body.label, gw.now())
-        audit.record(session, who.subject, "apikey.created", gw.now(), key_id=row.id, role=body.role, label=body.label)
-        return {"id": row.id, "role": row.role, "label": row.label, "secret": secret}
+        row, secret = create_api_key(session, body.role, body.label, now, expires_at)
+        audit.record(session, who.subject, "apikey.created", now, key_id=row.id, role=body.role, label=body.label,
+                     expires_at=expires_at.strftime("%Y-%m-%dT%H:%M:%SZ") if expires_at else None)
+        return ApiKeyIssued(secret=secret, **key_info(row))
 
 
-@router.post("/anchors", summary="Post the log's current Merkle root on chain now")
+@router.get("/api-keys", response_model=list[ApiKeyInfo], responses=problems(*AUTH, 503),
+            summary="Every API key: role, label, expiry, revocation, last use (never a secret)")
+def list_api_keys(who: Principal = Depends(operator), gw: Gateway = Depends(gateway)) -> list[ApiKeyInfo]:
+    with reading(gw.sessions) as session:
+        return [ApiKeyInfo(**key_info(row)) for row in api_keys(session)]
+
+
+@router.delete("/api-keys/{key_id}", response_model=ApiKeyInfo, responses=problems(*AUTH, 404, 503),
+               summary="Revoke an API key: every worker refuses it within GATEWAY_API_KEY_CACHE_S (5 s by default)")
+def revoke(key_id: int = Path(ge=1, le=MAX_DB_INT), who: Principal = Depends(operator), gw: Gateway = Depends(gateway)) -> ApiKeyInfo:
+    now = gw.now()
+    with transaction(gw.sessions) as session:
+        row, revoked = revoke_api_key(session, key_id, now)
+        if revoked:
+            audit.record(session, who.subject, "apikey.revoked", now, key_id=row.id, role=row.role, label=row.label)
+        return ApiKeyInfo(**key_info(row))
+
+
+@router.post("/anchors", responses=problems(*AUTH, 409, 503), summary="Post the log's current Merkle root on chain now")
 def anchor_now(body: AnchorRequest, who: Principal = Depends(operator), gw: Gateway = Depends(gateway)) -> dict:
     if gw.alliance is None:
         raise Conflict("this gateway is not connected to the alliance chain")
@@ -33,7 +66,8 @@ def anchor_now(body: AnchorRequest, who: Principal = Depends(operator), gw: Gate
         return {"anchored": True, "period": row.period, "size": row.size, "root": row.root, "tx_hash": row.tx_hash}
 
 
-@router.post("/maintenance", summary="Expire due points, review tiers and retry pending chain operations")
+@router.post("/maintenance", responses=problems(*AUTH, 503),
+             summary="Expire due points, review tiers, forget stale enrolments and limits, retry pending chain operations")
 def maintenance(who: Principal = Depends(operator), gw: Gateway = Depends(gateway)) -> dict:
     return run_maintenance(gw, who.subject)
 
@@ -44,6 +78,8 @@ def run_maintenance(gw: Gateway, actor: str) -> dict:
         expired = ledger.expire_due(session, now)
         tiers.start_grace_where_due(session, gw.settings, now)
         downgraded = tiers.review(session, gw.settings, now)
-        audit.record(session, actor, "maintenance", now, expired=expired, downgraded=downgraded)
+        enrolments = enrolment.expire(session, now)
+        throttle.forget_idle(session, now)
+        audit.record(session, actor, "maintenance", now, expired=expired, downgraded=downgraded, enrolments_expired=enrolments)
     chain = outbox.process_all(gw, [alliance.EXCHANGE_JOB, alliance.REDEMPTION_JOB]) if gw.alliance else {}
-    return {"points_expired": expired, "tiers_downgraded": downgraded, "chain_operations": chain}
+    return {"points_expired": expired, "tiers_downgraded": downgraded, "enrolments_expired": enrolments, "chain_operations": chain}

@@ -1,25 +1,33 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Path, Query, Response, status
+from typing import Annotated
 
+from fastapi import APIRouter, Depends, Path, Query, Response, status
+from pydantic import Field
+from sqlalchemy import select
+
+from contracts.chain import ChainError
 from contracts.client import Redemption as RedemptionAuth
 
 from ..auth import Principal, allow, own_member
 from ..db import reading, transaction
 from ..errors import ChainUnavailable, Conflict, NotFound
-from ..models import Exchange, Member
+from ..models import Exchange, Member, Redemption
 from ..runtime import Gateway
 from ..schemas import (
+    UUID_PATTERN,
     Authorisation,
     ChallengeRequest,
     ChallengeResponse,
     ExchangeRequest,
     ExchangeResponse,
     LinkRequest,
+    RedemptionNonce,
     RedemptionResponse,
+    WalletLinked,
 )
 from ..services import alliance, purchases
-from . import gateway, idempotency_key
+from . import AUTH, gateway, idempotency_key, problems
 
 router = APIRouter(prefix="/v1/me", tags=["alliance"])
 
@@ -30,18 +38,19 @@ def _need_chain(gw: Gateway) -> None:
 
 
 @router.post("/wallet/challenges", response_model=ChallengeResponse, status_code=status.HTTP_201_CREATED,
-             summary="Ask for a text to sign with the wallet to link (needs alliance_exchange consent)")
+             responses=problems(*AUTH, 400, 409, 429, 503), summary="Ask for a text to sign with the wallet to link (needs alliance_exchange consent)")
 def challenge(body: ChallengeRequest, who: Principal = Depends(allow("member")), gw: Gateway = Depends(gateway)) -> ChallengeResponse:
     with transaction(gw.sessions) as session:
         row = alliance.wallet_challenge(session, gw, own_member(session, who), body.address, gw.now())
         return ChallengeResponse(challenge_id=row.id, message=row.message, expires_at=row.expires_at)
 
 
-@router.post("/wallet", summary="Link the wallet that signed the challenge")
-def link(body: LinkRequest, who: Principal = Depends(allow("member")), gw: Gateway = Depends(gateway)) -> dict[str, str]:
+@router.post("/wallet", response_model=WalletLinked, responses=problems(*AUTH, 400, 404, 409, 503),
+             summary="Link the wallet that signed the challenge")
+def link(body: LinkRequest, who: Principal = Depends(allow("member")), gw: Gateway = Depends(gateway)) -> WalletLinked:
     with transaction(gw.sessions) as session:
         address = alliance.link_wallet(session, gw, own_member(session, who), body.challenge_id, body.signature, gw.now())
-        return {"wallet_address": address}
+        return WalletLinked(wallet_address=address)
 
 
 def _exchange_out(row: Exchange, replayed: bool) -> ExchangeResponse:
@@ -51,7 +60,9 @@ def _exchange_out(row: Exchange, replayed: bool) -> ExchangeResponse:
 
 
 @router.post("/exchanges", response_model=ExchangeResponse, status_code=status.HTTP_201_CREATED,
-             responses={202: {"description": "accepted, the mint is still pending (it is retried until settled)"}},
+             responses={200: {"model": ExchangeResponse, "description": "a retry of an exchange already made: its current state"},
+                        202: {"model": ExchangeResponse, "description": "accepted, the mint is still pending (it is retried until settled)"}}
+             | problems(*AUTH, 409, 503),
              summary="Exchange brand points into alliance points minted to the linked wallet")
 def exchange(body: ExchangeRequest, response: Response, key: str = Depends(idempotency_key),
              who: Principal = Depends(allow("member")), gw: Gateway = Depends(gateway)) -> ExchangeResponse:
@@ -65,7 +76,8 @@ def exchange(body: ExchangeRequest, response: Response, key: str = Depends(idemp
     return _exchange_out(row, replayed)
 
 
-@router.get("/exchanges/{exchange_ref}", response_model=ExchangeResponse, summary="One exchange and its settlement status")
+@router.get("/exchanges/{exchange_ref}", response_model=ExchangeResponse, responses=problems(*AUTH, 404, 503),
+            summary="One exchange and its settlement status")
 def get_exchange(exchange_ref: str = Path(pattern=r"^[0-9a-f]{64}$"), who: Principal = Depends(allow("member")), gw: Gateway = Depends(gateway)) -> ExchangeResponse:
     with reading(gw.sessions) as session:
         row = session.query(Exchange).filter_by(exchange_ref=exchange_ref, member_id=who.member_id).first()
@@ -74,8 +86,16 @@ def get_exchange(exchange_ref: str = Path(pattern=r"^[0-9a-f]{64}$"), who: Princ
         return _exchange_out(row, True)
 
 
+def _redemption_out(row: Redemption, balance: int, replayed: bool) -> RedemptionResponse:
+    return RedemptionResponse(redemption_ref=row.redemption_ref, status=row.status, ap_amount=row.ap_amount,
+                              reward_points=row.reward_points, rate=row.rate, epoch=row.epoch, tx_hash=row.tx_hash,
+                              failure=row.failure, balance=balance, replayed=replayed)
+
+
 @router.post("/redemptions", response_model=RedemptionResponse, status_code=status.HTTP_201_CREATED,
-             responses={202: {"description": "accepted, the redemption is still pending on chain"}},
+             responses={200: {"model": RedemptionResponse, "description": "a retry of an authorisation already submitted: its current state"},
+                        202: {"model": RedemptionResponse, "description": "accepted, the redemption is still pending on chain"}}
+             | problems(*AUTH, 400, 409, 503),
              summary="Redeem alliance points here by the wallet's signed authorisation; credits brand points")
 def redeem(body: Authorisation, response: Response, who: Principal = Depends(allow("member")),
            gw: Gateway = Depends(gateway)) -> RedemptionResponse:
@@ -88,23 +108,33 @@ def redeem(body: Authorisation, response: Response, who: Principal = Depends(all
     with reading(gw.sessions) as session:
         balance = session.get(Member, row.member_id).balance
     response.status_code = status.HTTP_200_OK if replayed else (status.HTTP_202_ACCEPTED if row.status == "pending" else status.HTTP_201_CREATED)
-    return RedemptionResponse(redemption_ref=row.redemption_ref, status=row.status, ap_amount=row.ap_amount,
-                              reward_points=row.reward_points, rate=row.rate, epoch=row.epoch, tx_hash=row.tx_hash,
-                              failure=row.failure, balance=balance, replayed=replayed)
+    return _redemption_out(row, balance, replayed)
 
 
+@router.get("/redemptions/{redemption_ref}", response_model=RedemptionResponse, responses=problems(*AUTH, 404, 503),
+            summary="One redemption and its settlement status (also after a 503: the outbox completes it)")
+def get_redemption(redemption_ref: str = Path(pattern=UUID_PATTERN), who: Principal = Depends(allow("member")),
+                   gw: Gateway = Depends(gateway)) -> RedemptionResponse:
+    with reading(gw.sessions) as session:
+        row = session.scalars(select(Redemption).where(Redemption.redemption_ref == redemption_ref,
+                                                       Redemption.member_id == who.member_id)).first()
+        if row is None:
+            raise NotFound("no such redemption")
+        return _redemption_out(row, own_member(session, who).balance, True)
 
 
 public = APIRouter(prefix="/v1", tags=["alliance"])
 
 
-@public.get("/redemption-nonce", summary="The lowest unused redemption nonce of a wallet at this brand (for wallets without a chain connection)")
-def redemption_nonce(owner: str = Query(pattern=r"^0x[0-9a-fA-F]{40}$"), reserved: list[int] = Query([], max_length=256),
-                     gw: Gateway = Depends(gateway)) -> dict:
+@public.get("/redemption-nonce", response_model=RedemptionNonce, responses=problems(409, 503),
+            summary="The lowest unused redemption nonce of a wallet at this brand (for wallets without a chain connection)")
+def redemption_nonce(owner: str = Query(pattern=r"^0x[0-9a-fA-F]{40}$"),
+                     reserved: list[Annotated[int, Field(ge=0, lt=2**256)]] = Query([], max_length=256),
+                     gw: Gateway = Depends(gateway)) -> RedemptionNonce:
     _need_chain(gw)
     try:
         nonce = gw.alliance.points.free_nonce(owner, gw.brand_address, reserved)
-    except Exception as exc:  # transport errors of several kinds
-        raise ChainUnavailable(f"cannot read the chain: {exc}") from None
-    return {"owner": owner, "brand": gw.brand_address, "nonce": nonce, "chain_id": gw.alliance.chain.chain_id,
-            "points_contract": gw.alliance.points.address}
+    except ChainError:
+        raise ChainUnavailable("the alliance chain cannot be reached", retry_after_s=alliance.RETRY_CHAIN_S) from None
+    return RedemptionNonce(owner=owner, brand=gw.brand_address, nonce=nonce, chain_id=alliance.chain_id(gw),
+                           points_contract=gw.alliance.points.address)

@@ -2,25 +2,28 @@ from __future__ import annotations
 
 import json
 
+from typing import Literal
+
 from fastapi import APIRouter, Depends, Path, Query
 from sqlalchemy import select
 
 from ..auth import Principal, allow
-from ..errors import Conflict, GatewayError, NotFound
 from ..db import as_utc, reading
+from ..errors import Conflict, NotFound
 from ..models import LogAnchor
 from ..runtime import Gateway
 from ..schemas import MAX_DB_INT, ProcessingsPage
 from ..services import logs, processings, reconcile
-from . import gateway
+from . import AUTH, gateway, problems
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
 reader = allow("auditor", "operator")
+LogKind = Literal["consent-log", "audit-log"]
+ProcessingKind = Literal["exchange", "redemption", "training", "campaign"]
+assert set(LogKind.__args__) == set(logs.LOG_MODELS) and set(ProcessingKind.__args__) == set(processings.KINDS)
 
 
 def _model(kind: str):
-    if kind not in logs.LOG_MODELS:
-        raise GatewayError(f"unknown log {kind!r}; expected one of {', '.join(logs.LOG_MODELS)}")
     return logs.LOG_MODELS[kind]
 
 
@@ -31,23 +34,24 @@ def _entry(r) -> dict:
             "created_at": as_utc(r.created_at).isoformat()}
 
 
-@router.get("/logs/{kind}", summary="Entries of a hash-chained log (consent-log or audit-log)")
-def log_entries(kind: str, start: int = Query(0, ge=0, le=MAX_DB_INT), limit: int = Query(500, ge=1, le=5000),
+@router.get("/logs/{kind}", responses=problems(*AUTH, 503), summary="Entries of a hash-chained log (consent-log or audit-log)")
+def log_entries(kind: LogKind, start: int = Query(0, ge=0, le=MAX_DB_INT), limit: int = Query(500, ge=1, le=5000),
                 who: Principal = Depends(reader), gw: Gateway = Depends(gateway)) -> dict:
     with reading(gw.sessions) as session:
         model = _model(kind)
         return {"kind": kind, "size": logs.size(session, model), "entries": [_entry(r) for r in logs.entries(session, model, start, limit)]}
 
 
-@router.get("/logs/{kind}/verification", summary="Re-check the whole hash chain of a log")
-def verify_log(kind: str, who: Principal = Depends(reader), gw: Gateway = Depends(gateway)) -> dict:
+@router.get("/logs/{kind}/verification", responses=problems(*AUTH, 503), summary="Re-check the whole hash chain of a log")
+def verify_log(kind: LogKind, who: Principal = Depends(reader), gw: Gateway = Depends(gateway)) -> dict:
     with reading(gw.sessions) as session:
         result = logs.verify(session, _model(kind))
         return {"kind": kind, "ok": result.ok, "checked": result.checked, "first_bad_seq": result.first_bad_seq, "reason": result.reason}
 
 
-@router.get("/logs/{kind}/anchors", summary="Roots posted on chain, each with a consistency proof from the one before")
-def anchors(kind: str, who: Principal = Depends(reader), gw: Gateway = Depends(gateway)) -> list[dict]:
+@router.get("/logs/{kind}/anchors", responses=problems(*AUTH, 503),
+            summary="Roots posted on chain, each with a consistency proof from the one before")
+def anchors(kind: LogKind, who: Principal = Depends(reader), gw: Gateway = Depends(gateway)) -> list[dict]:
     with reading(gw.sessions) as session:
         model = _model(kind)
         rows = list(session.scalars(select(LogAnchor).where(LogAnchor.kind == kind).order_by(LogAnchor.period)))
@@ -61,8 +65,9 @@ def anchors(kind: str, who: Principal = Depends(reader), gw: Gateway = Depends(g
         return out
 
 
-@router.get("/logs/{kind}/{seq}/proof", summary="An entry with its inclusion proof against the latest anchored root")
-def proof(kind: str, seq: int = Path(ge=0, le=MAX_DB_INT), who: Principal = Depends(reader), gw: Gateway = Depends(gateway)) -> dict:
+@router.get("/logs/{kind}/{seq}/proof", responses=problems(*AUTH, 404, 409, 503),
+            summary="An entry with its inclusion proof against the latest anchored root")
+def proof(kind: LogKind, seq: int = Path(ge=0, le=MAX_DB_INT), who: Principal = Depends(reader), gw: Gateway = Depends(gateway)) -> dict:
     with reading(gw.sessions) as session:
         model = _model(kind)
         record = session.get(model, seq)
@@ -79,7 +84,7 @@ def proof(kind: str, seq: int = Path(ge=0, le=MAX_DB_INT), who: Principal = Depe
                            "block_number": anchor.block_number, "brand": gw.brand_address}}
 
 
-@router.get("/reconciliation", summary="Ledger invariants, and every exchange and redemption against chain events")
+@router.get("/reconciliation", responses=problems(*AUTH, 503), summary="Ledger invariants, and every exchange and redemption against chain events")
 def reconciliation(who: Principal = Depends(reader), gw: Gateway = Depends(gateway)) -> dict:
     with reading(gw.sessions) as session:
         books = reconcile.ledger_report(session)
@@ -87,9 +92,9 @@ def reconciliation(who: Principal = Depends(reader), gw: Gateway = Depends(gatew
         return {"ok": books["ok"] and chain["ok"], "ledger": books, "chain": chain}
 
 
-@router.get("/processings", response_model=ProcessingsPage,
+@router.get("/processings", response_model=ProcessingsPage, responses=problems(*AUTH, 400, 503),
             summary="Every processing that relied on consent (exchange, redemption, training, campaign), one item per member")
-def processing_list(kind: str | None = Query(None, description=", ".join(processings.KINDS)),
+def processing_list(kind: ProcessingKind | None = Query(None),
                     since: str | None = Query(None, max_length=60, description="the `next` cursor of the previous page"),
                     limit: int = Query(1000, ge=1, le=5000), who: Principal = Depends(reader), gw: Gateway = Depends(gateway)) -> dict:
     with reading(gw.sessions) as session:

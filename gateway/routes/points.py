@@ -27,7 +27,7 @@ from ..schemas import (
     RefundResponse,
 )
 from ..services import alliance, ledger, members, purchases
-from . import gateway, idempotency_key
+from . import AUTH, gateway, idempotency_key, problems
 
 router = APIRouter(prefix="/v1", tags=["points"])
 
@@ -41,22 +41,26 @@ def locate(session: Session, gw: Gateway, body: MemberLocator) -> Member:
     return member
 
 
-def _event(who: Principal, key: str, body: PurchaseRequest) -> purchases.PurchaseEvent:
+def _event(who: Principal, key: str, body: PurchaseRequest, home_currency: str) -> purchases.PurchaseEvent:
     # The key is scoped to the caller; the hash covers the body as a single purchase would send it,
     # so one event retried alone or in a batch is the same request.
     return purchases.PurchaseEvent(
         idempotency_key=f"{who.subject}:{key}", body_hash=purchases.request_hash(body, exclude={"idempotency_key"}),
-        amount_minor=body.amount_minor, currency=body.currency, channel=body.channel, eco=body.eco,
+        amount_minor=body.amount_minor, currency=body.currency or home_currency, channel=body.channel, eco=body.eco,
         occurred_at=as_utc(body.occurred_at), member_ref=body.member_ref, identifier_kind=body.identifier_kind,
         identifier=body.identifier)
 
 
+REPLAY = "a retry of a request already applied (same key, same request): its original outcome, applied once"
+
+
 @router.post("/purchases", response_model=PurchaseResponse, status_code=status.HTTP_201_CREATED,
+             responses={200: {"model": PurchaseResponse, "description": REPLAY}} | problems(*AUTH, 400, 404, 409, 429, 503),
              summary="A purchase at the point of sale earns points (idempotent on Idempotency-Key)")
 async def purchase(body: PurchaseRequest, request: Request, response: Response, key: str = Depends(idempotency_key),
-                   who: Principal = Depends(allow("pos", "operator"))) -> PurchaseResponse:
+                   who: Principal = Depends(allow("pos", "operator")), gw: Gateway = Depends(gateway)) -> PurchaseResponse:
     # Concurrent purchases share transactions (gateway/groupcommit.py); each is answered once committed.
-    outcome = await request.app.state.purchases.submit(_event(who, key, body))
+    outcome = await request.app.state.purchases.submit(_event(who, key, body, gw.settings.earn.home_currency))
     if isinstance(outcome, GatewayError):
         raise outcome
     if outcome.replayed:
@@ -64,20 +68,23 @@ async def purchase(body: PurchaseRequest, request: Request, response: Response, 
     return PurchaseResponse(**outcome._asdict())
 
 
-@router.post("/purchases/batch", response_model=BatchResponse,
+@router.post("/purchases/batch", response_model=BatchResponse, responses=problems(*AUTH, 503),
              summary="Many purchases in one request (each idempotent on its own key; one bad event does not stop the rest)")
 async def purchase_batch(body: BatchRequest, who: Principal = Depends(allow("pos", "operator")),
                          gw: Gateway = Depends(gateway)) -> BatchResponse:
-    outcomes = await run_in_threadpool(purchases.ingest_committed, gw, [_event(who, e.idempotency_key, e) for e in body.events])
+    home = gw.settings.earn.home_currency
+    outcomes = await run_in_threadpool(purchases.ingest_committed, gw, [_event(who, e.idempotency_key, e, home) for e in body.events])
     results = [BatchItem(idempotency_key=e.idempotency_key, ok=True, purchase_ref=o.purchase_ref, points=o.points)
                if isinstance(o, purchases.Earned) else
-               BatchItem(idempotency_key=e.idempotency_key, ok=False, error=o.code, detail=o.detail)
+               BatchItem(idempotency_key=e.idempotency_key, ok=False, code=o.code, detail=o.detail,
+                         retry_after_s=o.context.get("retry_after_s"))
                for e, o in zip(body.events, outcomes, strict=True)]
     accepted = sum(r.ok for r in results)
     return BatchResponse(accepted=accepted, rejected=len(results) - accepted, results=results)
 
 
 @router.post("/purchases/{purchase_ref}/refunds", response_model=RefundResponse, status_code=status.HTTP_201_CREATED,
+             responses={200: {"model": RefundResponse, "description": REPLAY}} | problems(*AUTH, 404, 409, 503),
              summary="Refund (part of) a purchase: its points are clawed back proportionally")
 def refund(body: RefundRequest, response: Response, key: str = Depends(idempotency_key),
            who: Principal = Depends(allow("pos", "operator")), gw: Gateway = Depends(gateway),
@@ -95,12 +102,13 @@ def refund(body: RefundRequest, response: Response, key: str = Depends(idempoten
 
 
 @router.post("/actions", response_model=ActionResponse, status_code=status.HTTP_201_CREATED,
+             responses={200: {"model": ActionResponse, "description": REPLAY}} | problems(*AUTH, 400, 404, 409, 503),
              summary="A review, share or check-in earns points and counts as engagement")
 def action(body: ActionRequest, response: Response, key: str = Depends(idempotency_key),
            who: Principal = Depends(allow("pos", "operator")), gw: Gateway = Depends(gateway)) -> ActionResponse:
     with transaction(gw.sessions) as session:
         a, m, replayed = purchases.record_action(session, gw, idempotency_key=f"{who.subject}:{key}",
-                                                 member=locate(session, gw, body), kind=body.kind,
+                                                 body_hash=purchases.request_hash(body), member=locate(session, gw, body), kind=body.kind,
                                                  occurred_at=as_utc(body.occurred_at), now=gw.now())
         out = ActionResponse(member_ref=m.member_ref, kind=a.kind, points=a.points, balance=m.balance, replayed=replayed)
     if replayed:
@@ -108,7 +116,7 @@ def action(body: ActionRequest, response: Response, key: str = Depends(idempoten
     return out
 
 
-@router.get("/me/balance", response_model=Balance, summary="Brand points, points expiring soon, and AP in the linked wallet")
+@router.get("/me/balance", response_model=Balance, responses=problems(*AUTH, 503), summary="Brand points, points expiring soon, and AP in the linked wallet")
 def balance(who: Principal = Depends(allow("member")), gw: Gateway = Depends(gateway)) -> Balance:
     now = gw.now()
     with reading(gw.sessions) as session:
@@ -119,7 +127,7 @@ def balance(who: Principal = Depends(allow("member")), gw: Gateway = Depends(gat
                        alliance_points=alliance.ap_balance(gw, m.wallet_address), wallet_address=m.wallet_address)
 
 
-@router.get("/me/ledger", response_model=list[LedgerLine], summary="The member's points history (every posting)")
+@router.get("/me/ledger", response_model=list[LedgerLine], responses=problems(*AUTH, 503), summary="The member's points history (every posting)")
 def member_ledger(who: Principal = Depends(allow("member")), gw: Gateway = Depends(gateway)) -> list[LedgerLine]:
     with reading(gw.sessions) as session:
         rows = session.execute(

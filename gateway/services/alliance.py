@@ -3,6 +3,7 @@ alliance points (AP), redeem AP from any brand here for brand points."""
 
 from __future__ import annotations
 
+import logging
 import secrets
 import uuid
 from datetime import datetime, timedelta
@@ -10,21 +11,35 @@ from datetime import datetime, timedelta
 from eth_account import Account
 from eth_account.messages import encode_defunct, encode_typed_data
 from eth_utils import is_address, to_checksum_address
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from contracts.chain import ChainError
+from contracts.chain import ChainError, ContractRevert
 from contracts.client import Redemption as RedemptionAuth
 from privacy.receipts import Purpose
 
 from ..db import as_utc
-from ..errors import ChainRejected, ChainUnavailable, Conflict, Forbidden, GatewayError, IdempotencyMismatch, NotFound
+from ..errors import ChainRejected, ChainUnavailable, Conflict, Forbidden, GatewayError, IdempotencyMismatch, NotFound, RateLimited
 from ..models import Exchange, Member, Redemption, WalletChallenge
 from ..runtime import Gateway
 from . import consent, ledger, members
 from .outbox import ChainJob, process
 
+log = logging.getLogger("gateway")
 CHALLENGE_TTL = timedelta(minutes=10)
+SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+RETRY_CHAIN_S = 5  # what a 503 for an unreachable chain tells the client to wait
+
+
+def canonical_signature(signature: bytes) -> None:
+    """Refuse a malleable signature (EIP-2, as the contracts' ECDSA does): s in the upper half of the
+    curve order, or a recovery id other than 27/28 (0/1), is a second valid-looking form of the same
+    signature, which would let one authorisation be presented as two."""
+    if len(signature) != 65:
+        raise GatewayError("malformed signature: 65 bytes (r, s, v) expected")
+    s, v = int.from_bytes(signature[32:64], "big"), signature[64]
+    if not 0 < s <= SECP256K1_N // 2 or v not in (0, 1, 27, 28):
+        raise GatewayError("the signature is not in canonical form (EIP-2: s in the lower half of the curve order)")
 
 
 # ---------------------------------------------------------------- wallet
@@ -35,6 +50,14 @@ def wallet_challenge(session: Session, gw: Gateway, member: Member, address: str
     consent.require(session, member, Purpose.ALLIANCE_EXCHANGE)
     if not is_address(address):
         raise GatewayError(f"{address!r} is not an Ethereum address")
+    member = members.lock(session, member)  # concurrent requests count the same open challenges
+    session.execute(delete(WalletChallenge).where(WalletChallenge.member_id == member.id, WalletChallenge.expires_at <= now))
+    open_expiries = sorted(as_utc(e) for e in session.scalars(select(WalletChallenge.expires_at).where(
+        WalletChallenge.member_id == member.id, WalletChallenge.used.is_(False))))
+    if len(open_expiries) >= gw.settings.open_wallet_challenges:
+        wait_s = max(1, -(-(open_expiries[0] - now) // timedelta(seconds=1)))
+        raise RateLimited(f"{len(open_expiries)} wallet challenges are open; use one, or ask again in {wait_s} s",
+                          retry_after_s=wait_s)
     challenge_id = str(uuid.uuid4())
     message = (f"Link wallet {to_checksum_address(address)} to {gw.settings.brand_name} ({gw.settings.brand_id}) "
                f"member {member.member_ref}.\nChallenge {challenge_id}, nonce {secrets.token_hex(8)}, "
@@ -53,8 +76,10 @@ def link_wallet(session: Session, gw: Gateway, member: Member, challenge_id: str
         raise NotFound("no such challenge")
     if challenge.used or as_utc(challenge.expires_at) <= now:
         raise Conflict("the challenge has expired or was used; ask for a new one")
+    raw = bytes.fromhex(signature.removeprefix("0x"))
+    canonical_signature(raw)
     try:
-        signer = Account.recover_message(encode_defunct(text=challenge.message), signature=signature)
+        signer = Account.recover_message(encode_defunct(text=challenge.message), signature=raw)
     except Exception:  # eth-account raises several types for malformed signatures
         raise GatewayError("malformed signature") from None
     claimed = challenge.message.split()[2]
@@ -147,18 +172,21 @@ def request_exchange(session: Session, gw: Gateway, member: Member, ap_amount: i
 def _rate(gw: Gateway) -> tuple[int, int]:
     try:
         return gw.alliance.registry.rate(gw.brand_address)
-    except ChainError as exc:
-        raise ChainUnavailable(f"cannot read this brand's rate: {exc}") from None
-    except Exception as exc:  # web3 raises transport errors of several kinds
-        raise ChainUnavailable(f"cannot read this brand's rate: {exc}") from None
+    except ContractRevert as exc:
+        raise ChainRejected(f"the alliance contracts refused to quote this brand's rate: {exc.error}") from None
+    except ChainError:
+        log.warning("cannot read this brand's rate from the chain", exc_info=True)
+        raise ChainUnavailable("the alliance chain cannot be reached; nothing was done", retry_after_s=RETRY_CHAIN_S) from None
 
 
 def settle(gw: Gateway, job: ChainJob, ref: str):
     """Run the outbox for one row and turn its outcome into the API's answer."""
     try:
         row = process(gw, job, ref)
-    except ChainError as exc:
-        raise ChainUnavailable(f"the chain is unreachable; the operation is kept and will be retried ({exc})", ref=ref) from None
+    except ChainError:
+        log.warning("%s %s: the chain is unreachable; kept for the outbox", job.model.__tablename__, ref, exc_info=True)
+        raise ChainUnavailable("the alliance chain cannot be reached; the operation is kept and completed when it can be "
+                               "(look it up by its ref)", ref=ref, retry_after_s=RETRY_CHAIN_S) from None
     if row.status == "failed":
         raise ChainRejected(f"the alliance contracts refused it: {row.failure}", ref=ref)
     return row
@@ -208,8 +236,9 @@ def accept_redemption(session: Session, gw: Gateway, member: Member, auth: Redem
         raise GatewayError("amount must be positive")
     if auth.deadline <= int(now.timestamp()):
         raise GatewayError("the authorisation has expired")
+    canonical_signature(auth.signature)
     points = gw.alliance.points
-    signable = encode_typed_data(RedemptionAuth.domain(gw.alliance.chain.chain_id, points.address), RedemptionAuth.TYPES, auth.message())
+    signable = encode_typed_data(RedemptionAuth.domain(chain_id(gw), points.address), RedemptionAuth.TYPES, auth.message())
     try:
         signer = Account.recover_message(signable, signature=auth.signature)
     except Exception:
@@ -220,8 +249,10 @@ def accept_redemption(session: Session, gw: Gateway, member: Member, auth: Redem
     existing = session.scalars(select(Redemption).where(Redemption.owner == owner, Redemption.nonce == nonce)
                                .with_for_update()).first()
     if existing is not None and existing.status != "failed":
-        if existing.member_id != member.id or existing.ap_amount != auth.amount:
-            raise Conflict("this authorisation was already submitted")
+        same = (existing.member_id, existing.ap_amount, existing.deadline, existing.signature) == (
+            member.id, auth.amount, auth.deadline, "0x" + auth.signature.hex())
+        if not same:
+            raise Conflict("another authorisation with this nonce was already submitted")
         return existing, True
     member = members.lock(session, member)
     members.require_active(member)
@@ -248,10 +279,18 @@ def accept_redemption(session: Session, gw: Gateway, member: Member, auth: Redem
     return row, False
 
 
+def chain_id(gw: Gateway) -> int:
+    """The chain's id (read once: it never changes for a deployment)."""
+    try:
+        return gw.alliance.chain.chain_id
+    except ChainError:
+        raise ChainUnavailable("the alliance chain cannot be reached", retry_after_s=RETRY_CHAIN_S) from None
+
+
 def ap_balance(gw: Gateway, address: str | None) -> int | None:
     if address is None or gw.alliance is None:
         return None
     try:
         return gw.alliance.points.balance_of(address)
-    except Exception:
+    except ChainError:
         return None  # the chain being unreachable must not break a balance page

@@ -11,19 +11,12 @@ from sqlalchemy.orm import Session
 
 from privacy.receipts import ConsentReceipt, LawfulBasis, Purpose, SignedReceipt, policy_digest, sign_receipt
 
-from ..errors import ConsentRequired, GatewayError
+from ..errors import ConsentRequired
 from ..models import Consent, ConsentLogEntry, Member
 from ..runtime import Gateway
 from . import logs
 
 PURPOSES = tuple(p.value for p in Purpose)
-
-
-def parse_purpose(value: str) -> Purpose:
-    try:
-        return Purpose(value)
-    except ValueError:
-        raise GatewayError(f"unknown purpose {value!r}; expected one of: {', '.join(PURPOSES)}") from None
 
 
 def _receipt(gw: Gateway, member: Member, purpose: Purpose, granted: bool, basis: LawfulBasis, channel: str,

@@ -21,13 +21,14 @@ from privacy.masking import mask_card, mask_email, mask_name, mask_phone
 from privacy.receipts import LawfulBasis, Purpose
 from privacy.vault import WrappedKey
 
-from ..db import as_utc
-from ..errors import Conflict, GatewayError, MemberNotActive, NotFound, Unauthorised
+from ..db import as_utc, reading, transaction
+from ..errors import Conflict, GatewayError, MemberNotActive, NotFound, RateLimited, Unauthorised
 from ..models import DataKey, Member, MemberIdentifier, MemberToken, PiiField
 from ..runtime import Gateway
-from . import consent, ledger
+from . import audit, consent, ledger, throttle
 
 IDENTIFIER_KINDS = ("phone", "email", "card")
+MAX_AGE_YEARS = 130
 _SCRYPT = {"length": 32, "n": 2**14, "r": 8, "p": 1}
 
 
@@ -55,6 +56,10 @@ def check_passphrase(stored: str | None, passphrase: str) -> bool:
         return False
 
 
+# What an unknown identifier's login is checked against: the same scrypt work as a member's.
+_DUMMY_HASH = hash_passphrase(secrets.token_urlsafe(16))
+
+
 def _token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -73,60 +78,87 @@ def member_for_token(session: Session, token: str, now: datetime) -> Member | No
     return session.get(Member, row.member_id)
 
 
-def pseudonymise(gw: Gateway, identifiers: dict[str, str]) -> dict[str, str]:
-    """kind -> pseudonym under the current pepper; a clear 4xx for anything that does not normalise."""
+def pseudonymise(gw: Gateway, identifiers: dict[str, str]) -> dict[str, list[str]]:
+    """kind -> its pseudonyms under every pepper, current first (a member enrolled before a rotation
+    is still found); a clear 4xx for anything that does not normalise."""
     out = {}
     for kind, value in identifiers.items():
         if kind not in IDENTIFIER_KINDS:
             raise GatewayError(f"unknown identifier kind {kind!r}; expected one of {', '.join(IDENTIFIER_KINDS)}")
         try:
-            out[kind] = gw.pseudonymiser.pseudonym(kind, value)
+            out[kind] = gw.pseudonymiser.lookup_candidates(kind, value)
         except PrivacyError as exc:
             raise GatewayError(f"{kind}: {exc}") from None
     return out
 
 
-def find_by_identifier(session: Session, gw: Gateway, kind: str, value: str) -> Member | None:
-    """Look a member up under every pepper version (current first), re-keying an old pseudonym so
-    rotation completes as members come back."""
+def _lookup(session: Session, gw: Gateway, kind: str, value: str) -> tuple[MemberIdentifier | None, list[str]]:
+    """(the identifier's row under any pepper version, the candidate pseudonyms, current first)."""
     try:
         candidates = gw.pseudonymiser.lookup_candidates(kind, value)
     except PrivacyError as exc:
         raise GatewayError(f"{kind}: {exc}") from None
-    for i, pseudonym in enumerate(candidates):
-        row = session.get(MemberIdentifier, pseudonym)
-        if row is not None:
-            if i > 0:
-                session.delete(row)
-                session.flush()
-                session.add(MemberIdentifier(pseudonym=candidates[0], member_id=row.member_id, kind=kind))
-            return session.get(Member, row.member_id)
-    return None
+    rows = {r.pseudonym: r for r in session.scalars(select(MemberIdentifier).where(MemberIdentifier.pseudonym.in_(candidates)))}
+    return next((rows[p] for p in candidates if p in rows), None), candidates
 
 
-def enrol(session: Session, gw: Gateway, *, identifiers: dict[str, str], name: str, birthday: date | None,
-          passphrase: str | None, jurisdiction: str | None, channel: str, now: datetime) -> Enrolment:
-    if not identifiers:
-        raise GatewayError("at least one identifier (phone, email or card) is required")
-    pseudonyms = pseudonymise(gw, identifiers)
-    for kind, value in identifiers.items():
-        if find_by_identifier(session, gw, kind, value) is not None:
-            raise Conflict(f"a member with this {kind} is already enrolled")
-    s = gw.settings
-    member = Member(member_ref=str(uuid.uuid4()), status="active", enrolled_at=now,
-                    jurisdiction=jurisdiction or s.jurisdiction, birth_month=birthday.month if birthday else None,
-                    passphrase_hash=hash_passphrase(passphrase) if passphrase else None,
-                    tier=s.tiers[0].name, tier_since=now, balance=0, purchase_count=0, earned_today=0)
-    session.add(member)
-    session.flush()
-    for kind, pseudonym in pseudonyms.items():
-        session.add(MemberIdentifier(pseudonym=pseudonym, member_id=member.id, kind=kind))
-    wrapped = gw.vault.new_data_key(member.member_ref)
-    session.add(DataKey(member_id=member.id, kek_id=wrapped.kek_id, record=json.dumps(wrapped.to_record())))
+def find_by_identifier(session: Session, gw: Gateway, kind: str, value: str) -> Member | None:
+    """Look a member up under every pepper version (current first), re-keying an old pseudonym so
+    rotation completes as members come back."""
+    row, candidates = _lookup(session, gw, kind, value)
+    if row is None:
+        return None
+    if row.pseudonym != candidates[0]:
+        session.delete(row)
+        session.flush()
+        session.add(MemberIdentifier(pseudonym=candidates[0], member_id=row.member_id, kind=kind))
+    return session.get(Member, row.member_id)
+
+
+def peek_by_identifier(session: Session, gw: Gateway, kind: str, value: str) -> Member | None:
+    """find_by_identifier for a read-only session (no re-keying)."""
+    row, _ = _lookup(session, gw, kind, value)
+    return None if row is None else session.get(Member, row.member_id)
+
+
+def check_birthday(birthday: date | None, now: datetime) -> None:
+    if birthday is None:
+        return
+    if birthday > now.date():
+        raise GatewayError("birthday is in the future")
+    if birthday.year < now.year - MAX_AGE_YEARS:
+        raise GatewayError(f"birthday is more than {MAX_AGE_YEARS} years ago")
+
+
+def seal(gw: Gateway, member_ref: str, identifiers: dict[str, str], name: str, birthday: date | None) -> tuple[WrappedKey, dict[str, bytes]]:
+    """Personal data encrypted under a new data key for `member_ref` (the vault's envelope)."""
+    wrapped = gw.vault.new_data_key(member_ref)
     pii = {"name": name, **{kind: gw.pseudonymiser.normalise(kind, value) for kind, value in identifiers.items()}}
     if birthday:
         pii["birthday"] = birthday.isoformat()
-    for field, ciphertext in gw.vault.encrypt_fields(wrapped, member.member_ref, pii).items():
+    return wrapped, gw.vault.encrypt_fields(wrapped, member_ref, pii)
+
+
+def create(session: Session, gw: Gateway, *, member_ref: str, pseudonyms: dict[str, list[str]], wrapped: WrappedKey,
+           ciphertexts: dict[str, bytes], birth_month: int | None, passphrase_hash: str | None, jurisdiction: str | None,
+           channel: str, identity_proof: str, now: datetime) -> Enrolment:
+    """The member, from identifiers already proven (pseudonymised: kind -> its pseudonyms, current
+    first) and personal data already sealed: loyalty_core consent only, welcome points, a token.
+    Refuses an identifier someone has."""
+    every = [p for candidates in pseudonyms.values() for p in candidates]
+    taken = session.scalars(select(MemberIdentifier.kind).where(MemberIdentifier.pseudonym.in_(every))).first()
+    if taken is not None:
+        raise Conflict(f"a member with this {taken} is already enrolled")
+    s = gw.settings
+    member = Member(member_ref=member_ref, status="active", enrolled_at=now, jurisdiction=jurisdiction or s.jurisdiction,
+                    birth_month=birth_month, passphrase_hash=passphrase_hash, tier=s.tiers[0].name, tier_since=now, balance=0,
+                    purchase_count=0, earned_today=0, identity_proof=identity_proof)
+    session.add(member)
+    session.flush()
+    for kind, candidates in pseudonyms.items():
+        session.add(MemberIdentifier(pseudonym=candidates[0], member_id=member.id, kind=kind))
+    session.add(DataKey(member_id=member.id, kek_id=wrapped.kek_id, record=json.dumps(wrapped.to_record())))
+    for field, ciphertext in ciphertexts.items():
         session.add(PiiField(member_id=member.id, field=field, ciphertext=ciphertext))
     # Minimal by default: only what running the programme needs, on the contract itself.
     consent.set_consent(session, gw, member, Purpose.LOYALTY_CORE, True, channel, now, LawfulBasis.CONTRACT)
@@ -136,18 +168,56 @@ def enrol(session: Session, gw: Gateway, *, identifiers: dict[str, str], name: s
     return Enrolment(member, issue_token(session, gw, member, now), welcome)
 
 
-def login(session: Session, gw: Gateway, kind: str, value: str, passphrase: str, now: datetime) -> tuple[Member, str]:
-    member = find_by_identifier(session, gw, kind, value)
-    # The same answer and about the same work whether or not the member exists.
-    ok = check_passphrase(member.passphrase_hash if member else hash_passphrase("x" * 12), passphrase)
-    if member is None or not ok:
-        raise Unauthorised("identifier or passphrase not recognised")
-    # A frozen member still logs in: freezing stops new processing (every processing checks
-    # `require_active`), not the member's rights to see their data, export it, erase it or withdraw
-    # consent. (An erased member has no identifiers left to log in with.)
-    if member.status == "erased":
-        raise MemberNotActive(f"the account is {member.status}")
-    return member, issue_token(session, gw, member, now)
+def enrol(session: Session, gw: Gateway, *, identifiers: dict[str, str], name: str, birthday: date | None,
+          passphrase: str | None, jurisdiction: str | None, channel: str, now: datetime) -> Enrolment:
+    """Enrolment by the brand's own staff (a point of sale or an operator), who see the member and
+    their identifiers: nothing to prove by code. Self-enrolment is services/enrolment.py."""
+    if not identifiers:
+        raise GatewayError("at least one identifier (phone, email or card) is required")
+    check_birthday(birthday, now)
+    pseudonyms = pseudonymise(gw, identifiers)
+    member_ref = str(uuid.uuid4())
+    wrapped, ciphertexts = seal(gw, member_ref, identifiers, name, birthday)
+    return create(session, gw, member_ref=member_ref, pseudonyms=pseudonyms, wrapped=wrapped, ciphertexts=ciphertexts,
+                  birth_month=birthday.month if birthday else None,
+                  passphrase_hash=hash_passphrase(passphrase) if passphrase else None, jurisdiction=jurisdiction,
+                  channel=channel, identity_proof="staff", now=now)
+
+
+def login(gw: Gateway, kind: str, value: str, passphrase: str, client: str, now: datetime) -> tuple[Member, str]:
+    """Check a passphrase: rate-limited per identifier and per client address, and locked after
+    repeated failures, all by the identifier's pseudonym whether or not a member has it. The scrypt
+    check runs outside any write transaction, and costs the same whether or not the member exists."""
+    try:
+        pseudonym = gw.pseudonymiser.pseudonym(kind, value)
+    except PrivacyError as exc:
+        raise GatewayError(f"{kind}: {exc}") from None
+    t = gw.settings.throttles
+    with transaction(gw.sessions) as session:
+        throttle.admit(session, [(throttle.key("login", "identifier", pseudonym), t.login_per_identifier),
+                                 (throttle.key("login", "address", client), t.login_per_address)], now)
+        locked = throttle.locked_for(session, pseudonym, now)
+    if locked:
+        raise RateLimited(f"too many failed logins: this identifier is locked for {locked} s", retry_after_s=locked)
+    with reading(gw.sessions) as session:
+        found = peek_by_identifier(session, gw, kind, value)
+        stored = found.passphrase_hash if found is not None else None
+    ok = check_passphrase(stored or _DUMMY_HASH, passphrase) and stored is not None
+    with transaction(gw.sessions) as session:
+        if not ok:
+            failures, until = throttle.failed(session, gw.settings, pseudonym, now)
+            if until is not None:
+                audit.record(session, "gateway", "login.locked", now, member_ref=found.member_ref if found else None,
+                             failures=failures, until=until.strftime("%Y-%m-%dT%H:%M:%SZ"))
+        else:
+            throttle.succeeded(session, pseudonym)
+            member = find_by_identifier(session, gw, kind, value)  # re-keys an old pseudonym
+            # A frozen member still logs in: freezing stops new processing (every processing checks
+            # `require_active`), not the member's rights to see their data, export it, erase it or
+            # withdraw consent. (An erased member has no identifiers left to log in with.)
+            if member is not None and member.status != "erased":
+                return member, issue_token(session, gw, member, now)
+    raise Unauthorised("identifier or passphrase not recognised")
 
 
 def get_by_ref(session: Session, member_ref: str, *, for_update: bool = False) -> Member:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import NamedTuple
 
 from pydantic import BaseModel
@@ -16,7 +16,7 @@ from uuid_utils import uuid7
 
 from privacy.receipts import Purpose
 
-from ..db import insert_many, one_of, transaction, update_many
+from ..db import as_utc, insert_many, one_of, transaction, update_many
 from ..errors import (
     Conflict,
     ConsentRequired,
@@ -39,17 +39,21 @@ def request_hash(body: BaseModel, *, scope: str = "", exclude: set[str] | None =
 
 
 def _replay(existing, body_hash: str):
-    if existing.request_hash != body_hash:
+    if existing.request_hash not in (body_hash, None):  # None: an action recorded before requests were hashed
         raise IdempotencyMismatch("this idempotency key was used for a different request")
     return existing
 
 
-def _earned_on_day(session: Session, member_id: int, occurred_at: datetime,
-                   unsaved: list[tuple[datetime, int]] = ()) -> int:
-    """Points the member earned on the day (in the event's own offset) of `occurred_at`: the stored
-    events, plus `unsaved` ones (UTC time, points) of the batch being written."""
-    start = datetime.combine(occurred_at.date(), time(), tzinfo=occurred_at.tzinfo).astimezone(UTC)
-    end = start + timedelta(days=1)
+def _day_bounds(day: date, tz: tzinfo) -> tuple[datetime, datetime]:
+    """The UTC span of one of the brand's calendar days (wall-clock midnights: a DST day is 23 or 25 hours)."""
+    return (datetime.combine(day, time(), tzinfo=tz).astimezone(UTC),
+            datetime.combine(day + timedelta(days=1), time(), tzinfo=tz).astimezone(UTC))
+
+
+def _earned_on_day(session: Session, member_id: int, day: date, tz: tzinfo, unsaved: list[tuple[datetime, int]] = ()) -> int:
+    """Points the member earned on one of the brand's days: the stored events, plus `unsaved` ones
+    (UTC time, points) of the batch being written."""
+    start, end = _day_bounds(day, tz)
     earned = session.scalar(select(func.coalesce(func.sum(Purchase.points), 0)).where(
         Purchase.member_id == member_id, Purchase.occurred_at >= start, Purchase.occurred_at < end))
     earned += session.scalar(select(func.coalesce(func.sum(Action.points), 0)).where(
@@ -57,24 +61,54 @@ def _earned_on_day(session: Session, member_id: int, occurred_at: datetime,
     return int(earned) + sum(points for at, points in unsaved if start <= at < end)
 
 
-def _earned_that_day(session: Session, member, occurred_at: datetime,
+def _earned_that_day(session: Session, member, local: datetime, tz: tzinfo,
                      unsaved: list[tuple[datetime, int]] = ()) -> tuple[str, int, bool]:
-    """(day, points already earned that day, whether that day is the member's latest earning day).
+    """(day, points already earned that day, whether that day is the member's latest earning day), for
+    an event at `local`, the brand's wall-clock time of it.
 
-    The running counter on the member covers its latest day. An event for a later day starts a new
-    one; a late event for an earlier day (a till that was offline) is counted against *that* day's
-    cap from the stored events, and leaves the counter alone, so interleaving days cannot reset it."""
-    day = occurred_at.date().isoformat()
-    if member.earned_day is None or day > member.earned_day:
-        return day, 0, True
-    if day == member.earned_day:
-        return day, member.earned_today, True
-    return day, _earned_on_day(session, member.id, occurred_at, unsaved), False
+    Days are the brand's calendar days (settings.timezone), whatever offset a till writes: they do not
+    overlap, so each caps its points once. (Were days taken in each event's own offset, a till could
+    open a fresh day for every purchase by choosing the offset.) The running counter on the member
+    covers its latest day. An event for a later day starts a new one; a late event for an earlier day
+    (a till that was offline) is counted against *that* day's cap from the stored events, and leaves
+    the counter alone, so interleaving days cannot reset it."""
+    day = local.date()
+    key = day.isoformat()
+    if member.earned_day is None or key > member.earned_day:
+        return key, 0, True
+    if key == member.earned_day:
+        return key, member.earned_today, True
+    return key, _earned_on_day(session, member.id, day, tz, unsaved), False
 
 
 def _note_earned(member, day: str, earned_before: int, points: int, latest: bool) -> None:
     if latest:
         member.earned_day, member.earned_today = day, earned_before + points
+
+
+class Window(NamedTuple):
+    """When a purchase or action reported now may have happened (before its member is known)."""
+
+    earliest: datetime  # the backdating window: a till's offline backlog
+    latest: datetime  # a till's clock may run a little fast
+
+    @classmethod
+    def at(cls, now: datetime, backdating_days: int) -> Window:
+        return cls(now - timedelta(days=backdating_days), now + timedelta(minutes=5))
+
+    def refuses(self, occurred_at: datetime) -> GatewayError | None:
+        if occurred_at > self.latest:
+            return GatewayError("occurred_at is in the future")
+        if occurred_at < self.earliest:
+            days = (self.latest - self.earliest - timedelta(minutes=5)).days
+            return GatewayError(f"occurred_at is more than {days} days ago: older purchases cannot earn points")
+        return None
+
+
+def before_enrolment(occurred_at: datetime, enrolled_at: datetime) -> GatewayError | None:
+    if occurred_at < enrolled_at:
+        return GatewayError("occurred_at is before the member enrolled")
+    return None
 
 
 class PurchaseEvent(NamedTuple):  # named tuples: a batch builds thousands, and they are cheap to make
@@ -114,6 +148,7 @@ class _MemberState:
     id: int
     member_ref: str
     status: str
+    enrolled_at: datetime
     tier: str
     downgrade_due_at: datetime | None
     birth_month: int | None
@@ -131,7 +166,7 @@ class _MemberState:
 
 _PURCHASE_COLUMNS = ("purchase_ref", "idempotency_key", "request_hash", "member_id", "amount_minor", "refunded_minor",
                      "currency", "channel", "eco", "occurred_at", "received_at", "points", "campaign", "clawed_back", "txn_id")
-_MEMBER_COLUMNS = ("id", "member_ref", "status", "tier", "downgrade_due_at", "birth_month", "balance", "purchase_count",
+_MEMBER_COLUMNS = ("id", "member_ref", "status", "enrolled_at", "tier", "downgrade_due_at", "birth_month", "balance", "purchase_count",
                    "earned_day", "earned_today", "purchase_tat_us")
 
 
@@ -156,13 +191,15 @@ def ingest(session: Session, gw: Gateway, events: list[PurchaseEvent], now: date
     refs = {e.member_ref for e in events if e.member_ref is not None and e.idempotency_key not in stored}
     ids_by_ref = dict(session.execute(select(members_t.c.member_ref, members_t.c.id).where(one_of(session, members_t.c.member_ref, refs))).all()) if refs else {}
     refused: list[GatewayError | None] = [None] * len(events)  # what the event alone would get
-    latest_allowed = now + timedelta(minutes=5)  # a till's clock may run a little fast
+    window = Window.at(now, s.earn.backdating_days)
     for i, e in enumerate(events):
         if (old := stored.get(e.idempotency_key)) is not None:
             out[i] = (IdempotencyMismatch("this idempotency key was used for a different request") if old.request_hash != e.body_hash
                       else Earned(old.purchase_ref, old.member_ref, old.points, old.campaign, 0, old.balance, old.tier, True))
-        elif e.occurred_at > latest_allowed:
-            refused[i] = GatewayError("occurred_at is in the future")
+        elif (timing := window.refuses(e.occurred_at)) is not None:
+            refused[i] = timing
+        elif e.currency not in s.earn.currencies:
+            refused[i] = GatewayError(f"currency {e.currency} is not accepted here; accepted: {', '.join(s.earn.currencies)}")
         elif e.amount_minor > s.max_purchase_minor:
             refused[i] = GatewayError(f"amount_minor above the plausible maximum of {s.max_purchase_minor}")
         elif e.member_ref is not None:
@@ -185,6 +222,7 @@ def ingest(session: Session, gw: Gateway, events: list[PurchaseEvent], now: date
     taken: dict[str, tuple[str, Earned, _MemberState]] = {}  # keys this batch stored so far
     new_purchases, credits, credited, tier_changes = [], [], [], []
     window_start = now - timedelta(days=s.tier_window_days)
+    tz = s.zone
     expires_at = now + timedelta(days=s.earn.validity_days)
     now_us = (now - EPOCH) // timedelta(microseconds=1)
     for i, e in enumerate(events):
@@ -204,15 +242,19 @@ def ingest(session: Session, gw: Gateway, events: list[PurchaseEvent], now: date
         if not m.consented:
             out[i] = ConsentRequired(f"the member has not consented to {Purpose.LOYALTY_CORE.value}", purpose=Purpose.LOYALTY_CORE.value)
             continue
+        if (early := before_enrolment(e.occurred_at, m.enrolled_at)) is not None:
+            out[i] = early
+            continue
         tat_us, wait_us = rules.pace(m.purchase_tat_us, now_us, s.purchases_per_member_per_minute)
         if wait_us:
             wait_s = -(-wait_us // 1_000_000)
             out[i] = RateLimited(f"too many purchases for this member; the next one fits in {wait_s} s", retry_after_s=wait_s)
             continue
 
-        earning = rules.purchase_points(s.earn, tiers.tier_rule(s, m.tier), e.amount_minor, first_order=m.purchase_count == 0,
-                                        birth_month=m.birth_month, eco=e.eco, occurred_at=e.occurred_at)
-        day, earned_before, latest = _earned_that_day(session, m, e.occurred_at, m.unsaved)
+        local = e.occurred_at.astimezone(tz)  # the brand's day decides the day's multipliers and cap
+        earning = rules.purchase_points(s.earn, s.earn.currencies[e.currency], tiers.tier_rule(s, m.tier), e.amount_minor,
+                                        first_order=m.purchase_count == 0, birth_month=m.birth_month, eco=e.eco, occurred_at=local)
+        day, earned_before, latest = _earned_that_day(session, m, local, tz, m.unsaved)
         points = rules.capped(earning.points, earned_before, s.earn.daily_cap)
         _note_earned(m, day, earned_before, points, latest)
         purchase_ref = str(uuid7())  # time-ordered: appends to the refs' index instead of touching a random page
@@ -259,7 +301,10 @@ def _load_members(session: Session, s: GatewaySettings, ids: list[int], now: dat
                                   *tiers.window_columns(members_t.c.id, now, s.tier_window_days))
                            .where(one_of(session, members_t.c.id, ids)).order_by(members_t.c.id).with_for_update(of=members_t))
     # Selected in _MemberState's field order: its columns, consented, then the window.
-    return {row[0]: _MemberState(*row[:-3], activity=tuple(row[-3:])) for row in rows}
+    state = {row[0]: _MemberState(*row[:-3], activity=tuple(row[-3:])) for row in rows}
+    for m in state.values():
+        m.enrolled_at = as_utc(m.enrolled_at)  # SQLite hands it back without its offset
+    return state
 
 
 def _store_members(session: Session, touched: list[_MemberState], now: datetime) -> None:
@@ -314,24 +359,25 @@ def refund(session: Session, gw: Gateway, *, idempotency_key: str, purchase_ref:
     return record, purchase, member, False
 
 
-def record_action(session: Session, gw: Gateway, *, idempotency_key: str, member: Member, kind: str,
+def record_action(session: Session, gw: Gateway, *, idempotency_key: str, body_hash: str, member: Member, kind: str,
                   occurred_at: datetime, now: datetime) -> tuple[Action, Member, bool]:
     existing = session.scalars(select(Action).where(Action.idempotency_key == idempotency_key)).first()
     if existing is not None:
-        if existing.member_id != member.id or existing.kind != kind:
-            raise IdempotencyMismatch("this idempotency key was used for a different request")
+        _replay(existing, body_hash)
         return existing, session.get(Member, existing.member_id), True
     s = gw.settings
     if kind not in s.earn.action_points:
         raise GatewayError(f"unknown action {kind!r}; expected one of {', '.join(s.earn.action_points)}")
-    if occurred_at > now + timedelta(minutes=5):
-        raise GatewayError("occurred_at is in the future")
+    if (timing := Window.at(now, s.earn.backdating_days).refuses(occurred_at)) is not None:
+        raise timing
     member = members.lock(session, member)
     members.require_active(member)
     consent.require(session, member, Purpose.LOYALTY_CORE)
-    day, earned_today, latest = _earned_that_day(session, member, occurred_at)
+    if (early := before_enrolment(occurred_at, as_utc(member.enrolled_at))) is not None:
+        raise early
+    day, earned_today, latest = _earned_that_day(session, member, occurred_at.astimezone(s.zone), s.zone)
     points = rules.capped(s.earn.action_points[kind], earned_today, s.earn.daily_cap)
-    action = Action(idempotency_key=idempotency_key, member_id=member.id, kind=kind, points=points,
+    action = Action(idempotency_key=idempotency_key, request_hash=body_hash, member_id=member.id, kind=kind, points=points,
                     occurred_at=occurred_at.astimezone(UTC))
     session.add(action)
     if points:

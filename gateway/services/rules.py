@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import NamedTuple
 
-from ..settings import EarnRules, TierRule
+from ..settings import CurrencyEarn, EarnRules, TierRule
 
 
 class Earning(NamedTuple):
@@ -15,9 +15,9 @@ class Earning(NamedTuple):
     points: int  # after multipliers, before the daily cap
 
 
-def purchase_points(rules: EarnRules, tier: TierRule, amount_minor: int, *, first_order: bool,
+def purchase_points(rules: EarnRules, currency: CurrencyEarn, tier: TierRule, amount_minor: int, *, first_order: bool,
                     birth_month: int | None, eco: bool, occurred_at: datetime) -> Earning:
-    base = amount_minor * rules.points_per_unit // rules.minor_per_unit
+    base = amount_minor * currency.points_per_unit // currency.minor_per_unit
     # Campaigns do not stack: the highest multiplier applies, the first listed on a tie, and one of
     # 100% is no campaign. (Plain comparisons: the ingest path runs this for every purchase.)
     campaign, campaign_pct = None, 100
@@ -36,15 +36,16 @@ def purchase_points(rules: EarnRules, tier: TierRule, amount_minor: int, *, firs
 MINUTE_US = 60_000_000
 
 
-def pace(tat_us: int, now_us: int, per_minute: int) -> tuple[int, int]:
-    """The purchase rate limit, as GCRA (the generic cell rate algorithm): a member may make up to
-    `per_minute` purchases at once, then one every minute / `per_minute`. Its whole state is one
-    number, the theoretical arrival time (TAT) of the member's next purchase at the sustained rate.
+def pace(tat_us: int, now_us: int, burst: int, period_us: int = MINUTE_US) -> tuple[int, int]:
+    """A rate limit as GCRA (the generic cell rate algorithm): up to `burst` attempts at once, then
+    one every period / burst. Its whole state is one number, the theoretical arrival time (TAT) of
+    the next attempt at the sustained rate. Purchases per member use it (a burst of
+    `purchases_per_member_per_minute` a minute), and so do enrolment, login and code attempts.
 
-    Returns (the TAT after this purchase, 0) when it fits, or (the TAT unchanged, µs until it would)."""
-    interval = MINUTE_US // per_minute
+    Returns (the TAT after this attempt, 0) when it fits, or (the TAT unchanged, µs until it would)."""
+    interval = period_us // burst
     tat = max(tat_us, now_us)
-    wait = tat + interval - MINUTE_US - now_us  # > 0: the burst allowance is used up
+    wait = tat + interval - period_us - now_us  # > 0: the burst allowance is used up
     return (tat_us, wait) if wait > 0 else (tat + interval, 0)
 
 

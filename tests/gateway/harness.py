@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import socket
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,7 +21,7 @@ from gateway.app import create_app
 from gateway.auth import create_api_key
 from gateway.db import transaction
 from gateway.runtime import Gateway, build_gateway
-from gateway.settings import GatewaySettings
+from gateway.settings import GatewaySettings, Throttle, Throttles
 
 PASSPHRASE = "correct horse battery"
 
@@ -81,7 +83,15 @@ class Brand:
         self.gw.engine.dispose()
 
 
+# Every test request comes from one client address ("testclient"): let it enrol and log in as often
+# as the tests need (the limits themselves are tested in test_gateway_attacks.py).
+GENEROUS = Throttles(enrol_per_address=Throttle(burst=100_000, period_s=60), login_per_address=Throttle(burst=100_000, period_s=60),
+                     code_per_address=Throttle(burst=100_000, period_s=60))
+
+
 def _settings(workdir: Path, brand_id: str, name: str, database_url: str | None, manifest_path: Path | None, **settings) -> GatewaySettings:
+    # Tests reason in UTC days (the brand's calendar is tested on its own in test_gateway_rules.py).
+    settings = {"throttles": GENEROUS, "timezone": "UTC", "notifier": "dev", "notifications_dir": workdir / f"{brand_id}-notifications"} | settings
     return GatewaySettings(brand_id=brand_id, brand_name=name, database_url=database_url or f"sqlite:///{workdir}/{brand_id}.sqlite",
                            keys_dir=workdir / f"{brand_id}-keys", manifest=manifest_path, outbox_interval_s=0,
                            anchor_interval_s=0, **settings)
@@ -132,11 +142,38 @@ def restart(brand: Brand, chain: Chain | None = None, clock=None) -> Brand:
     return Brand(gw, TestClient(create_app(gateway=gw, background=False)), brand.keys, brand.workdir)
 
 
+def last_code(brand: Brand, kind: str, value: str) -> str | None:
+    """The newest one-time code the brand's development notifier sent to this identifier."""
+    to = brand.gw.pseudonymiser.normalise(kind, value)
+    codes = [m.code for m in brand.gw.notifier.messages(to) if m.code]
+    return codes[-1] if codes else None
+
+
+def start_enrolment(brand: Brand, identifiers: dict, name: str = "Alice Zhang", passphrase: str = PASSPHRASE, **extra):
+    return brand.client.post("/v1/enrolments", json={"identifiers": identifiers, "name": name, "passphrase": passphrase, **extra})
+
+
+def verify_enrolment(brand: Brand, enrolment_id: str, codes: dict):
+    return brand.client.post(f"/v1/enrolments/{enrolment_id}/verification", json={"codes": codes})
+
+
 def enrol(brand: Brand, phone: str, name: str = "Alice Zhang", passphrase: str = PASSPHRASE, **extra) -> dict:
+    """A member who enrolled themselves, proving each identifier with its code. A card is registered
+    at the till instead (staff enrolment), and the member then logs in."""
     identifiers = extra.pop("identifiers", None) or {"phone": phone}
-    r = brand.client.post("/v1/members", json={"identifiers": identifiers, "name": name, "passphrase": passphrase, **extra})
+    if "card" in identifiers:
+        r = brand.client.post("/v1/members", headers=brand.as_("pos"),
+                              json={"identifiers": identifiers, "name": name, "passphrase": passphrase, **extra})
+        assert r.status_code == 201, r.text
+        kind = "phone" if "phone" in identifiers else "email"
+        return r.json() | {"phone": identifiers.get("phone"), "auth": login(brand, kind, identifiers[kind], passphrase)}
+    r = start_enrolment(brand, identifiers, name, passphrase, **extra)
+    assert r.status_code == 202, r.text
+    started = r.json()
+    r = verify_enrolment(brand, started["enrolment_id"], {k: last_code(brand, k, identifiers[k]) for k in started["sent_to"]})
     assert r.status_code == 201, r.text
     body = r.json()
+    body["phone"] = identifiers.get("phone")
     body["auth"] = {"Authorization": f"Bearer {body['token']}"}
     return body
 
@@ -242,3 +279,52 @@ def write_release(release_dir: Path, feature_names: list[str] | None = None, see
         "num_rounds": 1, "rounds_completed": 1, "participating_brands": ["test"], "privacy": {"guarantee": "none"},
         "secure_aggregation": {"enabled": False}, "metrics_per_round": [], "final_metrics": {}})
     return path
+
+
+class Cable:
+    """A TCP relay between the gateway and its chain node that can be unplugged and plugged back:
+    the node keeps running, the gateway loses its connection (as when the network drops)."""
+
+    def __init__(self, target_port: int):
+        self.target_port = target_port
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.plugged = True
+        self.live: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            client, _ = self.server.accept()
+            if not self.plugged:
+                client.close()
+                continue
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            self.live += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(a: socket.socket, b: socket.socket) -> None:
+        try:
+            while data := a.recv(65536):
+                b.sendall(data)
+        except OSError:
+            pass
+        for s in (a, b):
+            try:
+                s.close()
+            except OSError:
+                pass
+
+    def unplug(self) -> None:
+        self.plugged = False
+        for s in self.live:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self.live.clear()
+
+    def plug(self) -> None:
+        self.plugged = True

@@ -20,9 +20,11 @@ from harness import (
     consent,
     enrol,
     exchange,
+    last_code,
     link_wallet,
     new_wallet,
     purchase,
+    start_enrolment,
     start_world_brand,
     write_release,
 )
@@ -52,6 +54,7 @@ class Ctx:
     wallets: dict  # member_ref -> wallet
     m_purchase: str
     m_exchange: str
+    m_redemption: str
 
     def member_for(self, role: str) -> dict:
         return self.o if role == "other" else self.m
@@ -97,6 +100,20 @@ def _erase_me(ctx: Ctx, role: str) -> dict:
     return out
 
 
+def _verify(ctx: Ctx, role: str) -> dict:
+    phone = f"+86135{uniq():08d}"
+    r = start_enrolment(ctx.brand, {"phone": phone}, "Verified Member")
+    assert r.status_code == 202, r.text
+    return {"path": f"/v1/enrolments/{r.json()['enrolment_id']}/verification",
+            "json": {"codes": {"phone": last_code(ctx.brand, "phone", phone)}}}
+
+
+def _revoke_key(ctx: Ctx, role: str) -> dict:
+    r = ctx.brand.client.post("/v1/admin/api-keys", json={"role": "pos", "label": "to revoke"}, headers=ctx.brand.as_("operator"))
+    assert r.status_code == 201, r.text
+    return {"path": f"/v1/admin/api-keys/{r.json()['id']}"}
+
+
 def _member_path(suffix: str, destructive: bool = False):
     def build(ctx: Ctx, role: str) -> dict:
         ref = ctx.throwaway()["member_ref"] if destructive and role in OPERATOR else ctx.m["member_ref"]
@@ -113,8 +130,12 @@ ENDPOINTS: dict[tuple[str, str], Endpoint] = {
     ("GET", "/v1/brand"): Endpoint(PUBLIC, lambda c, r: {"path": "/v1/brand"}),
     ("GET", "/v1/redemption-nonce"): Endpoint(PUBLIC, lambda c, r: {
         "path": "/v1/redemption-nonce", "params": {"owner": c.wallets[c.m["member_ref"]].address}}),
-    ("POST", "/v1/members"): Endpoint(PUBLIC, lambda c, r: {"path": "/v1/members", "json": {
-        "identifiers": {"phone": f"+86137{uniq():08d}"}, "name": "New Member", "passphrase": "correct horse battery"}}, (201,)),
+    ("GET", "/problems/{code}"): Endpoint(PUBLIC, lambda c, r: {"path": "/problems/insufficient_points"}),
+    ("POST", "/v1/enrolments"): Endpoint(PUBLIC, lambda c, r: {"path": "/v1/enrolments", "json": {
+        "identifiers": {"phone": f"+86137{uniq():08d}"}, "name": "New Member", "passphrase": "correct horse battery"}}, (202,)),
+    ("POST", "/v1/enrolments/{enrolment_id}/verification"): Endpoint(PUBLIC, _verify, (201,)),
+    ("POST", "/v1/members"): Endpoint(TILL, lambda c, r: {"path": "/v1/members", "json": {
+        "identifiers": {"phone": f"+86136{uniq():08d}"}, "name": "Till Member"}}, (201,)),
     ("POST", "/v1/sessions"): Endpoint(PUBLIC, lambda c, r: {"path": "/v1/sessions", "json": {
         "kind": "phone", "value": c.m["phone"], "passphrase": "correct horse battery"}}),
     ("GET", "/v1/me"): Endpoint(MEMBER, lambda c, r: {"path": "/v1/me"}),
@@ -141,6 +162,7 @@ ENDPOINTS: dict[tuple[str, str], Endpoint] = {
                                                                  "headers": {"Idempotency-Key": f"x-{uniq()}"}}, (201,)),
     # Always M's exchange: the other member must not find it.
     ("GET", "/v1/me/exchanges/{exchange_ref}"): Endpoint(MEMBER, lambda c, r: {"path": f"/v1/me/exchanges/{c.m_exchange}"}),
+    ("GET", "/v1/me/redemptions/{redemption_ref}"): Endpoint(MEMBER, lambda c, r: {"path": f"/v1/me/redemptions/{c.m_redemption}"}),
     ("POST", "/v1/me/redemptions"): Endpoint(MEMBER, _redeem, (201,)),
     ("GET", "/v1/me/export"): Endpoint(MEMBER, lambda c, r: {"path": "/v1/me/export"}),
     ("POST", "/v1/me/erasure"): Endpoint(MEMBER, _erase_me),
@@ -155,12 +177,14 @@ ENDPOINTS: dict[tuple[str, str], Endpoint] = {
     ("POST", "/v1/campaigns/targets"): Endpoint(OPERATOR, lambda c, r: {"path": "/v1/campaigns/targets", "json": {"top_k": 5}}),
     ("POST", "/v1/admin/api-keys"): Endpoint(OPERATOR, lambda c, r: {"path": "/v1/admin/api-keys", "json": {
         "role": "auditor", "label": "matrix"}}, (201,)),
+    ("GET", "/v1/admin/api-keys"): Endpoint(OPERATOR, lambda c, r: {"path": "/v1/admin/api-keys"}),
+    ("DELETE", "/v1/admin/api-keys/{key_id}"): Endpoint(OPERATOR, _revoke_key),
     ("POST", "/v1/admin/anchors"): Endpoint(OPERATOR, lambda c, r: {"path": "/v1/admin/anchors", "json": {"kind": "audit-log"}}),
     ("POST", "/v1/admin/maintenance"): Endpoint(OPERATOR, lambda c, r: {"path": "/v1/admin/maintenance"}),
 }
 
 # Where a member is admitted but the answer for the *other* member differs (ownership, not role).
-OTHER_MEMBER = {("GET", "/v1/me/exchanges/{exchange_ref}"): 404}
+OTHER_MEMBER = {("GET", "/v1/me/exchanges/{exchange_ref}"): 404, ("GET", "/v1/me/redemptions/{redemption_ref}"): 404}
 
 
 @pytest.fixture(scope="module")
@@ -184,9 +208,13 @@ def ctx(world) -> Ctx:
         r = exchange(brand, member, 20, f"setup-x-{member['member_ref']}")
         assert r.status_code == 201, r.text
         ex[member["member_ref"]] = r.json()["exchange_ref"]
+    r = brand.client.post("/v1/me/redemptions", headers=m["auth"],
+                          json=authorise(world.alliance, wallets[m["member_ref"]], brand, 1, world.chain.timestamp() + 3600))
+    assert r.status_code == 201, r.text
+    m_redemption = r.json()["redemption_ref"]
     r = brand.client.post("/v1/admin/anchors", json={"kind": "consent-log"}, headers=brand.as_("operator"))
     assert r.json()["anchored"] is True
-    yield Ctx(brand, world, clock, m, o, wallets, m_purchase, ex[m["member_ref"]])
+    yield Ctx(brand, world, clock, m, o, wallets, m_purchase, ex[m["member_ref"]], m_redemption)
     brand.close()
 
 
@@ -235,7 +263,7 @@ def test_role_matrix(ctx, role):
             continue  # reported by the test above
         spec = ENDPOINTS[(method, template)]
         r = _call(ctx, method, template, role)
-        body = r.json() if r.headers.get("content-type", "").startswith("application/json") else {}
+        body = r.json() if "json" in r.headers.get("content-type", "") else {}
         if role in spec.roles:
             expected = OTHER_MEMBER.get((method, template), spec.ok) if role == "other" else spec.ok
             expected = expected if isinstance(expected, tuple) else (expected,)
@@ -251,7 +279,7 @@ def test_role_matrix(ctx, role):
         else:
             expected = 401 if role in ("anonymous", "invalid") else 403
             code = "unauthorised" if expected == 401 else "forbidden"
-            if r.status_code != expected or body.get("error") != code:
+            if r.status_code != expected or body.get("code") != code:
                 failures.append(f"{role} {method} {template}: expected {expected} {code}, got {r.status_code} {r.text[:200]}")
     assert not failures, "\n".join(failures)
     # The other member's calls (and every refused one) left M untouched; nobody but O touched O.
@@ -269,7 +297,7 @@ def test_member_cannot_reach_other_members_objects(ctx):
     for method, path in [("GET", f"/v1/members/{ctx.m['member_ref']}"), ("GET", f"/v1/members/{ctx.m['member_ref']}/export"),
                          ("POST", f"/v1/members/{ctx.m['member_ref']}/erasure")]:
         r = client.request(method, path, headers=o["auth"])
-        assert r.status_code == 403 and r.json()["error"] == "forbidden", (path, r.text)
+        assert r.status_code == 403 and r.json()["code"] == "forbidden", (path, r.text)
     # Extra fields naming another member are refused, never followed.
     r = client.post("/v1/me/exchanges", json={"ap_amount": 1, "member_ref": ctx.m["member_ref"]},
                     headers=o["auth"] | {"Idempotency-Key": "o-sneaky"})

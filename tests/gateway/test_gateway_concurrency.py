@@ -120,7 +120,7 @@ def test_parallel_exchanges_never_overdraw(shop, world):
     codes = sorted(r.status_code for r in responses)
     ok = [r for r in responses if r.status_code == 201]
     failed = [r for r in responses if r.status_code != 201]
-    assert all(r.status_code == 409 and r.json()["error"] == "insufficient_points" for r in failed), codes
+    assert all(r.status_code == 409 and r.json()["code"] == "insufficient_points" for r in failed), codes
     assert all(r.json()["status"] == "confirmed" for r in ok)
     assert len(ok) * ap_each * RATE <= start
     assert len(ok) == start // (ap_each * RATE)  # and nothing was refused that could have been served
@@ -153,7 +153,7 @@ def test_parallel_redemptions_never_redeem_more_than_held(shop, world):
         responses = _storm(url, requests)
     ok = [r for r in responses if r.status_code == 201]
     failed = [r for r in responses if r.status_code != 201]
-    assert all(r.status_code == 409 and r.json()["error"] == "chain_rejected" for r in failed), sorted(r.status_code for r in responses)
+    assert all(r.status_code == 409 and r.json()["code"] == "chain_rejected" for r in failed), sorted(r.status_code for r in responses)
     redeemed = held - alliance.points.balance_of(wallet.address)
     assert len(ok) * each == redeemed <= held
     assert redeemed == held  # every AP the wallet had went, no more

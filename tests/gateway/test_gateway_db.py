@@ -89,7 +89,7 @@ def test_tier_window_and_daily_cap_read_only_the_index(tmp_path):
             _insert(session.connection(), Member.__table__, [_member(1, id=member_id)])
             event.listen(engine, "before_cursor_execute", note)
             tiers.window_activity(session, member_id, NOW, 365)
-            purchases._earned_on_day(session, member_id, NOW)
+            purchases._earned_on_day(session, member_id, NOW.date(), UTC)
             event.remove(engine, "before_cursor_execute", note)
             steps = [row[-1] for sql, params in sent
                      for row in session.connection().exec_driver_sql("EXPLAIN QUERY PLAN " + sql, params)]

@@ -82,7 +82,7 @@ def test_ledger_invariants_hold_for_any_sequence(shop, steps):
             amount = max(1, int((p["amount"] - p["refunded"]) * step[2]))
             r = refund(brand, p["ref"], amount, key)
             if p["refunded"] + amount > p["amount"]:
-                assert r.status_code == 409 and r.json()["error"] == "conflict", r.text
+                assert r.status_code == 409 and r.json()["code"] == "conflict", r.text
             else:
                 assert r.status_code == 201, r.text
                 p["refunded"] += amount
@@ -93,7 +93,7 @@ def test_ledger_invariants_hold_for_any_sequence(shop, steps):
             r = exchange(brand, m, step[1], key)
             needed = step[1] * RATE
             if r.status_code == 409:
-                assert r.json()["error"] == "insufficient_points", r.text
+                assert r.json()["code"] == "insufficient_points", r.text
                 assert r.json()["needed"] == needed and r.json()["available"] < needed
                 assert _check(brand, m) == before
             else:

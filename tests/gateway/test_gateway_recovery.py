@@ -185,7 +185,7 @@ def test_refused_exchange_gives_the_same_points_back(env):
     alliance.registry.suspend(world.gov(), brand.gw.brand_address, "test: suspended")
     try:
         r = exchange(brand, m, 150, "refused")  # 1,500 points: takes from both lots
-        assert r.status_code == 409 and r.json()["error"] == "chain_rejected", r.text
+        assert r.status_code == 409 and r.json()["code"] == "chain_rejected", r.text
         assert "BrandNotActive" in r.json()["detail"]
     finally:
         alliance.registry.reinstate(world.gov(), brand.gw.brand_address)

@@ -27,7 +27,7 @@ from sqlalchemy import select
 
 from gateway.models import DataKey, MemberIdentifier, PiiField, PointLot
 from gateway.services import rules
-from gateway.settings import EarnRules, TierRule
+from gateway.settings import CurrencyEarn, EarnRules, TierRule
 
 
 @pytest.fixture
@@ -83,12 +83,12 @@ def test_earn_rules_and_multipliers(brand, clock):
     assert (bday["points"], bday["campaign"]) == (200, "birthday_month")
     june = till.buy(m, 10_000, at=datetime(2026, 6, 30, 23, 0, tzinfo=UTC))
     assert (june["points"], june["campaign"]) == (100, None)
-    # A till in UTC+8: 07:00 on 1 July there is still 30 June in UTC. The campaign follows the local
-    # date; the stored time is the same instant (SQLite keeps no offset, so the gateway stores UTC).
+    # A till in UTC+8 writes 07:00 on 1 July: in this brand's calendar (UTC) it is still 30 June, so
+    # no birthday campaign; the stored time is the same instant, in UTC.
     clock.advance(minutes=1)
     r = brand.client.post("/v1/purchases", headers=brand.as_("pos") | {"Idempotency-Key": "tz-1"},
                           json={"member_ref": m["member_ref"], "amount_minor": 10_000, "occurred_at": "2026-07-01T07:00:00+08:00"})
-    assert (r.json()["points"], r.json()["campaign"]) == (200, "birthday_month")
+    assert (r.json()["points"], r.json()["campaign"]) == (100, None)
     stored = [p for p in brand.client.get("/v1/me/export", headers=m["auth"]).json()["purchases"] if p["purchase_ref"] == r.json()["purchase_ref"]]
     assert stored[0]["occurred_at"] == "2026-06-30T23:00:00Z"
 
@@ -111,7 +111,7 @@ def test_earn_rules_and_multipliers(brand, clock):
 def test_daily_cap_and_rate_limit(brand, clock):
     till = Till(brand, clock)
     m = enrol(brand, "+8613800000003")
-    today = clock.now
+    today = clock.advance(days=2)
     big = till.buy(m, 100_000_000)  # 1,000,000.00: 2,000,000 points before the cap
     assert (big["points"], big["capped"], big["tier"]) == (50_000, 1_950_000, "gold")
     more = till.buy(m, 10_000)
@@ -135,7 +135,7 @@ def test_daily_cap_and_rate_limit(brand, clock):
     for i in range(10):
         assert purchase(brand, r["member_ref"], 1_000, f"burst-{i}", clock.now).status_code == 201
     limited = purchase(brand, r["member_ref"], 1_000, "burst-10", clock.now)
-    assert limited.status_code == 429 and limited.json()["error"] == "rate_limited"
+    assert limited.status_code == 429 and limited.json()["code"] == "rate_limited"
     assert limited.json()["retry_after_s"] == 6 and limited.headers["Retry-After"] == "6"
     # Another member is not limited by this one.
     assert purchase(brand, m["member_ref"], 1_000, "other-member", clock.now).status_code == 201
@@ -273,7 +273,7 @@ def test_consent_defaults_withdrawal_and_frozen_member(brand, clock):
                              headers=op).status_code == 200
     assert brand.client.get("/v1/me", headers=m["auth"]).status_code == 401
     clock.advance(minutes=1)
-    assert purchase(brand, m["member_ref"], 1_000, "while-frozen", clock.now).json()["error"] == "member_not_active"
+    assert purchase(brand, m["member_ref"], 1_000, "while-frozen", clock.now).json()["code"] == "member_not_active"
     # ... but the member can still log in to withdraw consent (a right that freezing does not suspend).
     auth = login(brand, "phone", "+8613800000010")
     r = brand.client.put("/v1/me/consents/marketing", json={"granted": False}, headers=auth)
@@ -281,7 +281,7 @@ def test_consent_defaults_withdrawal_and_frozen_member(brand, clock):
     assert brand.client.get("/v1/me/consents", headers=auth).json()["marketing"] is False
     # Granting is processing, and a frozen account does no new processing.
     r = brand.client.put("/v1/me/consents/federated_training", json={"granted": True}, headers=auth)
-    assert r.status_code == 409 and r.json()["error"] == "member_not_active"
+    assert r.status_code == 409 and r.json()["code"] == "member_not_active"
     assert brand.client.get("/v1/me/export", headers=auth).status_code == 200
     history = brand.client.get("/v1/me/consents/history", headers=auth).json()
     assert [(h["receipt"]["purpose"], h["receipt"]["state"]) for h in history] == [
@@ -293,7 +293,7 @@ def test_consent_defaults_withdrawal_and_frozen_member(brand, clock):
     brand.client.put("/v1/me/consents/loyalty_core", json={"granted": False}, headers=auth)
     clock.advance(minutes=1)
     r = purchase(brand, m["member_ref"], 1_000, "no-core", clock.now)
-    assert r.status_code == 403 and r.json()["error"] == "consent_required"
+    assert r.status_code == 403 and r.json()["code"] == "consent_required"
 
 
 def test_erasure_leaves_nothing_personal_and_books_balanced(brand, clock):
@@ -390,8 +390,8 @@ def test_the_highest_campaign_applies_on_top_of_the_tier(first, birthday, eco, d
     earn = EarnRules(first_order_multiplier_pct=first, birthday_month_multiplier_pct=birthday, eco_multiplier_pct=eco,
                      member_day=8, member_day_multiplier_pct=day)
     at = datetime(2026, 5, 8 if applies[3] else 9, 12, tzinfo=UTC)
-    got = rules.purchase_points(earn, TierRule(name="t", min_spend_minor=0, min_purchases=0, min_actions=0,
-                                               earn_multiplier_pct=tier_pct),
+    got = rules.purchase_points(earn, CurrencyEarn(), TierRule(name="t", min_spend_minor=0, min_purchases=0, min_actions=0,
+                                                               earn_multiplier_pct=tier_pct),
                                 amount, first_order=applies[0], birth_month=5 if applies[1] else 6, eco=applies[2], occurred_at=at)
     offered = [(pct, name) for pct, name, on in ((first, "first_order", applies[0]), (birthday, "birthday_month", applies[1]),
                                                  (eco, "eco_choice", applies[2]), (day, "member_day", applies[3])) if on and pct > 100]

@@ -124,7 +124,7 @@ def test_anchor_that_does_not_extend_the_previous_one_is_caught(gateway_world):
             db.commit()
             rehash(db)
             # A new entry, then the brand anchors its rewritten history as the next period.
-            w.brands["airline"].member().enrol({"phone": "+8613999999999"}, "Eve", "eve-passphrase-2026", "1991-01-01")
+            w.brands["airline"].enrol({"phone": "+8613999999999"}, "Eve", "eve-passphrase-2026", "1991-01-01")
             assert w.anchor("airline").status_code == 200
             report, checks = audit_of(w, "airline")
     finally:

@@ -55,6 +55,17 @@ def test_pages_need_the_auditor_login_and_nothing_writes(console_app):
         assert methods <= {"GET", "HEAD"} or route.path == "/login"
 
 
+def test_the_console_refuses_huge_and_deep_bodies_before_reading_them(console_app):
+    """The same request guard as the gateways': a body over 64 KiB gets 413, JSON nested too deep 422."""
+    client = TestClient(console_app, follow_redirects=False)
+    huge = client.post("/login", content="username=auditor&password=" + "x" * 200_000,
+                       headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert huge.status_code == 413 and huge.json()["code"] == "body_too_large"
+    deep = client.post("/login", content="[" * 20_000 + "]" * 20_000, headers={"Content-Type": "application/json"})
+    assert deep.status_code == 422 and deep.json()["code"] == "invalid_request"
+    assert client.get("/healthz").status_code == 200
+
+
 @pytest.fixture(scope="module")
 def served(console_app):
     import uvicorn
