@@ -154,7 +154,8 @@ def redemptions(members: int = REDEEMING_MEMBERS, per_member: int = 4) -> dict:
     with tempfile.TemporaryDirectory() as tmp, Anvil() as anvil_url:
         local = LocalAlliance.start(Path(tmp) / "alliance", chain_url=anvil_url)
         # Every member enrols from this one process: its address may enrol them all.
-        many = Throttles(enrol_per_address=Throttle(burst=10 * members, period_s=3600))
+        many = Throttles(enrol_per_address=Throttle(burst=10 * members, period_s=3600),
+                         code_per_address=Throttle(burst=10 * members, period_s=3600))
         grocer = local.add_brand("grocery", BrandTerms("Bench Grocery", rate=10, credit_limit=10**9, collateral=10**15), throttles=many)
         cafe = local.add_brand("cafe", BrandTerms("Bench Cafe", rate=50, credit_limit=10**9, collateral=10**15), throttles=many)
         requests = []

@@ -7,7 +7,6 @@ import contextlib
 import gc
 import logging
 from functools import partial
-
 from http import HTTPStatus
 
 from fastapi import FastAPI, Path, Request
@@ -35,8 +34,8 @@ from .errors import (
 from .groupcommit import GroupCommit
 from .guard import Limits, RequestGuard
 from .routes import admin, alliance, audit, campaigns, consent, members, points, problems, rights
-from .schemas import BrandInfo, Health, Problem, ProblemType
 from .runtime import Gateway, build_gateway
+from .schemas import BrandInfo, Health, Problem, ProblemType
 from .services import anchoring, outbox, purchases
 from .services.alliance import EXCHANGE_JOB, REDEMPTION_JOB
 from .settings import GatewaySettings

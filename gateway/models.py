@@ -60,7 +60,7 @@ class Member(Base):
     identity_proof: Mapped[str] = mapped_column(String(16), server_default="none")
 
 
-class Enrolment(Base):
+class PendingEnrolment(Base):
     """A self-enrolment waiting for the one-time codes sent to its contact identifiers. Nothing about
     it says whether an identifier already belongs to a member: that is decided when the codes come
     back. Its personal data is already sealed under the future member's data key; an enrolment that

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import re
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, WithJsonSchema, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, WithJsonSchema, model_validator
 
 Points = int
 MAX_AMOUNT = 10**12  # minor units; anything larger is refused as implausible before any rule runs
@@ -15,24 +15,32 @@ UUID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 MEMBER_REF_EXAMPLE = "0b7c2f9e-8f8a-4c52-9a4d-3f1f3c7d2a10"
 MAX_DB_INT = 2**63 - 1  # the widest integer column (BIGINT); larger values are refused, never overflow the database
 
-_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,6})?([Zz]|[+-]\d{2}:\d{2})$")
-_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_RFC3339 = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?([Zz]|[+-][0-9]{2}:[0-9]{2})$")
+_ISO_DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
 
 
 def _rfc3339(value: Any) -> Any:
-    if not isinstance(value, str) or not _RFC3339.match(value):
+    if not isinstance(value, str) or not _RFC3339.fullmatch(value):
         raise ValueError("a time is an RFC 3339 string with its offset, e.g. 2026-03-03T10:00:00+08:00")
     return value
 
 
 def _iso_date(value: Any) -> Any:
-    if not isinstance(value, str) or not _ISO_DATE.match(value):
+    if not isinstance(value, str) or not _ISO_DATE.fullmatch(value):
         raise ValueError("a date is a string YYYY-MM-DD")
     return value
 
 
 # Times only as RFC 3339 strings with an offset (no Unix numbers, no naive times); dates as YYYY-MM-DD.
-Timestamp = Annotated[datetime, BeforeValidator(_rfc3339), WithJsonSchema({"type": "string", "format": "date-time"})]
+def _in_utc(moment: datetime) -> datetime:
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+01:00 is a year before the first
+        raise ValueError("the time is out of range in UTC") from None
+
+
+# Times are held in UTC from here on (the brand's calendar decides a day; one zone compares fast).
+Timestamp = Annotated[datetime, BeforeValidator(_rfc3339), AfterValidator(_in_utc), WithJsonSchema({"type": "string", "format": "date-time"})]
 CalendarDate = Annotated[date, BeforeValidator(_iso_date), WithJsonSchema({"type": "string", "format": "date"})]
 
 

@@ -47,7 +47,7 @@ def _event(who: Principal, key: str, body: PurchaseRequest, home_currency: str) 
     return purchases.PurchaseEvent(
         idempotency_key=f"{who.subject}:{key}", body_hash=purchases.request_hash(body, exclude={"idempotency_key"}),
         amount_minor=body.amount_minor, currency=body.currency or home_currency, channel=body.channel, eco=body.eco,
-        occurred_at=as_utc(body.occurred_at), member_ref=body.member_ref, identifier_kind=body.identifier_kind,
+        occurred_at=body.occurred_at, member_ref=body.member_ref, identifier_kind=body.identifier_kind,
         identifier=body.identifier)
 
 
@@ -58,9 +58,10 @@ REPLAY = "a retry of a request already applied (same key, same request): its ori
              responses={200: {"model": PurchaseResponse, "description": REPLAY}} | problems(*AUTH, 400, 404, 409, 429, 503),
              summary="A purchase at the point of sale earns points (idempotent on Idempotency-Key)")
 async def purchase(body: PurchaseRequest, request: Request, response: Response, key: str = Depends(idempotency_key),
-                   who: Principal = Depends(allow("pos", "operator")), gw: Gateway = Depends(gateway)) -> PurchaseResponse:
+                   who: Principal = Depends(allow("pos", "operator"))) -> PurchaseResponse:
     # Concurrent purchases share transactions (gateway/groupcommit.py); each is answered once committed.
-    outcome = await request.app.state.purchases.submit(_event(who, key, body, gw.settings.earn.home_currency))
+    home = request.app.state.gateway.settings.earn.home_currency
+    outcome = await request.app.state.purchases.submit(_event(who, key, body, home))
     if isinstance(outcome, GatewayError):
         raise outcome
     if outcome.replayed:
@@ -109,7 +110,7 @@ def action(body: ActionRequest, response: Response, key: str = Depends(idempoten
     with transaction(gw.sessions) as session:
         a, m, replayed = purchases.record_action(session, gw, idempotency_key=f"{who.subject}:{key}",
                                                  body_hash=purchases.request_hash(body), member=locate(session, gw, body), kind=body.kind,
-                                                 occurred_at=as_utc(body.occurred_at), now=gw.now())
+                                                 occurred_at=body.occurred_at, now=gw.now())
         out = ActionResponse(member_ref=m.member_ref, kind=a.kind, points=a.points, balance=m.balance, replayed=replayed)
     if replayed:
         response.status_code = status.HTTP_200_OK

@@ -29,7 +29,7 @@ from privacy.vault import WrappedKey
 
 from ..db import as_utc, transaction
 from ..errors import CodeInvalid, Conflict, GatewayError, NotFound, NotifierDown
-from ..models import Enrolment as Pending
+from ..models import PendingEnrolment as Pending
 from ..notify import CHANNEL_OF, Message, NotifierUnavailable
 from ..runtime import Gateway
 from . import members, throttle

@@ -120,7 +120,7 @@ class PurchaseEvent(NamedTuple):  # named tuples: a batch builds thousands, and 
     currency: str
     channel: str
     eco: bool
-    occurred_at: datetime  # timezone-aware; its own offset decides which day's cap it counts against
+    occurred_at: datetime  # in UTC; the brand's calendar (settings.timezone) decides its day
     member_ref: str | None = None
     identifier_kind: str | None = None
     identifier: str | None = None

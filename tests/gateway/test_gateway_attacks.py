@@ -6,6 +6,7 @@ wallet challenges, an idempotency key replayed with another body)."""
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import select
 import socket
@@ -24,6 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from contracts.chain import free_port
+from gateway.guard import nesting_depth
 from gateway.services.alliance import SECP256K1_N
 from gateway.settings import CurrencyEarn, EarnRules
 
@@ -143,6 +145,26 @@ def test_deep_and_huge_bodies_get_a_4xx_at_once_and_the_server_keeps_serving(tmp
         assert gateway.alive()
 
 
+def _depth(value) -> int:
+    if isinstance(value, list):
+        return 1 + max(map(_depth, value), default=0)
+    if isinstance(value, dict):
+        return 1 + max(map(_depth, value.values()), default=0)
+    return 0
+
+
+TRICKY_TEXT = st.text(alphabet=st.sampled_from('[]{}"\\ax\u00e9\n'), max_size=12)
+JSON_VALUES = st.recursive(st.none() | st.integers() | TRICKY_TEXT,
+                           lambda inner: st.lists(inner, max_size=4) | st.dictionaries(TRICKY_TEXT, inner, max_size=4), max_leaves=30)
+
+
+@given(value=JSON_VALUES, ascii_only=st.booleans())
+def test_the_guard_measures_nesting_exactly_whatever_the_strings_hold(value, ascii_only):
+    """Brackets, quotes and backslashes inside strings never count: the guard's measure equals the
+    structure's depth (so it neither lets a deep body through nor refuses a flat one)."""
+    assert nesting_depth(json.dumps(value, ensure_ascii=ascii_only).encode()) == _depth(value)
+
+
 def test_the_recursion_limit_is_back_to_the_default_in_every_serving_process():
     """py_ecc (imported by eth_account) raises the limit to 100,000, so a decoder recursing that deep
     overflowed the C stack: the process died instead of raising. Once the gateway, the console or the
@@ -260,7 +282,10 @@ def test_strings_are_not_booleans_numbers_are_not_times(shop, clock):
     clock.advance(minutes=1)
     body = {"member_ref": m["member_ref"], "amount_minor": 10_000, "occurred_at": clock.now.isoformat()}
     for i, bad in enumerate(({"eco": "yes"}, {"eco": 1}, {"occurred_at": 0}, {"occurred_at": 1772532000},
-                             {"occurred_at": "2026-03-03T10:00:00"}, {"occurred_at": "3 March 2026"}, {"occurred_at": "2026-03-03"})):
+                             {"occurred_at": "2026-03-03T10:00:00"}, {"occurred_at": "3 March 2026"}, {"occurred_at": "2026-03-03"},
+                             # Valid RFC 3339, but a year before the first or after the last once in UTC
+                             # (found by the fuzzing suite: it was a 500).
+                             {"occurred_at": "0001-01-01T00:01:00+05:14"}, {"occurred_at": "9999-12-31T23:59:00-01:00"})):
         r = shop.client.post("/v1/purchases", json=body | bad, headers=shop.as_("pos") | {"Idempotency-Key": f"strict-{i}"})
         assert r.status_code == 422 and r.json()["code"] == "invalid_request", (bad, r.text)
     for granted in ("yes", "true", 1, None):

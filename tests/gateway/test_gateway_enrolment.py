@@ -12,7 +12,7 @@ import pytest
 from harness import PASSPHRASE, enrol, last_code, login, start_enrolment, start_local_brand, verify_enrolment
 from sqlalchemy import select
 
-from gateway.models import Enrolment, Member
+from gateway.models import Member, PendingEnrolment
 from gateway.services import members
 from gateway.services.throttle import address_of
 from gateway.settings import Throttle, Throttles
@@ -91,7 +91,7 @@ def test_the_account_exists_only_once_every_identifier_is_proven(brand, clock):
     assert r.status_code == 401
     with brand.gw.sessions() as session:
         assert session.scalars(select(Member)).all() == []
-        pending = session.scalars(select(Enrolment)).one()
+        pending = session.scalars(select(PendingEnrolment)).one()
         assert number not in pending.sealed and "Two Codes" not in pending.sealed  # sealed, not kept in clear
     codes = {"phone": last_code(brand, "phone", number), "email": last_code(brand, "email", email)}
     # One right code is not enough; each wrong attempt counts.
@@ -127,7 +127,7 @@ def test_codes_run_out_and_expire(brand, clock):
     clock.advance(minutes=11)
     assert brand.client.post("/v1/admin/maintenance", headers=brand.as_("operator")).json()["enrolments_expired"] >= 1
     with brand.gw.sessions() as session:
-        assert session.scalars(select(Enrolment)).all() == []
+        assert session.scalars(select(PendingEnrolment)).all() == []
 
 
 def test_two_pending_enrolments_of_one_identifier_make_one_account(brand):
