@@ -31,7 +31,6 @@ def _iso_date(value: Any) -> Any:
     return value
 
 
-# Times only as RFC 3339 strings with an offset (no Unix numbers, no naive times); dates as YYYY-MM-DD.
 def _in_utc(moment: datetime) -> datetime:
     try:
         return moment.astimezone(UTC)
@@ -39,7 +38,8 @@ def _in_utc(moment: datetime) -> datetime:
         raise ValueError("the time is out of range in UTC") from None
 
 
-# Times are held in UTC from here on (the brand's calendar decides a day; one zone compares fast).
+# Times only as RFC 3339 strings with an offset (no Unix numbers, no naive times), held in UTC from
+# here on (the brand's calendar decides a day; times of one zone compare fast); dates as YYYY-MM-DD.
 Timestamp = Annotated[datetime, BeforeValidator(_rfc3339), AfterValidator(_in_utc), WithJsonSchema({"type": "string", "format": "date-time"})]
 CalendarDate = Annotated[date, BeforeValidator(_iso_date), WithJsonSchema({"type": "string", "format": "date"})]
 

@@ -29,7 +29,7 @@ from privacy.vault import WrappedKey
 
 from ..db import as_utc, transaction
 from ..errors import CodeInvalid, Conflict, GatewayError, NotFound, NotifierDown
-from ..models import PendingEnrolment as Pending
+from ..models import PendingEnrolment
 from ..notify import CHANNEL_OF, Message, NotifierUnavailable
 from ..runtime import Gateway
 from . import members, throttle
@@ -73,7 +73,7 @@ def start(gw: Gateway, *, identifiers: dict[str, str], name: str, birthday: date
     expires_at = now + timedelta(seconds=s.enrolment_code_ttl_s)
     with transaction(gw.sessions) as session:
         enrolled = {kind: members.find_by_identifier(session, gw, kind, value) is not None for kind, value in identifiers.items()}
-        session.add(Pending(id=enrolment_id, member_ref=member_ref, pseudonyms=json.dumps(pseudonyms),
+        session.add(PendingEnrolment(id=enrolment_id, member_ref=member_ref, pseudonyms=json.dumps(pseudonyms),
                             code_hashes=json.dumps({k: _code_hash(enrolment_id, k, c) for k, c in codes.items()}),
                             sealed=json.dumps({"key": wrapped.to_record(), "fields": {f: b64encode(c).decode() for f, c in ciphertexts.items()}}),
                             passphrase_hash=passphrase_hash, birth_month=birthday.month if birthday else None,
@@ -103,7 +103,7 @@ def verify(gw: Gateway, enrolment_id: str, codes: dict[str, str], client: str, n
     s = gw.settings
     outcome: GatewayError | members.Enrolment
     with transaction(gw.sessions) as session:
-        pending = session.get(Pending, enrolment_id, with_for_update=True)
+        pending = session.get(PendingEnrolment, enrolment_id, with_for_update=True)
         limits = [(throttle.key("code", "address", client), s.throttles.code_per_address)]
         if pending is not None:
             limits += [(throttle.key("code", "identifier", p[0]), s.throttles.code_per_identifier)
@@ -116,7 +116,7 @@ def verify(gw: Gateway, enrolment_id: str, codes: dict[str, str], client: str, n
     return outcome
 
 
-def _check(session: Session, gw: Gateway, pending: Pending | None, codes: dict[str, str], now: datetime):
+def _check(session: Session, gw: Gateway, pending: PendingEnrolment | None, codes: dict[str, str], now: datetime):
     if pending is None or as_utc(pending.expires_at) <= now:
         if pending is not None:
             session.delete(pending)  # its sealed data goes with its key
@@ -146,4 +146,4 @@ def _check(session: Session, gw: Gateway, pending: Pending | None, codes: dict[s
 
 def expire(session: Session, now: datetime) -> int:
     """Maintenance: forget enrolments nobody verified in time (their sealed data with their key)."""
-    return session.execute(delete(Pending).where(Pending.expires_at <= now)).rowcount
+    return session.execute(delete(PendingEnrolment).where(PendingEnrolment.expires_at <= now)).rowcount
