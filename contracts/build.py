@@ -17,6 +17,7 @@ from typing import Any
 import solcx
 
 from .artifacts import ARTIFACTS_DIR, CONTRACT_NAMES, PACKAGE_DIR, SRC_DIR
+from .defaults import CONTRACTS_VERSION
 
 SOLC_WRAPPER = PACKAGE_DIR / "tools" / "solc"
 NODE_MODULES = PACKAGE_DIR / "node_modules"
@@ -78,6 +79,7 @@ def compile_all() -> dict[str, dict[str, Any]]:
             metadata = json.loads(compiled["metadata"])
             artifacts[name] = {
                 "contractName": name,
+                "contractsVersion": CONTRACTS_VERSION,
                 "sourceName": source_name,
                 "abi": compiled["abi"],
                 "bytecode": "0x" + compiled["evm"]["bytecode"]["object"],

@@ -210,7 +210,17 @@ def connect(url: str = EMBEDDED, faucet_key: str | None = None) -> Chain:
 
             def make_request(self, method, params):
                 with self._lock:
-                    return super().make_request(method, params)
+                    try:
+                        return super().make_request(method, params)
+                    except OverflowError as exc:
+                        # web3 reads every revert as Error(string); some custom errors' data then
+                        # claims an impossible string length. Report the raw data as it does otherwise.
+                        failed = exc.__context__
+                        if not isinstance(failed, TransactionFailed):
+                            raise
+                        raw = failed.args[0]
+                        raw = raw.args[0] if isinstance(raw, Exception) else raw
+                        raise TransactionFailed(f"execution reverted: {raw}") from None
 
         backend = PyEVMBackend()
         tester = EthereumTester(backend)

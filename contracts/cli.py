@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from .defaults import EMBEDDED, RATE_NOTICE_S, VALUE_PER_POINT
+from .defaults import ADMIN_DELAY_S, EMBEDDED, EPOCH_S, MIN_EPOCH_S, RATE_NOTICE_S, REFUND_WINDOW_S, VALUE_PER_POINT
 
 # Heavy imports (web3, eth-account, the compiler driver) happen inside the commands, so that
 # `alliance --help` and every other command start fast.
@@ -59,6 +59,10 @@ def deploy(
     manifest: Path = typer.Option(Path("var/deployment.json"), help="where to write the deployment manifest"),
     value_per_point: int = typer.Option(VALUE_PER_POINT, min=1, help="settlement-token units per alliance point"),
     rate_notice: int = typer.Option(RATE_NOTICE_S, min=86_400, help="seconds between publishing a rate and its effect"),
+    admin_delay: int = typer.Option(ADMIN_DELAY_S, min=0, help="seconds a transfer of the admin role waits"),
+    min_epoch: int = typer.Option(MIN_EPOCH_S, min=0, help="seconds an epoch stays open at least"),
+    epoch: int = typer.Option(EPOCH_S, min=1, help="seconds after which anyone may close an epoch"),
+    refund_window: int = typer.Option(REFUND_WINDOW_S, min=0, help="seconds after a redemption during which it may be refunded"),
     settlement_token: str = typer.Option(None, help="existing settlement token address (default: deploy the test token)"),
 ) -> None:
     """Deploy registry, settlement token, settlement, points and anchor, and write the manifest.
@@ -74,7 +78,10 @@ def deploy(
         chain = connect(chain_url)
         key = os.environ.get("ALLIANCE_GOVERNOR_KEY")
         governor = Account.from_key(key) if key else chain.new_account()
+        if min_epoch > epoch:
+            raise typer.BadParameter("--min-epoch must not exceed --epoch")
         alliance = deploy_alliance(chain, governor, value_per_point=value_per_point, rate_notice=rate_notice,
+                                   admin_delay=admin_delay, epoch_lengths=(min_epoch, epoch), refund_window=refund_window,
                                    settlement_token=settlement_token)
     except ChainError as exc:
         console.print(f"[red]{exc}[/red]")
@@ -109,8 +116,8 @@ def _governed(chain_url: str, manifest: Path):
 def admit(
     brand: str = typer.Argument(..., help="the brand gateway's chain account (`alliance gateway keys` shows it)"),
     name: str = typer.Option(...),
-    rate: int = typer.Option(..., min=1, help="brand points per alliance point"),
-    credit_limit: int = typer.Option(..., min=0, help="most AP the brand may issue net per open epoch"),
+    rate: int = typer.Option(..., min=1, max=2**64 - 1, help="brand points per alliance point"),
+    credit_limit: int = typer.Option(..., min=0, max=2**96 - 1, help="most AP the brand may issue net per open epoch"),
     fund_gas: bool = typer.Option(False, help="send the brand ether for gas from the faucet (development chains)"),
     mint_collateral: int = typer.Option(0, min=0, help="mint this much test settlement token to the brand (test token only)"),
     chain_url: str = typer.Option(EMBEDDED, "--chain", envvar="ALLIANCE_CHAIN_URL"),
@@ -131,6 +138,42 @@ def admit(
         console.print(f"[red]refused by the contracts: {exc}[/red]")
         raise typer.Exit(1) from None
     console.print(f"admitted {name} ({brand}) at {rate} points per AP, credit limit {credit_limit} AP")
+
+
+def _governance_call(chain_url: str, manifest: Path, act) -> None:
+    from .chain import ContractRevert
+
+    alliance, gov = _governed(chain_url, manifest)
+    try:
+        act(alliance, gov)
+    except ContractRevert as exc:
+        console.print(f"[red]refused by the contracts: {exc}[/red]")
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def rotate(
+    brand: str = typer.Argument(..., help="the brand's current chain account"),
+    new_account: str = typer.Argument(..., help="the account it acts through from now on"),
+    chain_url: str = typer.Option(EMBEDDED, "--chain", envvar="ALLIANCE_CHAIN_URL"),
+    manifest: Path = typer.Option(Path("var/deployment.json"), envvar="ALLIANCE_MANIFEST"),
+) -> None:
+    """Governance: move a brand to a new account (its gateway key was compromised or replaced). It keeps
+    its collateral, settlement record, member nonces and anchors; the old account can do nothing more."""
+    _governance_call(chain_url, manifest, lambda alliance, gov: alliance.registry.rotate(gov, brand, new_account))
+    console.print(f"{brand} now acts through {new_account}")
+
+
+@app.command("set-payout")
+def set_payout(
+    brand: str = typer.Argument(..., help="the brand's current chain account"),
+    payout: str = typer.Argument(..., help="where the brand's withdrawn collateral goes (its treasury)"),
+    chain_url: str = typer.Option(EMBEDDED, "--chain", envvar="ALLIANCE_CHAIN_URL"),
+    manifest: Path = typer.Option(Path("var/deployment.json"), envvar="ALLIANCE_MANIFEST"),
+) -> None:
+    """Governance: set the address a brand's collateral withdrawals are paid to."""
+    _governance_call(chain_url, manifest, lambda alliance, gov: alliance.settlement.set_payout(gov, brand, payout))
+    console.print(f"withdrawals of {brand} go to {payout}")
 
 
 @app.command("close-epoch")

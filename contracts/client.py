@@ -15,10 +15,11 @@ from web3.contract import Contract
 
 from .artifacts import load_artifact
 from .chain import REVERTS, Chain, Transactor, decode_revert
+from .defaults import CONTRACTS_VERSION
 from .manifest import Manifest
 
 BYTES32_ZERO = b"\x00" * 32
-NONCES_PER_WORD = 96  # AlliancePoints packs 96 redemption nonces per storage word
+NONCES_PER_WORD = 256  # AlliancePoints.usedNonces answers for 256 nonces at a time
 
 
 class BrandStatus(IntEnum):
@@ -30,6 +31,7 @@ class BrandStatus(IntEnum):
 @dataclass(frozen=True)
 class BrandInfo:
     address: str
+    id: int  # permanent: kept when governance rotates the brand's account
     name: str
     status: BrandStatus
     admitted_at: int
@@ -48,10 +50,12 @@ class PendingRate:
 class SettlementAccount:
     collateral: int
     credit_limit: int
-    issued: int  # cumulative
-    redeemed: int  # cumulative, net of refunds
+    issued: int  # cumulative AP created: mints and refunds
+    redeemed: int  # cumulative
+    touched_epoch: int  # the last epoch the brand issued or redeemed in
     settled_issued: int
     settled_redeemed: int
+    payout: str  # where withdrawals go (the zero address: the brand's own account)
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,21 @@ class OpenPosition:
     issued: int
     redeemed: int
     free_collateral: int
+
+
+@dataclass(frozen=True)
+class RedemptionRecord:
+    """What the chain holds for one (owner, brand, nonce): the AP its redemption burned, how much of it
+    was refunded, when (0: not redeemed), and whether the owner cancelled it unused."""
+
+    amount: int
+    refunded: int
+    redeemed_at: int
+    cancelled: bool
+
+    @property
+    def used(self) -> bool:
+        return self.redeemed_at != 0 or self.cancelled
 
 
 @dataclass(frozen=True)
@@ -92,7 +111,7 @@ class Redemption:
 
     @staticmethod
     def domain(chain_id: int, points_address: str) -> dict[str, Any]:
-        return {"name": "AlliancePoints", "version": "1", "chainId": chain_id, "verifyingContract": to_checksum_address(points_address)}
+        return {"name": "AlliancePoints", "version": CONTRACTS_VERSION, "chainId": chain_id, "verifyingContract": to_checksum_address(points_address)}
 
     def message(self) -> dict[str, Any]:
         return {"owner": to_checksum_address(self.owner), "brand": to_checksum_address(self.brand), "amount": self.amount, "nonce": self.nonce, "deadline": self.deadline}
@@ -166,6 +185,13 @@ class RegistryClient(_Bound):
     def set_rate_notice(self, tx: Transactor, seconds: int):
         return tx.send(self.contract.functions.setRateNotice(seconds))
 
+    def rotate(self, tx: Transactor, brand: str, new_account: str):
+        return tx.send(self.contract.functions.rotate(to_checksum_address(brand), to_checksum_address(new_account)))
+
+    def id_of(self, account: str) -> int:
+        """The brand id an account acts or once acted for (0: never)."""
+        return self._read(self.contract.functions.idOf(to_checksum_address(account)))
+
     def is_active(self, brand: str) -> bool:
         return self._read(self.contract.functions.isActive(to_checksum_address(brand)))
 
@@ -184,8 +210,8 @@ class RegistryClient(_Bound):
         return self._read(self.contract.functions.rateNotice())
 
     def info(self, brand: str) -> BrandInfo:
-        name, status, admitted_at, rate, version = self._read(self.contract.functions.brandInfo(to_checksum_address(brand)))
-        return BrandInfo(to_checksum_address(brand), name, BrandStatus(status), admitted_at, rate, version)
+        brand_id, name, status, admitted_at, rate, version = self._read(self.contract.functions.brandInfo(to_checksum_address(brand)))
+        return BrandInfo(to_checksum_address(brand), brand_id, name, BrandStatus(status), admitted_at, rate, version)
 
     def brands(self) -> list[str]:
         return list(self._read(self.contract.functions.brands()))
@@ -210,6 +236,22 @@ class SettlementClient(_Bound):
     def set_credit_limit(self, tx: Transactor, brand: str, limit: int):
         return tx.send(self.contract.functions.setCreditLimit(to_checksum_address(brand), limit))
 
+    def set_payout(self, tx: Transactor, brand: str, payout: str):
+        return tx.send(self.contract.functions.setPayout(to_checksum_address(brand), to_checksum_address(payout)))
+
+    def release_collateral(self, tx: Transactor, brand: str, amount: int):
+        """Governance: pay a suspended brand's free collateral to its payout address."""
+        return tx.send(self.contract.functions.releaseCollateral(to_checksum_address(brand), amount))
+
+    def pause(self, tx: Transactor):
+        return tx.send(self.contract.functions.pause())
+
+    def unpause(self, tx: Transactor):
+        return tx.send(self.contract.functions.unpause())
+
+    def paused(self) -> bool:
+        return self._read(self.contract.functions.paused())
+
     def deposit(self, tx: Transactor, amount: int):
         return tx.send(self.contract.functions.deposit(amount))
 
@@ -222,6 +264,13 @@ class SettlementClient(_Bound):
     def current_epoch(self) -> int:
         return self._read(self.contract.functions.currentEpoch())
 
+    def epoch_opened_at(self) -> int:
+        return self._read(self.contract.functions.epochOpenedAt())
+
+    def touched_brands(self) -> list[int]:
+        """Ids of the brands that issued or redeemed in the open epoch."""
+        return list(self._read(self.contract.functions.touchedBrands()))
+
     def pool_balance(self) -> int:
         return self._read(self.contract.functions.poolBalance())
 
@@ -232,7 +281,8 @@ class SettlementClient(_Bound):
         return self._read(self.contract.functions.valuePerPoint())
 
     def account(self, brand: str) -> SettlementAccount:
-        return SettlementAccount(*self._read(self.contract.functions.accountOf(to_checksum_address(brand))))
+        a = self._read(self.contract.functions.accountOf(to_checksum_address(brand)))
+        return SettlementAccount(*a[:7], to_checksum_address(a[7]))
 
     def open_position(self, brand: str) -> OpenPosition:
         return OpenPosition(*self._read(self.contract.functions.openPosition(to_checksum_address(brand))))
@@ -241,19 +291,43 @@ class SettlementClient(_Bound):
 class PointsClient(_Bound):
     name = "AlliancePoints"
 
-    def mint(self, tx: Transactor, to: str, amount: int, ref: bytes | str = BYTES32_ZERO):
-        return tx.send(self.contract.functions.mint(to_checksum_address(to), amount, _bytes32(ref)))
+    def mint_call(self, to: str, brand_points: int, rate_version: int, ref: bytes | str = BYTES32_ZERO):
+        """The mint of the AP that ``brand_points`` buy at rate version ``rate_version`` (the contract
+        computes the AP from the registry and reverts unless that version is in force)."""
+        return self.contract.functions.mint(to_checksum_address(to), brand_points, rate_version, _bytes32(ref))
 
-    def mint_batch(self, tx: Transactor, grants: Sequence[tuple[str, int, bytes | str]]):
-        """Mint to many members in one transaction: ``grants`` of (member, amount, ref)."""
+    def mint(self, tx: Transactor, to: str, brand_points: int, rate_version: int, ref: bytes | str = BYTES32_ZERO):
+        return tx.send(self.mint_call(to, brand_points, rate_version, ref))
+
+    def mint_batch_call(self, grants: Sequence[tuple[str, int, bytes | str]], rate_version: int):
+        """One mint to many members at one rate version: ``grants`` of (member, brand points, ref)."""
         to = [to_checksum_address(g[0]) for g in grants]
-        return tx.send(self.contract.functions.mintBatch(to, [g[1] for g in grants], [_bytes32(g[2]) for g in grants]))
+        return self.contract.functions.mintBatch(to, [g[1] for g in grants], [_bytes32(g[2]) for g in grants], rate_version)
+
+    def mint_batch(self, tx: Transactor, grants: Sequence[tuple[str, int, bytes | str]], rate_version: int):
+        return tx.send(self.mint_batch_call(grants, rate_version))
 
     def redeem(self, tx: Transactor, redemption: Redemption):
         return tx.send(self.contract.functions.redeem(redemption.as_struct(), redemption.signature))
 
-    def refund(self, tx: Transactor, redemption: Redemption, amount: int):
-        return tx.send(self.contract.functions.refund(redemption.as_struct(), redemption.signature, amount))
+    def redeem_batch_call(self, redemptions: Sequence[Redemption]):
+        """Many members' authorisations in one transaction; one that would fail is skipped with a
+        RedemptionRejected event."""
+        return self.contract.functions.redeemBatch([r.as_struct() for r in redemptions], [r.signature for r in redemptions])
+
+    def redeem_batch(self, tx: Transactor, redemptions: Sequence[Redemption]):
+        return tx.send(self.redeem_batch_call(redemptions))
+
+    def refund(self, tx: Transactor, owner: str, nonce: int, amount: int):
+        """Give back ``amount`` AP of the owner's redemption ``nonce`` at the calling brand."""
+        return tx.send(self.contract.functions.refund(to_checksum_address(owner), nonce, amount))
+
+    def redemption(self, owner: str, brand: str, nonce: int) -> RedemptionRecord:
+        return RedemptionRecord(*self._read(self.contract.functions.redemptionOf(
+            to_checksum_address(owner), to_checksum_address(brand), nonce)))
+
+    def refund_window(self) -> int:
+        return self._read(self.contract.functions.refundWindow())
 
     def cancel_authorization(self, tx: Transactor, brand: str, nonce: int):
         return tx.send(self.contract.functions.cancelAuthorization(to_checksum_address(brand), nonce))
@@ -265,8 +339,9 @@ class PointsClient(_Bound):
         return tx.send(self.contract.functions.unpause())
 
     def free_nonce(self, owner: str, brand: str, reserved: Iterable[int] = ()) -> int:
-        """The lowest nonce not used on chain and not in ``reserved`` (nonces the wallet has signed
-        but not yet seen used). Low nonces share a storage word, which keeps redemptions cheap."""
+        """The lowest nonce not used on chain and not in ``reserved``: every nonce the wallet has ever
+        signed for this brand, used or not, so that no signed authorisation is ever signed again
+        with a different amount."""
         reserved = set(reserved)
         owner, brand = to_checksum_address(owner), to_checksum_address(brand)
         word = 0

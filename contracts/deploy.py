@@ -12,7 +12,7 @@ from .chain import Chain, Transactor
 from .client import Alliance
 from .manifest import Manifest
 
-from .defaults import RATE_NOTICE_S, VALUE_PER_POINT
+from .defaults import ADMIN_DELAY_S, EPOCH_S, MIN_EPOCH_S, RATE_NOTICE_S, REFUND_WINDOW_S, VALUE_PER_POINT
 
 
 def _deploy(tx: Transactor, name: str, *args) -> str:
@@ -27,21 +27,27 @@ def deploy_alliance(
     *,
     value_per_point: int = VALUE_PER_POINT,
     rate_notice: int = RATE_NOTICE_S,
+    admin_delay: int = ADMIN_DELAY_S,
+    epoch_lengths: tuple[int, int] = (MIN_EPOCH_S, EPOCH_S),
+    refund_window: int = REFUND_WINDOW_S,
     settlement_token: str | None = None,
 ) -> Alliance:
     """Deploy registry, settlement token (unless an existing one is given), settlement, points and
-    anchor, and bind them. ``governor`` holds every governance role; in production hand the roles
-    to the founding brands' multisig or timelock afterwards."""
+    anchor, and bind them. ``governor`` holds every role; in production transfer the admin role to
+    the founding brands' multisig or timelock afterwards (a two-step transfer that waits
+    ``admin_delay`` seconds). ``epoch_lengths`` is (minimum, normal): no close before the minimum,
+    anyone may close after the normal length."""
     tx = Transactor(chain, governor)
     start_block = chain.w3.eth.block_number
-    registry = _deploy(tx, "AllianceRegistry", governor.address, rate_notice)
+    registry = _deploy(tx, "AllianceRegistry", governor.address, admin_delay, rate_notice)
     token = settlement_token or _deploy(tx, "SettlementToken", governor.address)
     # Settlement and AlliancePoints refer to each other immutably: deploy settlement with the
     # address the points contract will get from the governor's next nonce (its constructor checks).
     next_nonce = chain.w3.eth.get_transaction_count(governor.address, "pending")
     predicted_points = get_create_address(governor.address, next_nonce + 1)
-    settlement = _deploy(tx, "Settlement", governor.address, registry, token, predicted_points, value_per_point)
-    points = _deploy(tx, "AlliancePoints", governor.address, registry, settlement)
+    settlement = _deploy(tx, "Settlement", governor.address, admin_delay, registry, token, predicted_points, value_per_point,
+                         list(epoch_lengths))
+    points = _deploy(tx, "AlliancePoints", governor.address, admin_delay, registry, settlement, refund_window)
     anchor = _deploy(tx, "ConsentAnchor", registry)
     manifest = Manifest(
         chain_id=chain.chain_id,
@@ -51,6 +57,8 @@ def deploy_alliance(
         governor=governor.address,
         value_per_point=value_per_point,
         artifact_hashes={name: artifact_hash(name) for name in CONTRACT_NAMES},
+        epoch_lengths=(epoch_lengths[0], epoch_lengths[1]),
+        refund_window=refund_window,
     )
     return Alliance(chain, manifest)
 

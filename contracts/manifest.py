@@ -6,6 +6,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .defaults import CONTRACTS_VERSION
+
 
 @dataclass(frozen=True)
 class Manifest:
@@ -15,13 +17,22 @@ class Manifest:
     governor: str
     value_per_point: int  # settlement-token units per AP
     artifact_hashes: dict[str, str] = field(default_factory=dict)
+    contracts_version: str = CONTRACTS_VERSION
+    epoch_lengths: tuple[int, int] = (0, 0)  # (minimum, normal) seconds
+    refund_window: int = 0  # seconds
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
 
     @classmethod
     def from_json(cls, text: str) -> "Manifest":
-        return cls(**json.loads(text))
+        data = json.loads(text)
+        version = data.get("contracts_version", "1")
+        if version != CONTRACTS_VERSION:
+            raise ValueError(f"this manifest is for alliance contracts v{version}; this software runs v{CONTRACTS_VERSION}: "
+                             "redeploy the alliance")
+        data["epoch_lengths"] = tuple(data.get("epoch_lengths", (0, 0)))
+        return cls(**data)
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)

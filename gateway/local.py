@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 
 from contracts.chain import EMBEDDED, Chain, connect
 from contracts.client import Alliance
+from contracts.defaults import EPOCH_S
 from contracts.deploy import BrandTerms, deploy_alliance, onboard_brand
 
 from .app import create_app
@@ -70,7 +71,8 @@ class LocalAlliance:
         workdir.mkdir(parents=True, exist_ok=True)
         chain = connect(chain_url)
         governor = chain.new_account()
-        alliance = deploy_alliance(chain, governor)
+        # Epochs may close at once: the demo and the tests settle right after they trade.
+        alliance = deploy_alliance(chain, governor, epoch_lengths=(0, EPOCH_S))
         alliance.manifest.save(workdir / "deployment.json")
         return cls(chain, governor, alliance, workdir)
 

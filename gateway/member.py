@@ -78,10 +78,19 @@ class MemberClient:
         return self._call("POST", "/v1/me/exchanges", json={"ap_amount": ap_amount},
                           headers={"Idempotency-Key": idempotency_key or str(uuid.uuid4())})
 
-    def authorise(self, wallet: LocalAccount, ap_amount: int, valid_for_s: int = 3600, reserved: list[int] = ()) -> Redemption:
+    def authorise(self, wallet: LocalAccount, ap_amount: int, valid_for_s: int = 3600,
+                  signed: "SignedNonces | None" = None) -> Redemption:
         """Sign a redemption of `ap_amount` AP at this client's brand (the member's wallet does this,
-        offline once it knows the brand's address, chain and a free nonce)."""
-        info = self._call("GET", "/v1/redemption-nonce", params={"owner": wallet.address, "reserved": list(reserved)})
+        offline once it knows the brand's address, chain and a free nonce). With ``signed``, the
+        wallet's record of what it has signed, no nonce it ever signed is signed again (an expired
+        authorisation may still have been submitted), and the new one is recorded before it is used."""
+        info = self._call("GET", "/v1/redemption-nonce", params={"owner": wallet.address})
+        if signed is not None:
+            key = SignedNonces.key(info["chain_id"], info["points_contract"], info["brand"], wallet.address)
+            while info["nonce"] in signed.of(key):  # the lowest unused on chain; skip the ones signed here
+                ahead = sorted(n for n in signed.of(key) if n >= info["nonce"])[:256]
+                info = self._call("GET", "/v1/redemption-nonce", params={"owner": wallet.address, "reserved": ahead})
+            signed.add(key, info["nonce"])
         auth = Redemption(wallet.address, info["brand"], ap_amount, info["nonce"], int(time.time()) + valid_for_s)
         return auth.signed_by(wallet, info["chain_id"], info["points_contract"])
 
@@ -102,6 +111,36 @@ class MemberClient:
         return self._call("POST", "/v1/me/erasure")
 
 
+class SignedNonces:
+    """Every redemption nonce a wallet has signed, per chain, points contract, brand and owner, kept
+    in a file on the member's device and written (and synced) before a signature leaves it."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    @staticmethod
+    def key(chain_id: int, points_contract: str, brand: str, owner: str) -> str:
+        return f"{chain_id}:{points_contract.lower()}:{brand.lower()}:{owner.lower()}"
+
+    def _load(self) -> dict[str, list[int]]:
+        return json.loads(self.path.read_text()) if self.path.exists() else {}
+
+    def of(self, key: str) -> set[int]:
+        return set(self._load().get(key, ()))
+
+    def add(self, key: str, nonce: int) -> None:
+        data = self._load()
+        data[key] = sorted(set(data.get(key, ())) | {nonce})
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = self.path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(data, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.path)
+
+
 class MemberHome:
     """The member's device: an encrypted wallet keystore and one session per brand."""
 
@@ -109,6 +148,7 @@ class MemberHome:
         self.root = root
         self.keystore = root / "wallet.json"
         self.sessions_file = root / "sessions.json"
+        self.signed = SignedNonces(root / "signed-nonces.json")
 
     def create_wallet(self, passphrase: str) -> str:
         if self.keystore.exists():

@@ -134,11 +134,12 @@ def redeem(ap_amount: int = typer.Argument(..., min=1), at: str = typer.Option(.
     """Sign a redemption of AP for the brand at --at and submit it there; it pays the gas."""
 
     def go():
-        client = _home(home).client(at)
-        wallet = _home(home).wallet(passphrase)
+        member_home = _home(home)
+        client = member_home.client(at)
+        wallet = member_home.wallet(passphrase)
         if client.linked_wallet() != wallet.address:
             client.link_wallet(wallet)  # the brand credits only the member who controls the wallet
-        return client.redeem(client.authorise(wallet, ap_amount))
+        return client.redeem(client.authorise(wallet, ap_amount, signed=member_home.signed))
 
     _run(go)
 

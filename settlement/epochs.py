@@ -1,7 +1,7 @@
 """Epochs: re-derive every position from events, prove it equals the contract, and close.
 
 :func:`derive` replays the indexed events in chain order and computes, trusting nothing but the events:
-each brand's issued, redeemed (net of refunds) and net value per epoch, its collateral after every
+each brand's issued (mints and refunds: both create AP the brand backs), redeemed and net value per epoch, its collateral after every
 deposit, withdrawal and close, the AP supply (from mint and burn transfers) and the pool. Along the
 way it compares what it derives with what each event reports (BrandSettled, EpochClosed, the collateral
 figure in deposit and withdrawal events).
@@ -31,7 +31,7 @@ from .indexer import Indexer, args_of
 from .store import Store
 
 SETTLEMENT_EVENTS = ("Issued", "Redeemed", "Refunded", "Transfer", "BrandSettled", "EpochClosed",
-                     "CollateralDeposited", "CollateralWithdrawn", "BrandAdmitted")
+                     "CollateralDeposited", "CollateralWithdrawn", "BrandAdmitted", "BrandRotated")
 ZERO = "0x0000000000000000000000000000000000000000"
 
 
@@ -50,11 +50,12 @@ class BrandEpoch:
     """One brand in one closed epoch: what the events imply against what BrandSettled reports."""
 
     brand: str
-    issued: int
-    redeemed: int  # net of refunds
+    issued: int  # mints and refunds
+    redeemed: int
     net_value: int  # settlement-token units, > 0 paid to the brand
     collateral: int  # after the close, derived
     reported: dict[str, int] | None  # the BrandSettled event (None: the contract settled nothing for it)
+    refunded: int = 0  # the part of `issued` that refunds redemptions
 
     @property
     def ok(self) -> bool:
@@ -90,6 +91,10 @@ class EpochRecord:
     def redeemed(self) -> int:
         return sum(b.redeemed for b in self.brands.values())
 
+    @property
+    def refunded(self) -> int:
+        return sum(b.refunded for b in self.brands.values())
+
     def checks(self, value: int) -> list[Check]:
         out = [Check(f"epoch {self.epoch}: brand {b.brand} settled as derived", b.ok, b.to_dict()) for b in self.brands.values()]
         if self.reported is not None:
@@ -121,13 +126,18 @@ class Derivation:
     open_issued: dict[str, int]
     open_redeemed: dict[str, int]
     issued: dict[str, int]  # cumulative
-    redeemed: dict[str, int]  # cumulative, net of refunds
+    redeemed: dict[str, int]  # cumulative
     collateral: dict[str, int]
     supply: int
     pool: int
     brands: list[str]
     anomalies: list[dict[str, Any]]
     names: dict[str, str] = field(default_factory=dict)
+    aliases: dict[str, str] = field(default_factory=dict)  # a rotated brand's later accounts -> its first
+
+    def canonical(self, account: str) -> str:
+        """A brand is named by the account it was admitted with, whatever account it acts through now."""
+        return self.aliases.get(account, account)
 
     def checks(self) -> list[Check]:
         out = []
@@ -145,12 +155,14 @@ def derive(store: Store, value_per_point: int) -> Derivation:
     epoch = 1
     open_issued: dict[str, int] = defaultdict(int)
     open_redeemed: dict[str, int] = defaultdict(int)
+    open_refunded: dict[str, int] = defaultdict(int)
     issued: dict[str, int] = defaultdict(int)
     redeemed: dict[str, int] = defaultdict(int)
     collateral: dict[str, int] = defaultdict(int)
     supply = pool = 0
     brands: list[str] = []
     names: dict[str, str] = {}
+    aliases: dict[str, str] = {}
     anomalies: list[dict[str, Any]] = []
     epochs: dict[int, EpochRecord] = {}
     record = EpochRecord(1)
@@ -171,6 +183,7 @@ def derive(store: Store, value_per_point: int) -> Derivation:
                                .order_by(ChainEvent.block_number, ChainEvent.log_index))
         for e in rows:
             name = e.name
+            brand = aliases.get(e.brand, e.brand)
             if name == "Transfer":
                 if e.contract != "AlliancePoints":
                     continue
@@ -180,31 +193,34 @@ def derive(store: Store, value_per_point: int) -> Derivation:
                 if e.counterparty == ZERO:
                     supply -= value
             elif name == "Issued":
-                open_issued[e.brand] += e.amount
-                issued[e.brand] += e.amount
+                open_issued[brand] += e.amount
+                issued[brand] += e.amount
                 record.mints += 1
             elif name == "Redeemed":
-                open_redeemed[e.brand] += e.amount
-                redeemed[e.brand] += e.amount
+                open_redeemed[brand] += e.amount
+                redeemed[brand] += e.amount
                 record.redemptions += 1
                 if e.epoch != epoch:
                     anomalies.append({"kind": "redemption_epoch", "tx": e.tx_hash, "event_epoch": e.epoch, "derived_epoch": epoch})
-            elif name == "Refunded":
-                open_redeemed[e.brand] -= e.amount
-                redeemed[e.brand] -= e.amount
+            elif name == "Refunded":  # the brand gives AP back: it backs them as it backs a mint
+                open_issued[brand] += e.amount
+                open_refunded[brand] += e.amount
+                issued[brand] += e.amount
                 if e.epoch != epoch:
                     anomalies.append({"kind": "refund_epoch", "tx": e.tx_hash, "event_epoch": e.epoch, "derived_epoch": epoch})
             elif name in ("CollateralDeposited", "CollateralWithdrawn"):
                 a = args_of(e)
-                collateral[e.brand] += a["amount"] if name == "CollateralDeposited" else -a["amount"]
-                if collateral[e.brand] != a["collateral"]:
-                    anomalies.append({"kind": "collateral", "tx": e.tx_hash, "brand": e.brand, "derived": collateral[e.brand], "reported": a["collateral"]})
+                collateral[brand] += a["amount"] if name == "CollateralDeposited" else -a["amount"]
+                if collateral[brand] != a["collateral"]:
+                    anomalies.append({"kind": "collateral", "tx": e.tx_hash, "brand": brand, "derived": collateral[brand], "reported": a["collateral"]})
+            elif name == "BrandRotated":
+                aliases[e.brand] = aliases.get(e.account, e.account)
             elif name == "BrandAdmitted":
-                brands.append(e.brand)
-                names[e.brand] = args_of(e)["name"]
+                brands.append(brand)
+                names[brand] = args_of(e)["name"]
             elif name == "BrandSettled":
                 a = args_of(e)
-                settled[e.brand] = {k: a[k] for k in ("issued", "redeemed", "netValue", "collateral")}
+                settled[brand] = {k: a[k] for k in ("issued", "redeemed", "netValue", "collateral")}
                 if a["epoch"] != epoch:
                     anomalies.append({"kind": "settled_epoch", "tx": e.tx_hash, "event_epoch": a["epoch"], "derived_epoch": epoch})
             elif name == "EpochClosed":
@@ -217,7 +233,8 @@ def derive(store: Store, value_per_point: int) -> Derivation:
                         continue
                     collateral[b] += (r - i) * value_per_point
                     pool += (i - r) * value_per_point
-                    record.brands[b] = BrandEpoch(b, i, r, (r - i) * value_per_point, collateral[b], settled.get(b))
+                    record.brands[b] = BrandEpoch(b, i, r, (r - i) * value_per_point, collateral[b], settled.get(b),
+                                                  open_refunded.get(b, 0))
                 for b in settled.keys() - set(brands):
                     record.brands[b] = BrandEpoch(b, 0, 0, 0, collateral[b], settled[b])  # settled an unknown brand
                 record.opened_at, record.closed_at = a["openedAt"], e.block_time
@@ -229,9 +246,10 @@ def derive(store: Store, value_per_point: int) -> Derivation:
                 record = EpochRecord(epoch, opened_at=e.block_time)
                 open_issued.clear()
                 open_redeemed.clear()
+                open_refunded.clear()
                 settled = {}
     return Derivation(value_per_point, block, epochs, epoch, dict(open_issued), dict(open_redeemed), dict(issued),
-                      dict(redeemed), dict(collateral), supply, pool, brands, anomalies, names)
+                      dict(redeemed), dict(collateral), supply, pool, brands, anomalies, names, aliases)
 
 
 def verify_state(alliance: Alliance, d: Derivation, block: int | None = None) -> list[Check]:
@@ -240,16 +258,17 @@ def verify_state(alliance: Alliance, d: Derivation, block: int | None = None) ->
     kw = {"block_identifier": at} if at is not None else {}
     s = alliance.settlement.contract.functions
     checks = []
-    for b in alliance.registry.contract.functions.brands().call(**kw):
-        acc = s.accountOf(b).call(**kw)
-        collateral, _limit, issued, redeemed, settled_issued, settled_redeemed = acc
+    for account in alliance.registry.contract.functions.brands().call(**kw):
+        acc = s.accountOf(account).call(**kw)
+        b = d.canonical(account)
+        collateral, _limit, issued, redeemed, _touched, settled_issued, settled_redeemed, _payout = acc
         oi, orr = d.open_issued.get(b, 0), d.open_redeemed.get(b, 0)
         derived = {"issued": d.issued.get(b, 0), "redeemed": d.redeemed.get(b, 0), "settled_issued": d.issued.get(b, 0) - oi,
                    "settled_redeemed": d.redeemed.get(b, 0) - orr, "collateral": d.collateral.get(b, 0)}
         chain = {"issued": issued, "redeemed": redeemed, "settled_issued": settled_issued, "settled_redeemed": settled_redeemed,
                  "collateral": collateral}
         checks.append(Check(f"brand {d.names.get(b, b)} ({b}): accountOf = derived", chain == derived, {"chain": chain, "derived": derived}))
-        pos = s.openPosition(b).call(**kw)
+        pos = s.openPosition(account).call(**kw)
         checks.append(Check(f"brand {d.names.get(b, b)}: open position = derived", (pos[0], pos[1]) == (oi, orr),
                             {"chain": {"issued": pos[0], "redeemed": pos[1]}, "derived": {"issued": oi, "redeemed": orr}}))
     pool = s.poolBalance().call(**kw)

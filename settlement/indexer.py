@@ -139,6 +139,7 @@ COLUMNS: dict[str, tuple[str | None, ...]] = {
     "BrandAdmitted": ("brand", None, None, None, None, "rate", None),
     "BrandSuspended": ("brand", None, None, None, None, None, None),
     "BrandReinstated": ("brand", None, None, None, None, None, None),
+    "BrandRotated": ("account", "previous", None, None, None, None, None),
     "RateScheduled": ("brand", None, None, None, None, "rate", None),
     "Anchored": ("brand", None, None, "root", None, "size", "period"),
 }
@@ -176,10 +177,12 @@ def to_row(log: dict, spec: EventSpec, block_time: int) -> tuple:
         return (block_number, block_time, tx_hash, log_index, spec.contract, name, None, frm, to, None, None,
                 value if value <= _INT64 else None, None, f'{{"from":"{frm}","to":"{to}","value":"{value}"}}')
     if name == "Issued" and isinstance(topics[1], str):
-        brand, to, ref, amount = checksum("0x" + topics[1][-40:]), checksum("0x" + topics[2][-40:]), topics[3][2:], int(log["data"], 16)
+        brand, to, ref = checksum("0x" + topics[1][-40:]), checksum("0x" + topics[2][-40:]), topics[3][2:]
+        data = _hex(log["data"])
+        amount, version = int(data[2:66], 16), int(data[66:130], 16)  # (amount, rateVersion)
         return (block_number, block_time, tx_hash, log_index, spec.contract, name, brand, to, None, ref, None,
                 amount if amount <= _INT64 else None, None,
-                f'{{"brand":"{brand}","to":"{to}","ref":"0x{ref}","amount":"{amount}"}}')
+                f'{{"brand":"{brand}","to":"{to}","ref":"0x{ref}","amount":"{amount}","rateVersion":{version}}}')
     args = decode_log(log, spec)
     brand, account, counterparty, ref, nonce, amount, epoch = COLUMNS.get(name, (None,) * 7)
     amount_value = args.get(amount) if amount else None

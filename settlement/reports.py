@@ -1,6 +1,7 @@
 """Settlement reports per epoch and over a period: JSON, CSV and charts (PNG and SVG).
 
-Per brand: AP issued, AP redeemed at the brand (net of refunds), net settlement value, collateral
+Per brand: AP issued, AP redeemed at the brand net of refunds (the contracts book a refund as AP the
+brand issues again; a report shows it as the redemption it reverses), net settlement value, collateral
 after the close, and the **outstanding liability** of the brand as issuer.
 
 **Issuer attribution is FIFO per wallet.** AP are one fungible token, so which brand's issuance a
@@ -175,7 +176,7 @@ def build_report(store: Store, value_per_point: int, *, epochs: Iterable[int] | 
         rows = []
         for b in brands:
             be = record.brands.get(b)
-            issued, redeemed = (be.issued, be.redeemed) if be else (0, 0)
+            issued, redeemed = (be.issued - be.refunded, be.redeemed - be.refunded) if be else (0, 0)
             rows.append({"brand": b, "name": label(b), "issued_ap": issued, "redeemed_ap": redeemed,
                          "net_value": (redeemed - issued) * value_per_point,
                          "collateral": be.collateral if be else None,
@@ -199,7 +200,7 @@ def build_report(store: Store, value_per_point: int, *, epochs: Iterable[int] | 
     period_flows: dict[tuple[str, str], int] = defaultdict(int)
     cumulative = 0
     for e in sorted(d.epochs):
-        cumulative += d.epochs[e].issued
+        cumulative += d.epochs[e].issued - d.epochs[e].refunded
         if e not in chosen:
             continue
         record = d.epochs[e]
@@ -209,10 +210,10 @@ def build_report(store: Store, value_per_point: int, *, epochs: Iterable[int] | 
         outstanding = sum(att.outstanding_after.get(e, {}).values())
         per_epoch.append({
             "epoch": e, "opened_at": record.opened_at, "closed_at": record.closed_at, "close_tx": record.close_tx,
-            "issued_ap": record.issued, "redeemed_ap": record.redeemed, "pool": record.pool, "supply": record.supply,
+            "issued_ap": record.issued - record.refunded, "redeemed_ap": record.redeemed - record.refunded, "pool": record.pool, "supply": record.supply,
             "pool_equals_supply_x_value": record.pool == (record.supply or 0) * value_per_point,
             "outstanding_ap": outstanding, "brands": epoch_rows(e), "flows": matrix(flows),
-            "kpis": kpis_for(flows, record.issued, record.redeemed, outstanding, cumulative),
+            "kpis": kpis_for(flows, record.issued - record.refunded, record.redeemed - record.refunded, outstanding, cumulative),
             "checks": [c.to_dict() for c in record.checks(value_per_point)]})
     period_issued = sum(p["issued_ap"] for p in per_epoch)
     period_redeemed = sum(p["redeemed_ap"] for p in per_epoch)

@@ -19,6 +19,7 @@ from eth_utils import keccak, to_checksum_address
 
 from contracts.chain import Chain, ChainError, ContractRevert, Transactor
 from contracts.client import Alliance, Redemption
+from contracts.defaults import EPOCH_S
 from contracts.deploy import BrandTerms, deploy_alliance, onboard_brand
 
 
@@ -26,10 +27,10 @@ def _selector(signature: str) -> bytes:
     return keccak(text=signature)[:4]
 
 
-MINT_BATCH = _selector("mintBatch(address[],uint256[],bytes32[])")
-MINT = _selector("mint(address,uint256,bytes32)")
+MINT_BATCH = _selector("mintBatch(address[],uint256[],bytes32[],uint32)")
+MINT = _selector("mint(address,uint256,uint32,bytes32)")
 REDEEM = _selector("redeem((address,address,uint256,uint256,uint256),bytes)")
-REFUND = _selector("refund((address,address,uint256,uint256,uint256),bytes,uint256)")
+REFUND = _selector("refund(address,uint256,uint256)")
 TRANSFER = _selector("transfer(address,uint256)")
 DEPOSIT = _selector("deposit(uint256)")
 WITHDRAW = _selector("withdraw(uint256)")
@@ -101,6 +102,7 @@ class SimBrand:
     name: str
     account: LocalAccount
     sender: Sender
+    rate: int  # brand points per AP (the simulation never changes it: rate version 1)
 
     @property
     def address(self) -> str:
@@ -121,7 +123,7 @@ class SimAlliance:
     def deploy(cls, chain: Chain, n_brands: int, *, members: int = 10, fund_members: bool = False,
                collateral: int = 10**15, credit_limit: int = 10**12, value_per_point: int = 10_000) -> "SimAlliance":
         governor = chain.new_account(FUND)
-        alliance = deploy_alliance(chain, governor, value_per_point=value_per_point)
+        alliance = deploy_alliance(chain, governor, value_per_point=value_per_point, epoch_lengths=(0, EPOCH_S))
         sim = cls(chain, governor, alliance)
         for i in range(n_brands):
             sim.add_brand(f"Brand {i}", collateral=collateral, credit_limit=credit_limit)
@@ -131,21 +133,23 @@ class SimAlliance:
     def add_brand(self, name: str, *, collateral: int, credit_limit: int, rate: int = 100) -> SimBrand:
         account = self.chain.new_account(FUND)
         onboard_brand(self.alliance, self.governor, account, BrandTerms(name, rate, credit_limit, collateral))
-        brand = SimBrand(name, account, Sender(self.chain, account))
+        brand = SimBrand(name, account, Sender(self.chain, account), rate)
         self.brands.append(brand)
         return brand
 
     # -- operations (each returns the events it should cause, for the tests' own bookkeeping)
 
     def mint_batch(self, brand: SimBrand, grants: Sequence[tuple[str, int, bytes]]) -> None:
+        """Mint ``grants`` of (member, AP, ref)."""
         to = [to_checksum_address(g[0]) for g in grants]
-        data = MINT_BATCH + abi_encode(["address[]", "uint256[]", "bytes32[]"], [to, [g[1] for g in grants], [g[2] for g in grants]])
-        brand.sender.send(self.alliance.points.address, data, 80_000 + 40_000 * len(grants))
+        data = MINT_BATCH + abi_encode(["address[]", "uint256[]", "bytes32[]", "uint32"],
+                                       [to, [g[1] * brand.rate for g in grants], [g[2] for g in grants], 1])
+        brand.sender.send(self.alliance.points.address, data, 150_000 + 40_000 * len(grants))
 
     def mint(self, brand: SimBrand, to: str, amount: int, ref: bytes | None = None) -> bytes:
         ref = ref or secrets.token_bytes(32)
-        data = MINT + abi_encode(["address", "uint256", "bytes32"], [to_checksum_address(to), amount, ref])
-        brand.sender.send(self.alliance.points.address, data, 160_000)
+        data = MINT + abi_encode(["address", "uint256", "uint32", "bytes32"], [to_checksum_address(to), amount * brand.rate, 1, ref])
+        brand.sender.send(self.alliance.points.address, data, 250_000)
         return ref
 
     def authorise(self, member: LocalAccount, brand: SimBrand, amount: int, deadline: int = 2**40) -> Redemption:
@@ -163,7 +167,7 @@ class SimAlliance:
         return r
 
     def refund(self, brand: SimBrand, r: Redemption, amount: int) -> None:
-        data = REFUND + abi_encode(["(address,address,uint256,uint256,uint256)", "bytes", "uint256"], [r.as_struct(), r.signature, amount])
+        data = REFUND + abi_encode(["address", "uint256", "uint256"], [r.owner, r.nonce, amount])
         brand.sender.send(self.alliance.points.address, data, 220_000)
 
     def transfer(self, member: LocalAccount, to: str, amount: int) -> None:

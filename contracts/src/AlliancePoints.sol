@@ -2,219 +2,287 @@
 pragma solidity ^0.8.24;
 
 import {ERC20} from "@openzeppelin/contracts/token/ERC20/ERC20.sol";
+import {ERC20Pausable} from "@openzeppelin/contracts/token/ERC20/extensions/ERC20Pausable.sol";
+import {Pausable} from "@openzeppelin/contracts/utils/Pausable.sol";
 import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
 import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
-import {SignatureChecker} from "@openzeppelin/contracts/utils/cryptography/SignatureChecker.sol";
-import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
-import {Pausable} from "@openzeppelin/contracts/utils/Pausable.sol";
-import {AllianceRegistry} from "./AllianceRegistry.sol";
-import {Settlement} from "./Settlement.sol";
+import {IERC1271} from "@openzeppelin/contracts/interfaces/IERC1271.sol";
+import {AccessControlDefaultAdminRules} from "@openzeppelin/contracts/access/extensions/AccessControlDefaultAdminRules.sol";
+import {IAlliancePoints, IAllianceRegistry, ISettlement} from "./IAlliance.sol";
 
 /// @title AlliancePoints (AP)
 /// @notice The alliance's one points token. A brand mints AP when a member exchanges the brand's own
-///         points; a member spends AP at any brand by signing an EIP-712 authorisation that the brand
-///         submits (and pays gas for), so members never need ether.
-/// @dev Whole points only (0 decimals): points are integers everywhere in the alliance.
+///         points, at the rate the registry has in force; a member spends AP at any brand by signing
+///         an EIP-712 authorisation that the brand submits (and pays gas for), so members never need
+///         ether. A brand may give back (part of) a redemption within `refundWindow`.
+/// @dev Whole points only (0 decimals). The pause stops every movement of AP (ERC20Pausable's
+///      `_update`: transfers, mints, burns) and cancellations.
 ///
-///      Redemption nonces are unordered (a member may sign several authorisations at once, for
-///      different brands, and they may be submitted in any order). They live in 256-bit words per
-///      (owner, brand): [epoch:64][usedInEpoch:96][used:96], 96 nonces a word. `used` stops replay
-///      forever; `usedInEpoch` and `epoch` let a refund prove the redemption falls in the open epoch
-///      without storing a record per redemption (which would cost a fresh storage slot each time).
-contract AlliancePoints is ERC20, EIP712, AccessControl, Pausable {
+///      Each redemption is recorded per (owner, brand id, nonce) with the amount it burned, so a
+///      refund is bounded by what was burned, whatever else the member signed, and needs no signature
+///      (a smart wallet that rotated its keys can still be refunded). Nonces are unordered: a member
+///      may sign several authorisations at once and they may be submitted in any order.
+///
+///      Batch redemption skips an authorisation that would fail (with `RedemptionRejected`) instead
+///      of reverting the batch: one member's stale or underfunded authorisation must not block the
+///      others'. A gateway learns each one's outcome from `Redeemed` or `RedemptionRejected`.
+contract AlliancePoints is IAlliancePoints, ERC20Pausable, EIP712, AccessControlDefaultAdminRules {
     bytes32 public constant GOVERNOR_ROLE = keccak256("GOVERNOR_ROLE");
     bytes32 public constant REDEEM_TYPEHASH =
         keccak256("Redeem(address owner,address brand,uint256 amount,uint256 nonce,uint256 deadline)");
+    /// @notice Gas an ERC-1271 wallet may spend answering for a signature, so no wallet can make a
+    ///         batch run out of gas.
+    uint256 public constant ERC1271_GAS = 50_000;
 
-    uint256 private constant NONCES_PER_WORD = 96;
-    uint256 private constant USED_IN_EPOCH_SHIFT = 96;
-    uint256 private constant EPOCH_SHIFT = 192;
-    uint256 private constant BITS_96 = (1 << 96) - 1;
-
-    /// @notice A member's authorisation to redeem `amount` AP at `brand`.
-    struct Redemption {
-        address owner;
-        address brand;
-        uint256 amount;
-        uint256 nonce;
-        uint256 deadline;
+    /// @notice A used nonce: what its redemption burned, how much of it was refunded, and when.
+    struct Record {
+        uint96 amount;
+        uint96 refunded;
+        uint48 redeemedAt; // 0: not redeemed
+        bool cancelled;
     }
 
-    AllianceRegistry public immutable registry;
-    Settlement public immutable settlement;
+    IAllianceRegistry public immutable registry;
+    ISettlement public immutable settlement;
+    /// @notice Seconds after a redemption during which the brand may refund it.
+    uint64 public immutable refundWindow;
 
-    mapping(address owner => mapping(address brand => mapping(uint256 word => uint256))) private _nonceWords;
+    mapping(address owner => mapping(uint32 brandId => mapping(uint256 nonce => Record))) private _records;
 
-    /// @notice AP minted by `brand` to `to`; `ref` is the brand's own reference (its exchange id), so
-    ///         the brand's ledger and the chain reconcile one to one and a retried mint is detectable.
-    event Issued(address indexed brand, address indexed to, bytes32 indexed ref, uint256 amount);
-    event Redeemed(address indexed owner, address indexed brand, uint256 nonce, uint256 amount, uint64 epoch);
-    event Refunded(address indexed owner, address indexed brand, uint256 nonce, uint256 amount, uint64 epoch);
-    event AuthorizationCancelled(address indexed owner, address indexed brand, uint256 nonce);
-
-    error BrandNotActive(address brand);
-    error NotAdmitted(address brand);
-    error ZeroAmount();
-    error LengthMismatch();
-    error WrongBrand(address expected, address caller);
-    error AuthorizationExpired(uint256 deadline, uint256 nowTs);
-    error InvalidSignature();
-    error NonceAlreadyUsed(address owner, address brand, uint256 nonce);
-    error NotRefundable(address owner, address brand, uint256 nonce);
-    error RefundTooLarge(uint256 amount, uint256 authorised);
-    error SettlementNotBound(address settlement);
-
-    constructor(address governor, AllianceRegistry registry_, Settlement settlement_)
+    /// @param governor Holder of the admin and governance roles.
+    /// @param adminDelay Seconds a transfer of the admin role must wait before it can be accepted.
+    /// @param refundWindow_ Seconds after a redemption during which it may be refunded.
+    constructor(address governor, uint48 adminDelay, IAllianceRegistry registry_, ISettlement settlement_, uint64 refundWindow_)
         ERC20("Alliance Points", "AP")
-        EIP712("AlliancePoints", "1")
+        EIP712("AlliancePoints", "2")
+        AccessControlDefaultAdminRules(adminDelay, governor)
     {
-        if (settlement_.points() != address(this)) revert SettlementNotBound(address(settlement_));
-        _grantRole(DEFAULT_ADMIN_ROLE, governor);
+        if (address(registry_) == address(0) || address(settlement_) == address(0)) revert ZeroAddress();
+        if (settlement_.points() != address(this) || address(settlement_.registry()) != address(registry_)) {
+            revert SettlementNotBound(address(settlement_));
+        }
         _grantRole(GOVERNOR_ROLE, governor);
         registry = registry_;
         settlement = settlement_;
+        refundWindow = refundWindow_;
     }
 
+    /// @notice AP are whole points.
     function decimals() public pure override returns (uint8) {
         return 0;
     }
 
     // ------------------------------------------------------------------ issue
 
-    /// @notice Mint AP to a member, backed by the calling brand's collateral.
-    function mint(address to, uint256 amount, bytes32 ref) external whenNotPaused {
-        _requireActive(msg.sender);
-        if (amount == 0) revert ZeroAmount();
-        _mint(to, amount);
-        emit Issued(msg.sender, to, ref, amount);
-        settlement.recordIssue(msg.sender, amount);
+    /// @notice Mint to a member the AP that `brandPoints` buy at the calling brand's rate, which must
+    ///         be version `rateVersion` (the one the member was quoted) and divide `brandPoints`.
+    function mint(address to, uint256 brandPoints, uint32 rateVersion, bytes32 ref) external {
+        (uint32 id, uint64 rate) = registry.mintTerms(msg.sender, rateVersion);
+        uint256 ap = _toAp(brandPoints, rate);
+        _mint(to, ap);
+        emit Issued(msg.sender, to, ref, ap, rateVersion);
+        // slither-disable-next-line unused-return: the epoch it returns is not part of Issued
+        settlement.recordIssue(id, ap);
     }
 
-    /// @notice Mint to many members in one transaction; the credit check runs once on the total.
-    function mintBatch(address[] calldata to, uint256[] calldata amounts, bytes32[] calldata refs)
+    /// @notice Mint to many members in one transaction at one rate version; the credit check runs
+    ///         once on the total.
+    function mintBatch(address[] calldata to, uint256[] calldata brandPoints, bytes32[] calldata refs, uint32 rateVersion)
         external
-        whenNotPaused
     {
-        _requireActive(msg.sender);
+        (uint32 id, uint64 rate) = registry.mintTerms(msg.sender, rateVersion);
         uint256 n = to.length;
-        if (amounts.length != n || refs.length != n) revert LengthMismatch();
+        if (brandPoints.length != n || refs.length != n) revert LengthMismatch();
+        if (n == 0) revert ZeroAmount();
+        // slither-disable-next-line uninitialized-local: a sum that starts at zero
         uint256 total;
         for (uint256 i; i < n; ++i) {
-            uint256 amount = amounts[i];
-            if (amount == 0) revert ZeroAmount();
-            _mint(to[i], amount);
-            emit Issued(msg.sender, to[i], refs[i], amount);
-            total += amount;
+            uint256 ap = _toAp(brandPoints[i], rate);
+            _mint(to[i], ap);
+            emit Issued(msg.sender, to[i], refs[i], ap, rateVersion);
+            total += ap;
         }
-        if (total == 0) revert ZeroAmount();
-        settlement.recordIssue(msg.sender, total);
+        // slither-disable-next-line unused-return: the epoch it returns is not part of Issued
+        settlement.recordIssue(id, total);
     }
 
     // ------------------------------------------------------------------ redeem
 
     /// @notice Burn a member's AP at the calling brand, on the member's signed authorisation.
-    /// @dev Reverts on a wrong brand, an expired deadline, a signature not by `r.owner` for this
-    ///      chain and contract (EIP-712 domain), or a nonce already used.
-    function redeem(Redemption calldata r, bytes calldata signature) external whenNotPaused {
-        if (r.brand != msg.sender) revert WrongBrand(r.brand, msg.sender);
-        _requireActive(msg.sender);
-        if (block.timestamp > r.deadline) revert AuthorizationExpired(r.deadline, block.timestamp);
-        if (r.amount == 0) revert ZeroAmount();
-        _requireSigned(r, signature);
-        _burn(r.owner, r.amount);
-        uint64 epoch = settlement.recordRedemption(msg.sender, r.amount);
-        _useNonce(r.owner, msg.sender, r.nonce, epoch);
-        emit Redeemed(r.owner, msg.sender, r.nonce, r.amount, epoch);
+    /// @dev Reverts on a wrong brand, an expired deadline, a nonce already used or cancelled, too
+    ///      few AP, or a signature not by `r.owner` for this chain and contract (EIP-712 domain).
+    function redeem(Redemption calldata r, bytes calldata signature) external {
+        uint32 id = _activeId();
+        bytes4 reason = _rejection(r, signature, id);
+        if (reason != bytes4(0)) _revert(reason, r);
+        // slither-disable-next-line reentrancy-no-eth: settlement is immutable, bound in the constructor, and calls nothing back
+        uint64 epoch = settlement.recordRedemption(id, r.amount);
+        _redeem(r, id, epoch);
     }
 
-    /// @notice Reverse (part of) a redemption made at the calling brand in the open epoch, giving the
-    ///         member back `amount` AP. Once per redemption. The deadline does not apply: a refund may
-    ///         come after the authorisation has expired.
-    /// @dev Allowed for suspended brands too, so a suspension never traps a member's refund.
-    function refund(Redemption calldata r, bytes calldata signature, uint256 amount) external whenNotPaused {
-        if (r.brand != msg.sender) revert WrongBrand(r.brand, msg.sender);
-        if (!registry.isAdmitted(msg.sender)) revert NotAdmitted(msg.sender);
+    /// @notice Redeem many members' authorisations in one transaction. One that would fail is
+    ///         skipped with `RedemptionRejected` (its reason is the error `redeem` would revert with);
+    ///         the rest go through, and the settlement records their total once.
+    /// @return redeemed The AP burned in total.
+    function redeemBatch(Redemption[] calldata rs, bytes[] calldata signatures) external returns (uint256 redeemed) {
+        uint32 id = _activeId();
+        uint256 n = rs.length;
+        if (signatures.length != n) revert LengthMismatch();
+        uint64 epoch = settlement.currentEpoch();
+        for (uint256 i; i < n; ++i) {
+            Redemption calldata r = rs[i];
+            bytes4 reason = _rejection(r, signatures[i], id);
+            if (reason != bytes4(0)) {
+                emit RedemptionRejected(r.owner, msg.sender, r.nonce, reason);
+                continue;
+            }
+            _redeem(r, id, epoch);
+            redeemed += r.amount;
+        }
+        // slither-disable-next-line unused-return: the epoch was read before the loop, and nothing in between can close it
+        if (redeemed != 0) settlement.recordRedemption(id, redeemed);
+    }
+
+    /// @notice Give back `amount` AP of the redemption (`owner`, `nonce`) at the calling brand,
+    ///         within `refundWindow` of it, in total never more than it burned. The AP count as
+    ///         issued by the brand in the open epoch (against its credit limit and collateral).
+    function refund(address owner, uint256 nonce, uint256 amount) external {
+        uint32 id = _activeId();
         if (amount == 0) revert ZeroAmount();
-        if (amount > r.amount) revert RefundTooLarge(amount, r.amount);
-        _requireSigned(r, signature);
-        uint64 epoch = settlement.recordRefund(msg.sender, amount);
-        (uint256 wordIndex, uint256 bit) = _nonceSlot(r.nonce);
-        uint256 word = _nonceWords[r.owner][msg.sender][wordIndex];
-        uint256 inEpochBit = bit << USED_IN_EPOCH_SHIFT;
-        if (word >> EPOCH_SHIFT != epoch || word & inEpochBit == 0) revert NotRefundable(r.owner, msg.sender, r.nonce);
-        _nonceWords[r.owner][msg.sender][wordIndex] = word & ~inEpochBit;
-        _mint(r.owner, amount);
-        emit Refunded(r.owner, msg.sender, r.nonce, amount, epoch);
+        Record storage rec = _records[owner][id][nonce];
+        uint256 redeemedAt = rec.redeemedAt;
+        if (redeemedAt == 0) revert NotRefundable(owner, msg.sender, nonce);
+        if (block.timestamp > redeemedAt + refundWindow) revert RefundWindowClosed(redeemedAt, refundWindow);
+        uint256 refundable = rec.amount - rec.refunded;
+        if (amount > refundable) revert RefundTooLarge(amount, refundable);
+        rec.refunded += uint96(amount);
+        _mint(owner, amount);
+        uint64 epoch = settlement.recordIssue(id, amount);
+        emit Refunded(owner, msg.sender, nonce, amount, epoch);
     }
 
-    /// @notice A member withdraws an authorisation they signed but no longer want used.
-    function cancelAuthorization(address brand, uint256 nonce) external {
-        (uint256 wordIndex, uint256 bit) = _nonceSlot(nonce);
-        uint256 word = _nonceWords[msg.sender][brand][wordIndex];
-        if (word & bit != 0) revert NonceAlreadyUsed(msg.sender, brand, nonce);
-        _nonceWords[msg.sender][brand][wordIndex] = word | bit;
+    /// @notice A member withdraws an authorisation for `brand` they signed but no longer want used.
+    function cancelAuthorization(address brand, uint256 nonce) external whenNotPaused {
+        // slither-disable-next-line unused-return: a member may cancel at a suspended brand too: only admission (id != 0) matters
+        (uint32 id,) = registry.brandOf(brand);
+        if (id == 0) revert NotAdmitted(brand);
+        Record storage rec = _records[msg.sender][id][nonce];
+        if (rec.redeemedAt != 0 || rec.cancelled) revert NonceAlreadyUsed(msg.sender, brand, nonce);
+        rec.cancelled = true;
         emit AuthorizationCancelled(msg.sender, brand, nonce);
     }
 
     // ------------------------------------------------------------------ governance
 
+    /// @notice Stop every movement of AP: transfers, mints, redemptions, refunds, cancellations (and,
+    ///         through Settlement, epoch closes).
     function pause() external onlyRole(GOVERNOR_ROLE) {
         _pause();
     }
 
+    /// @notice Resume after a pause.
     function unpause() external onlyRole(GOVERNOR_ROLE) {
         _unpause();
     }
 
     // ------------------------------------------------------------------ reads
 
+    /// @inheritdoc IAlliancePoints
+    function paused() public view override(IAlliancePoints, Pausable) returns (bool) {
+        return super.paused();
+    }
+
     /// @notice The EIP-712 digest a member signs for `r`.
     function redemptionDigest(Redemption calldata r) public view returns (bytes32) {
         return _hashTypedDataV4(keccak256(abi.encode(REDEEM_TYPEHASH, r.owner, r.brand, r.amount, r.nonce, r.deadline)));
     }
 
-    /// @notice The used-nonce bitmap of one word (nonces 96*word .. 96*word+95), for wallets that
-    ///         pick the lowest free nonce so their redemptions share an already-written word.
-    function usedNonces(address owner, address brand, uint256 word) external view returns (uint256) {
-        return _nonceWords[owner][brand][word] & BITS_96;
+    /// @notice The record of nonce `nonce` of `owner` at the brand `brand` acts or acted for.
+    function redemptionOf(address owner, address brand, uint256 nonce) external view returns (Record memory) {
+        return _records[owner][registry.idOf(brand)][nonce];
     }
 
-    function isNonceUsed(address owner, address brand, uint256 nonce) external view returns (bool) {
-        (uint256 wordIndex, uint256 bit) = _nonceSlot(nonce);
-        return _nonceWords[owner][brand][wordIndex] & bit != 0;
+    /// @notice True if the nonce was redeemed or cancelled (it can never be used again).
+    function isNonceUsed(address owner, address brand, uint256 nonce) public view returns (bool) {
+        Record storage rec = _records[owner][registry.idOf(brand)][nonce];
+        return rec.redeemedAt != 0 || rec.cancelled;
     }
 
+    /// @notice Used nonces 256*word .. 256*word+255 as a bitmap, for wallets that pick a free nonce.
+    function usedNonces(address owner, address brand, uint256 word) external view returns (uint256 bits) {
+        mapping(uint256 => Record) storage records = _records[owner][registry.idOf(brand)];
+        for (uint256 i; i < 256; ++i) {
+            Record storage rec = records[word * 256 + i];
+            if (rec.redeemedAt != 0 || rec.cancelled) bits |= 1 << i;
+        }
+    }
+
+    /// @notice The EIP-712 domain separator of this chain and contract.
     function domainSeparator() external view returns (bytes32) {
         return _domainSeparatorV4();
     }
 
     // ------------------------------------------------------------------ internals
 
-    function _requireActive(address brand) private view {
-        if (!registry.isActive(brand)) revert BrandNotActive(brand);
+    function _activeId() private view returns (uint32 id) {
+        IAllianceRegistry.Status status;
+        (id, status) = registry.brandOf(msg.sender);
+        if (status != IAllianceRegistry.Status.Active) revert BrandNotActive(msg.sender);
     }
 
-    function _requireSigned(Redemption calldata r, bytes calldata signature) private view {
+    function _toAp(uint256 brandPoints, uint64 rate) private pure returns (uint256 ap) {
+        if (brandPoints % rate != 0) revert InexactExchange(brandPoints, rate);
+        ap = brandPoints / rate;
+        if (ap == 0) revert ZeroAmount();
+    }
+
+    /// @dev Why `r` cannot be redeemed now at the calling brand (the error's selector), or zero.
+    function _rejection(Redemption calldata r, bytes calldata signature, uint32 id) private view returns (bytes4) {
+        if (r.brand != msg.sender) return WrongBrand.selector;
+        if (block.timestamp > r.deadline) return AuthorizationExpired.selector;
+        if (r.amount == 0) return ZeroAmount.selector;
+        if (r.amount > type(uint96).max) return AmountTooLarge.selector;
+        Record storage rec = _records[r.owner][id][r.nonce];
+        if (rec.redeemedAt != 0 || rec.cancelled) return NonceAlreadyUsed.selector;
+        if (!_signedBy(r, signature)) return InvalidSignature.selector;
+        if (balanceOf(r.owner) < r.amount) return InsufficientPoints.selector;
+        return bytes4(0);
+    }
+
+    function _revert(bytes4 reason, Redemption calldata r) private view {
+        if (reason == WrongBrand.selector) revert WrongBrand(r.brand, msg.sender);
+        if (reason == AuthorizationExpired.selector) revert AuthorizationExpired(r.deadline, block.timestamp);
+        if (reason == ZeroAmount.selector) revert ZeroAmount();
+        if (reason == AmountTooLarge.selector) revert AmountTooLarge(r.amount);
+        if (reason == NonceAlreadyUsed.selector) revert NonceAlreadyUsed(r.owner, r.brand, r.nonce);
+        if (reason == InsufficientPoints.selector) revert InsufficientPoints(r.owner, balanceOf(r.owner), r.amount);
+        revert InvalidSignature();
+    }
+
+    function _redeem(Redemption calldata r, uint32 id, uint64 epoch) private {
+        _records[r.owner][id][r.nonce] = Record(uint96(r.amount), 0, uint48(block.timestamp), false);
+        _burn(r.owner, r.amount);
+        emit Redeemed(r.owner, msg.sender, r.nonce, r.amount, epoch);
+    }
+
+    function _signedBy(Redemption calldata r, bytes calldata signature) private view returns (bool) {
         bytes32 digest = redemptionDigest(r);
         // Member keys sign with ECDSA; try that first, since asking whether the owner is a contract
-        // costs a cold account access. A contract's address never has a key, so a recovered match is
-        // proof enough; otherwise ask the owner as an ERC-1271 smart wallet.
-        (address recovered, ECDSA.RecoverError err,) = ECDSA.tryRecover(digest, signature);
-        if (err == ECDSA.RecoverError.NoError && recovered == r.owner) return;
-        if (!SignatureChecker.isValidERC1271SignatureNow(r.owner, digest, signature)) revert InvalidSignature();
-    }
-
-    function _nonceSlot(uint256 nonce) private pure returns (uint256 wordIndex, uint256 bit) {
-        return (nonce / NONCES_PER_WORD, 1 << (nonce % NONCES_PER_WORD));
-    }
-
-    function _useNonce(address owner, address brand, uint256 nonce, uint64 epoch) private {
-        (uint256 wordIndex, uint256 bit) = _nonceSlot(nonce);
-        uint256 word = _nonceWords[owner][brand][wordIndex];
-        if (word & bit != 0) revert NonceAlreadyUsed(owner, brand, nonce);
-        // A word last touched in an earlier epoch starts this one with no refundable redemptions.
-        uint256 inEpoch = word >> EPOCH_SHIFT == epoch ? (word >> USED_IN_EPOCH_SHIFT) & BITS_96 : 0;
-        _nonceWords[owner][brand][wordIndex] =
-            (uint256(epoch) << EPOCH_SHIFT) | ((inEpoch | bit) << USED_IN_EPOCH_SHIFT) | (word & BITS_96) | bit;
+        // costs a cold account access. A contract's address has no key, so a recovered match is proof
+        // enough; otherwise ask the owner as an ERC-1271 smart wallet, with capped gas.
+        // slither-disable-next-line unused-return: the third value only details the error kind
+        (address recovered, ECDSA.RecoverError err,) = ECDSA.tryRecoverCalldata(digest, signature);
+        if (err == ECDSA.RecoverError.NoError && recovered == r.owner) return true;
+        bytes memory query = abi.encodeCall(IERC1271.isValidSignature, (digest, signature));
+        address owner = r.owner;
+        bool ok;
+        bytes32 answer;
+        assembly ("memory-safe") {
+            // Copies at most one word back, so no answer can flood memory.
+            ok := staticcall(ERC1271_GAS, owner, add(query, 0x20), mload(query), 0x00, 0x20)
+            ok := and(ok, gt(returndatasize(), 0x1f))
+            answer := mload(0x00)
+        }
+        return ok && answer == bytes32(IERC1271.isValidSignature.selector);
     }
 }

@@ -1,186 +1,252 @@
 // SPDX-License-Identifier: MIT
 pragma solidity ^0.8.24;
 
-import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
+import {AccessControlDefaultAdminRules} from "@openzeppelin/contracts/access/extensions/AccessControlDefaultAdminRules.sol";
+import {IAllianceRegistry} from "./IAlliance.sol";
 
 /// @title AllianceRegistry
-/// @notice Which brands belong to the alliance, whether they may act, and the rate at which each
-///         brand's own points convert into alliance points (AP).
-/// @dev A brand is identified by its gateway's account: the address that signs the brand's
-///      transactions. Rates change only after a notice period, because members must be able to see a
-///      new rate before it applies to them (a ratio changed without notice drives members away).
-contract AllianceRegistry is AccessControl {
+/// @notice Which brands belong to the alliance, the account each acts through, whether it may act,
+///         and the rate at which its own points convert into alliance points (AP).
+/// @dev Rates change only after a notice period, because members must see a new rate before it
+///      applies to them; AlliancePoints mints at the rate in force, so the notice holds on chain.
+///      Every published rate gets a new version, even one that replaces a pending rate, so a version
+///      names exactly one rate. Shortening the notice itself takes the old notice to take effect.
+contract AllianceRegistry is IAllianceRegistry, AccessControlDefaultAdminRules {
     bytes32 public constant GOVERNOR_ROLE = keccak256("GOVERNOR_ROLE");
 
     /// @notice Shortest notice governance may set for a rate change.
     uint64 public constant MIN_RATE_NOTICE = 1 days;
 
-    enum Status {
-        None,
-        Active,
-        Suspended
-    }
-
-    /// @dev Slot 0 holds everything the hot path (isActive) and rateOf read.
+    /// @dev Slot 0 is everything `brandOf` reads; slot 1 everything the rate reads.
     struct Brand {
+        address account;
         Status status;
-        uint64 admittedAt;
         uint32 rateVersion; // version of `rate`
-        uint96 rate; // brand points per alliance point, in force since version `rateVersion`
-        uint96 nextRate; // scheduled rate (version rateVersion + 1), 0 if none
-        uint64 nextRateAt; // when nextRate takes effect
+        uint48 admittedAt;
+        uint64 rate; // brand points per AP, in force since version `rateVersion`
+        uint64 nextRate; // published rate, 0 if none
+        uint48 nextRateAt; // when nextRate takes effect
+        uint32 nextVersion; // version of nextRate
         string name;
     }
 
-    mapping(address brand => Brand) private _brands;
-    address[] private _brandList;
+    mapping(uint32 id => Brand) private _brands;
+    /// @dev Permanent: a rotated-out account keeps its id, so history stays attributable and the
+    ///      account can never be admitted again.
+    mapping(address account => uint32 id) private _ids;
+    uint32 private _count;
 
-    /// @notice Notice period, in seconds, between publishing a rate and its taking effect.
-    uint64 public rateNotice;
+    uint64 private _notice;
+    uint64 private _nextNotice;
+    uint48 private _nextNoticeAt;
 
-    event BrandAdmitted(address indexed brand, string name, uint96 rate);
-    event BrandSuspended(address indexed brand, string reason);
-    event BrandReinstated(address indexed brand);
-    event RateScheduled(address indexed brand, uint32 indexed version, uint96 rate, uint64 effectiveAt);
-    event RateNoticeChanged(uint64 previousNotice, uint64 newNotice);
-
-    error ZeroAddress();
-    error InvalidRate();
-    error NoticeTooShort(uint64 notice, uint64 minimum);
-    error AlreadyAdmitted(address brand);
-    error UnknownBrand(address brand);
-    error BrandNotActive(address brand);
-    error BrandNotSuspended(address brand);
-
-    /// @param governor Holder of the governance role (in production a multisig or timelock of the
-    ///        founding brands).
+    /// @param governor Holder of the admin and governance roles (in production a multisig or
+    ///        timelock of the founding brands).
+    /// @param adminDelay Seconds a transfer of the admin role must wait before it can be accepted.
     /// @param notice Initial rate notice period in seconds.
-    constructor(address governor, uint64 notice) {
-        if (governor == address(0)) revert ZeroAddress();
+    constructor(address governor, uint48 adminDelay, uint64 notice) AccessControlDefaultAdminRules(adminDelay, governor) {
         if (notice < MIN_RATE_NOTICE) revert NoticeTooShort(notice, MIN_RATE_NOTICE);
-        _grantRole(DEFAULT_ADMIN_ROLE, governor);
         _grantRole(GOVERNOR_ROLE, governor);
-        rateNotice = notice;
-        emit RateNoticeChanged(0, notice);
+        _notice = notice;
+        emit RateNoticeScheduled(0, notice, uint64(block.timestamp));
     }
 
     // ------------------------------------------------------------------ governance
 
-    /// @notice Admit a brand. Its first rate takes effect at once (version 1): nobody holds its
-    ///         points under an older rate yet.
-    function admit(address brand, string calldata name, uint96 rate) external onlyRole(GOVERNOR_ROLE) {
-        if (brand == address(0)) revert ZeroAddress();
+    /// @notice Admit a brand acting through `account`. Its first rate takes effect at once (version
+    ///         1): nobody holds its points under an older rate yet.
+    /// @return id The brand's permanent id.
+    function admit(address account, string calldata name, uint64 rate) external onlyRole(GOVERNOR_ROLE) returns (uint32 id) {
+        if (account == address(0)) revert ZeroAddress();
         if (rate == 0) revert InvalidRate();
-        Brand storage b = _brands[brand];
-        if (b.status != Status.None) revert AlreadyAdmitted(brand);
+        if (_ids[account] != 0) revert AlreadyAdmitted(account);
+        id = ++_count;
+        _ids[account] = id;
+        Brand storage b = _brands[id];
+        b.account = account;
         b.status = Status.Active;
-        b.admittedAt = uint64(block.timestamp);
         b.rateVersion = 1;
+        b.admittedAt = uint48(block.timestamp);
         b.rate = rate;
         b.name = name;
-        _brandList.push(brand);
-        emit BrandAdmitted(brand, name, rate);
-        emit RateScheduled(brand, 1, rate, uint64(block.timestamp));
+        emit BrandAdmitted(id, account, name, rate);
+        emit RateScheduled(id, account, 1, rate, uint64(block.timestamp));
     }
 
-    /// @notice Stop a brand from minting and redeeming. It keeps its collateral and its settlement
-    ///         record, and still settles at the next epoch close.
-    function suspend(address brand, string calldata reason) external onlyRole(GOVERNOR_ROLE) {
-        Brand storage b = _brands[brand];
-        if (b.status != Status.Active) revert BrandNotActive(brand);
+    /// @notice Stop a brand from minting, redeeming, refunding and withdrawing. It keeps its
+    ///         collateral and settlement record and still settles at every epoch close.
+    function suspend(address account, string calldata reason) external onlyRole(GOVERNOR_ROLE) {
+        (uint32 id, Brand storage b) = _current(account);
+        if (b.status != Status.Active) revert BrandNotActive(account);
         b.status = Status.Suspended;
-        emit BrandSuspended(brand, reason);
+        emit BrandSuspended(id, account, reason);
     }
 
-    function reinstate(address brand) external onlyRole(GOVERNOR_ROLE) {
-        Brand storage b = _brands[brand];
-        if (b.status != Status.Suspended) revert BrandNotSuspended(brand);
+    /// @notice Let a suspended brand act again.
+    function reinstate(address account) external onlyRole(GOVERNOR_ROLE) {
+        (uint32 id, Brand storage b) = _current(account);
+        if (b.status != Status.Suspended) revert BrandNotSuspended(account);
         b.status = Status.Active;
-        emit BrandReinstated(brand);
+        emit BrandReinstated(id, account);
     }
 
-    /// @notice Publish a new rate for a brand, effective after the notice period. A rate published
-    ///         while another is still pending replaces it (same version number).
-    function scheduleRate(address brand, uint96 rate) external onlyRole(GOVERNOR_ROLE) {
+    /// @notice Move a brand to a new account (its gateway key was compromised or replaced). The
+    ///         brand keeps its id, status, collateral, settlement record, member nonces and anchors;
+    ///         the old account can do nothing more, and authorisations signed for it are void.
+    function rotate(address previous, address account) external onlyRole(GOVERNOR_ROLE) {
+        if (account == address(0)) revert ZeroAddress();
+        if (_ids[account] != 0) revert AlreadyAdmitted(account);
+        (uint32 id, Brand storage b) = _current(previous);
+        _ids[account] = id;
+        b.account = account;
+        emit BrandRotated(id, previous, account);
+    }
+
+    /// @notice Publish a new rate for a brand, effective after the notice period, under a new
+    ///         version (a rate published while another is pending replaces it with the next version).
+    function scheduleRate(address account, uint64 rate) external onlyRole(GOVERNOR_ROLE) {
         if (rate == 0) revert InvalidRate();
-        Brand storage b = _brands[brand];
-        if (b.status == Status.None) revert UnknownBrand(brand);
+        (uint32 id, Brand storage b) = _current(account);
         _applyDueRate(b);
-        uint64 effectiveAt = uint64(block.timestamp) + rateNotice;
+        uint32 version = (b.nextRate != 0 ? b.nextVersion : b.rateVersion) + 1;
+        uint48 effectiveAt = uint48(block.timestamp + rateNotice());
         b.nextRate = rate;
         b.nextRateAt = effectiveAt;
-        emit RateScheduled(brand, b.rateVersion + 1, rate, effectiveAt);
+        b.nextVersion = version;
+        emit RateScheduled(id, account, version, rate, effectiveAt);
     }
 
+    /// @notice Change the rate notice. A longer notice applies at once; a shorter one only once the
+    ///         current notice has passed, so a rate published now still gets today's notice.
     function setRateNotice(uint64 notice) external onlyRole(GOVERNOR_ROLE) {
         if (notice < MIN_RATE_NOTICE) revert NoticeTooShort(notice, MIN_RATE_NOTICE);
-        emit RateNoticeChanged(rateNotice, notice);
-        rateNotice = notice;
+        uint64 current = rateNotice();
+        if (notice >= current) {
+            (_notice, _nextNotice, _nextNoticeAt) = (notice, 0, 0);
+            emit RateNoticeScheduled(current, notice, uint64(block.timestamp));
+        } else {
+            uint48 effectiveAt = uint48(block.timestamp + current);
+            (_notice, _nextNotice, _nextNoticeAt) = (current, notice, effectiveAt);
+            emit RateNoticeScheduled(current, notice, effectiveAt);
+        }
     }
 
     // ------------------------------------------------------------------ reads
 
-    function isActive(address brand) external view returns (bool) {
-        return _brands[brand].status == Status.Active;
+    /// @notice Notice period, in seconds, between publishing a rate and its taking effect.
+    function rateNotice() public view returns (uint64) {
+        return _nextNoticeAt != 0 && block.timestamp >= _nextNoticeAt ? _nextNotice : _notice;
     }
 
-    /// @notice True for active and suspended brands: both still settle, post anchors and refund.
-    function isAdmitted(address brand) external view returns (bool) {
-        return _brands[brand].status != Status.None;
+    /// @notice A shorter notice published but not yet in force: (notice, effectiveAt), or zeros.
+    function pendingRateNotice() external view returns (uint64 notice, uint64 effectiveAt) {
+        // slither-disable-next-line incorrect-equality: zero means no shorter notice is pending; the time itself is compared with >=
+        if (_nextNoticeAt == 0 || block.timestamp >= _nextNoticeAt) return (0, 0);
+        return (_nextNotice, _nextNoticeAt);
     }
 
-    function statusOf(address brand) external view returns (Status) {
-        return _brands[brand].status;
+    /// @inheritdoc IAllianceRegistry
+    function brandOf(address account) public view returns (uint32 id, Status status) {
+        id = _ids[account];
+        Brand storage b = _brands[id];
+        if (id == 0 || b.account != account) return (0, Status.None);
+        return (id, b.status);
     }
 
-    /// @notice The rate in force now and its version.
-    function rateOf(address brand) public view returns (uint96 rate, uint32 version) {
-        Brand storage b = _brands[brand];
-        if (b.status == Status.None) revert UnknownBrand(brand);
-        if (b.nextRate != 0 && block.timestamp >= b.nextRateAt) return (b.nextRate, b.rateVersion + 1);
-        return (b.rate, b.rateVersion);
+    /// @inheritdoc IAllianceRegistry
+    function idOf(address account) external view returns (uint32) {
+        return _ids[account];
     }
 
-    /// @notice A rate published but not yet in force, if any.
-    function pendingRateOf(address brand) external view returns (uint96 rate, uint32 version, uint64 effectiveAt) {
-        Brand storage b = _brands[brand];
-        if (b.status == Status.None) revert UnknownBrand(brand);
+    /// @inheritdoc IAllianceRegistry
+    function accountOf(uint32 id) external view returns (address) {
+        return _brands[id].account;
+    }
+
+    /// @inheritdoc IAllianceRegistry
+    function mintTerms(address account, uint32 rateVersion) external view returns (uint32 id, uint64 rate) {
+        Status status;
+        (id, status) = brandOf(account);
+        if (status != Status.Active) revert BrandNotActive(account);
+        uint32 version;
+        (rate, version) = _rate(_brands[id]);
+        if (version != rateVersion) revert RateVersionMismatch(rateVersion, version);
+    }
+
+    /// @notice True for the current account of an active brand.
+    function isActive(address account) external view returns (bool) {
+        (, Status status) = brandOf(account);
+        return status == Status.Active;
+    }
+
+    /// @notice True for the current account of an active or suspended brand: both still settle,
+    ///         deposit and post anchors.
+    function isAdmitted(address account) external view returns (bool) {
+        (, Status status) = brandOf(account);
+        return status != Status.None;
+    }
+
+    /// @notice The status of the brand `account` acts for (None if unknown or rotated out).
+    function statusOf(address account) external view returns (Status status) {
+        (, status) = brandOf(account);
+    }
+
+    /// @notice The rate in force now (brand points per AP) and its version.
+    function rateOf(address account) external view returns (uint64 rate, uint32 version) {
+        (, Brand storage b) = _current(account);
+        return _rate(b);
+    }
+
+    /// @notice A rate published but not yet in force: (rate, version, effectiveAt), or zeros.
+    function pendingRateOf(address account) external view returns (uint64 rate, uint32 version, uint64 effectiveAt) {
+        (, Brand storage b) = _current(account);
         if (b.nextRate == 0 || block.timestamp >= b.nextRateAt) return (0, 0, 0);
-        return (b.nextRate, b.rateVersion + 1, b.nextRateAt);
+        return (b.nextRate, b.nextVersion, b.nextRateAt);
     }
 
-    function brandInfo(address brand)
+    /// @notice Everything about the brand `account` acts for now.
+    function brandInfo(address account)
         external
         view
-        returns (string memory name, Status status, uint64 admittedAt, uint96 rate, uint32 rateVersion)
+        returns (uint32 id, string memory name, Status status, uint64 admittedAt, uint64 rate, uint32 rateVersion)
     {
-        Brand storage b = _brands[brand];
-        if (b.status == Status.None) revert UnknownBrand(brand);
-        (rate, rateVersion) = rateOf(brand);
-        return (b.name, b.status, b.admittedAt, rate, rateVersion);
+        Brand storage b;
+        (id, b) = _current(account);
+        (rate, rateVersion) = _rate(b);
+        return (id, b.name, b.status, b.admittedAt, rate, rateVersion);
     }
 
+    /// @notice Number of brands ever admitted (ids run from 1 to this).
     function brandCount() external view returns (uint256) {
-        return _brandList.length;
+        return _count;
     }
 
-    function brandAt(uint256 index) external view returns (address) {
-        return _brandList[index];
-    }
-
-    function brands() external view returns (address[] memory) {
-        return _brandList;
+    /// @notice The current accounts of all brands ever admitted, by id.
+    function brands() external view returns (address[] memory accounts) {
+        accounts = new address[](_count);
+        for (uint32 i; i < _count; ++i) {
+            accounts[i] = _brands[i + 1].account;
+        }
     }
 
     // ------------------------------------------------------------------ internals
 
-    /// @dev Fold a scheduled rate that has come into force into the current one.
+    function _current(address account) private view returns (uint32 id, Brand storage b) {
+        id = _ids[account];
+        b = _brands[id];
+        if (id == 0 || b.account != account) revert UnknownBrand(account);
+    }
+
+    function _rate(Brand storage b) private view returns (uint64, uint32) {
+        if (b.nextRate != 0 && block.timestamp >= b.nextRateAt) return (b.nextRate, b.nextVersion);
+        return (b.rate, b.rateVersion);
+    }
+
+    /// @dev Fold a published rate that has come into force into the current one.
     function _applyDueRate(Brand storage b) private {
         if (b.nextRate != 0 && block.timestamp >= b.nextRateAt) {
-            b.rate = b.nextRate;
-            b.rateVersion += 1;
-            b.nextRate = 0;
-            b.nextRateAt = 0;
+            (b.rate, b.rateVersion) = (b.nextRate, b.nextVersion);
+            (b.nextRate, b.nextRateAt, b.nextVersion) = (0, 0, 0);
         }
     }
 }

@@ -98,7 +98,9 @@ def _ref32(ref: str) -> bytes:
 
 
 def _exchange_call(gw: Gateway, row: Exchange):
-    return gw.alliance.points.contract.functions.mint(row.wallet_address, row.ap_amount, _ref32(row.exchange_ref))
+    # By brand points at the quoted rate version: the contract computes the AP and refuses the mint if
+    # the rate changed since the quote (the debit is then reversed), so no member is paid at a stale rate.
+    return gw.alliance.points.mint_call(row.wallet_address, row.brand_points, row.rate_version, _ref32(row.exchange_ref))
 
 
 def _mined_events(gw: Gateway, row, event: str) -> list[dict] | None:

@@ -22,6 +22,10 @@ from contracts.deploy import BrandTerms, deploy_alliance, onboard_brand
 #: Settlement-token units per AP in the test alliance (the deploy default).
 VPP = 10_000
 RATE_NOTICE = 2 * 24 * 3600
+MIN_EPOCH = 3600  # no close earlier (World.close waits it out)
+EPOCH = 24 * 3600  # anyone may close after this
+REFUND_WINDOW = 30 * 24 * 3600
+ADMIN_DELAY = 3 * 24 * 3600
 FAR = 10**12  # a deadline no test reaches
 MAX_UINT = 2**256 - 1
 
@@ -104,14 +108,28 @@ class World:
         return self.points.authorise(member, brand.address, amount, deadline, nonce)
 
     def mint(self, brand: LocalAccount, member: LocalAccount | str, amount: int, ref: bytes | str = b"") -> Any:
+        """Mint ``amount`` AP: the brand points they cost at the brand's rate in force."""
         to = member if isinstance(member, str) else member.address
-        return self.points.mint(self.t(brand), to, amount, ref)
+        rate, version = self.registry.rate(brand.address)
+        return self.points.mint(self.t(brand), to, amount * rate, version, ref)
+
+    def mint_batch(self, brand: LocalAccount, grants: list[tuple[str, int, bytes | str]]) -> Any:
+        """Mint ``grants`` of (member address, AP, ref) in one transaction at the brand's rate in force."""
+        rate, version = self.registry.rate(brand.address)
+        return self.points.mint_batch(self.t(brand), [(to, ap * rate, ref) for to, ap, ref in grants], version)
+
+    def refund(self, brand: LocalAccount, r: Redemption, amount: int) -> Any:
+        return self.points.refund(self.t(brand), r.owner, r.nonce, amount)
 
     def redeem(self, member: LocalAccount, brand: LocalAccount, amount: int, **kw) -> tuple[Redemption, Any]:
         r = self.authorise(member, brand, amount, **kw)
         return r, self.points.redeem(self.t(brand), r)
 
     def close(self) -> Any:
+        """Close the open epoch as the settler, first waiting out the minimum epoch length."""
+        open_for = self.now() - self.settlement.epoch_opened_at()
+        if open_for < MIN_EPOCH:
+            self.chain.advance_time(MIN_EPOCH - open_for)
         return self.settlement.close_epoch(self.gov)
 
     def grant_gas(self, account: LocalAccount) -> None:
@@ -123,7 +141,8 @@ def build_world(backend: str, chain: Chain) -> World:
     if chain.embedded:
         speed_up_gas_estimation(chain)
     governor = chain.new_account()
-    alliance = deploy_alliance(chain, governor, value_per_point=VPP, rate_notice=RATE_NOTICE)
+    alliance = deploy_alliance(chain, governor, value_per_point=VPP, rate_notice=RATE_NOTICE, admin_delay=ADMIN_DELAY,
+                               epoch_lengths=(MIN_EPOCH, EPOCH), refund_window=REFUND_WINDOW)
     brands = [chain.new_account() for _ in TERMS]
     for brand, terms in zip(brands, TERMS):
         onboard_brand(alliance, governor, brand, terms)

@@ -1,8 +1,9 @@
-"""AlliancePoints issue side: mint, mintBatch, credit limit and collateral checks, pause."""
+"""AlliancePoints issue side: mint and mintBatch by brand points at the rate in force, credit limit and
+collateral checks, pause."""
 
 from __future__ import annotations
 
-from contracts_testkit import TERMS, VPP, b32, reverts, role
+from contracts_testkit import RATE_NOTICE, TERMS, VPP, b32, reverts, role
 
 GOVERNOR = role("GOVERNOR_ROLE")
 ZERO = "0x" + "00" * 20
@@ -19,7 +20,7 @@ def test_mint(w):
     m = w.members[0]
     ref = b32("exchange-0001")
     receipt = w.mint(w.a, m, 1_250, ref)
-    assert w.points.events(receipt, "Issued") == [{"brand": w.a.address, "to": m.address, "ref": ref, "amount": 1_250}]
+    assert w.points.events(receipt, "Issued") == [{"brand": w.a.address, "to": m.address, "ref": ref, "amount": 1_250, "rateVersion": 1}]
     assert w.points.events(receipt, "Transfer") == [{"from": ZERO, "to": m.address, "value": 1_250}]
     assert w.points.balance_of(m.address) == 1_250
     assert w.points.total_supply() == 1_250
@@ -49,9 +50,9 @@ def test_issued_logs_finds_a_retried_mint(w):
 
 def test_mint_batch(w):
     grants = [(w.members[0].address, 5, "x-1"), (w.members[1].address, 7, "x-2"), (w.members[0].address, 9, "x-3")]
-    receipt = w.points.mint_batch(w.t(w.c), grants)
+    receipt = w.mint_batch(w.c, grants)
     assert w.points.events(receipt, "Issued") == [
-        {"brand": w.c.address, "to": to, "ref": b32(ref), "amount": amount} for to, amount, ref in grants
+        {"brand": w.c.address, "to": to, "ref": b32(ref), "amount": amount, "rateVersion": 1} for to, amount, ref in grants
     ]
     assert w.points.balance_of(w.members[0].address) == 14
     assert w.points.balance_of(w.members[1].address) == 7
@@ -64,12 +65,12 @@ def test_mint_reverts(w):
     m = w.members[0]
     with reverts("ZeroAmount"):
         w.mint(w.a, m, 0)
-    with reverts("BrandNotActive", brand=w.outsider.address):
-        w.mint(w.outsider, m, 1)
+    with reverts("BrandNotActive", account=w.outsider.address):
+        w.points.mint(w.t(w.outsider), m.address, 100, 1)
     with reverts("ERC20InvalidReceiver", receiver=ZERO):
         w.mint(w.a, ZERO, 1)
     w.registry.suspend(w.gov, w.a.address, "audit")
-    with reverts("BrandNotActive", brand=w.a.address):
+    with reverts("BrandNotActive", account=w.a.address):
         w.mint(w.a, m, 1)
     w.registry.reinstate(w.gov, w.a.address)
     w.mint(w.a, m, 1)
@@ -81,19 +82,24 @@ def test_mint_batch_reverts(w):
     f = w.points.contract.functions
     m0, m1 = w.members[0].address, w.members[1].address
     r = [b32("r1"), b32("r2")]
+    rate = TERMS[2].rate
     with reverts("LengthMismatch"):
-        t.send(f.mintBatch([m0, m1], [1], r))
+        t.send(f.mintBatch([m0, m1], [rate], r, 1))
     with reverts("LengthMismatch"):
-        t.send(f.mintBatch([m0, m1], [1, 2], r[:1]))
+        t.send(f.mintBatch([m0, m1], [rate, 2 * rate], r[:1], 1))
     with reverts("ZeroAmount"):
-        t.send(f.mintBatch([m0, m1], [1, 0], r))
+        t.send(f.mintBatch([m0, m1], [rate, 0], r, 1))
+    with reverts("InexactExchange", brandPoints=rate + 1, rate=rate):
+        t.send(f.mintBatch([m0, m1], [rate, rate + 1], r, 1))
     with reverts("ZeroAmount"):
-        t.send(f.mintBatch([], [], []))
-    with reverts("BrandNotActive", brand=w.outsider.address):
-        w.points.mint_batch(w.t(w.outsider), [(m0, 1, "r")])
+        t.send(f.mintBatch([], [], [], 1))
+    with reverts("RateVersionMismatch", expected=2, current=1):
+        t.send(f.mintBatch([m0], [rate], r[:1], 2))
+    with reverts("BrandNotActive", account=w.outsider.address):
+        w.points.mint_batch(w.t(w.outsider), [(m0, 1, "r")], 1)
     w.registry.suspend(w.gov, w.c.address, "audit")
-    with reverts("BrandNotActive", brand=w.c.address):
-        w.points.mint_batch(t, [(m0, 1, "r")])
+    with reverts("BrandNotActive", account=w.c.address):
+        w.points.mint_batch(t, [(m0, rate, "r")], 1)
     assert w.points.total_supply() == 0
 
 
@@ -104,10 +110,10 @@ def test_credit_limit_bounds_open_net_issuance(w):
     with reverts("CreditLimitExceeded", brand=w.a.address, openNetIssued=limit + 1, limit=limit):
         w.mint(w.a, m, 1)
     with reverts("CreditLimitExceeded", brand=w.a.address, openNetIssued=limit + 3, limit=limit):
-        w.points.mint_batch(w.t(w.a), [(m.address, 1, "a"), (m.address, 2, "b")])
+        w.mint_batch(w.a, [(m.address, 1, "a"), (m.address, 2, "b")])
     # redemptions at the issuing brand net against its issuance within the epoch
     w.redeem(m, w.a, 400)
-    w.points.mint_batch(w.t(w.a), [(m.address, 150, "a"), (m.address, 250, "b")])
+    w.mint_batch(w.a, [(m.address, 150, "a"), (m.address, 250, "b")])
     with reverts("CreditLimitExceeded"):
         w.mint(w.a, m, 1)
     # redemptions elsewhere do not
@@ -124,11 +130,11 @@ def test_credit_limit_bounds_open_net_issuance(w):
 def test_collateral_bounds_open_net_issuance(w):
     cover = TERMS[1].collateral // VPP  # B's collateral binds before its credit limit
     m = w.members[1]
-    w.points.mint_batch(w.t(w.b), [(m.address, cover - 1, "a"), (m.address, 1, "b")])
+    w.mint_batch(w.b, [(m.address, cover - 1, "a"), (m.address, 1, "b")])
     with reverts("InsufficientCollateral", brand=w.b.address, required=(cover + 1) * VPP, available=cover * VPP):
         w.mint(w.b, m, 1)
     with reverts("InsufficientCollateral"):
-        w.points.mint_batch(w.t(w.b), [(m.address, 1, "c")])
+        w.mint_batch(w.b, [(m.address, 1, "c")])
     w.settlement.deposit(w.t(w.b), VPP)
     w.mint(w.b, m, 1)
     assert w.settlement.open_position(w.b.address).free_collateral == 0
@@ -136,13 +142,13 @@ def test_collateral_bounds_open_net_issuance(w):
 
 def test_set_credit_limit(w):
     receipt = w.settlement.set_credit_limit(w.gov, w.a.address, 0)
-    assert w.settlement.events(receipt, "CreditLimitSet") == [{"brand": w.a.address, "limit": 0}]
+    assert w.settlement.events(receipt, "CreditLimitSet") == [{"id": 1, "brand": w.a.address, "limit": 0}]
     assert w.settlement.account(w.a.address).credit_limit == 0
     with reverts("CreditLimitExceeded", brand=w.a.address, openNetIssued=1, limit=0):
         w.mint(w.a, w.members[0], 1)
     w.settlement.set_credit_limit(w.gov, w.a.address, 5)
     w.mint(w.a, w.members[0], 5)
-    with reverts("NotAdmitted", brand=w.outsider.address):
+    with reverts("NotAdmitted", account=w.outsider.address):
         w.settlement.set_credit_limit(w.gov, w.outsider.address, 100)
     with reverts("AccessControlUnauthorizedAccount", account=w.a.address, neededRole=GOVERNOR):
         w.settlement.set_credit_limit(w.t(w.a), w.a.address, 10**9)
@@ -160,7 +166,7 @@ def test_pause_stops_minting(w):
     with reverts("EnforcedPause"):
         w.mint(w.a, m, 1)
     with reverts("EnforcedPause"):
-        w.points.mint_batch(w.t(w.a), [(m.address, 1, "r")])
+        w.mint_batch(w.a, [(m.address, 1, "r")])
     with reverts("EnforcedPause"):
         w.points.pause(w.gov)
     with reverts("AccessControlUnauthorizedAccount", account=w.a.address, neededRole=GOVERNOR):
@@ -172,3 +178,23 @@ def test_pause_stops_minting(w):
     with reverts("AccessControlUnauthorizedAccount", account=w.b.address, neededRole=GOVERNOR):
         w.points.pause(w.t(w.b))
     w.mint(w.a, m, 1)
+
+
+def test_the_rate_is_enforced_on_chain(w):
+    """L3: v1's mint took an AP amount and `rateOf` was advisory, so a mint mined after a rate switch
+    used the old rate unnoticed. The brand now mints brand points at the version it quoted."""
+    m, brand = w.members[0], w.a
+    rate = TERMS[0].rate
+    w.registry.schedule_rate(w.gov, brand.address, 80)
+    w.points.mint(w.t(brand), m.address, 3 * rate, 1, "quoted-before")  # version 1 still in force
+    w.chain.advance_time(RATE_NOTICE)
+    with reverts("RateVersionMismatch", expected=1, current=2):  # quoted before, mined after the switch
+        w.points.mint(w.t(brand), m.address, 3 * rate, 1, "quoted-before-2")
+    with reverts("InexactExchange", brandPoints=100, rate=80):
+        w.points.mint(w.t(brand), m.address, 100, 2, "inexact")
+    with reverts("ZeroAmount"):
+        w.points.mint(w.t(brand), m.address, 0, 2, "nothing")
+    receipt = w.points.mint(w.t(brand), m.address, 160, 2, "at-the-new-rate")
+    assert w.points.events(receipt, "Issued")[0] | {"ref": None} == {
+        "brand": brand.address, "to": m.address, "ref": None, "amount": 2, "rateVersion": 2}
+    assert w.points.balance_of(m.address) == 5

@@ -6,8 +6,10 @@ import pytest
 from eth_account import Account
 from eth_account.messages import _hash_eip191_message, encode_typed_data
 
-from contracts.client import NONCES_PER_WORD, Redemption
-from contracts_testkit import FAR, TERMS, VPP, reverts
+from eth_utils import function_abi_to_4byte_selector
+
+from contracts.client import NONCES_PER_WORD, Redemption, RedemptionRecord
+from contracts_testkit import FAR, REFUND_WINDOW, TERMS, VPP, reverts
 
 ZERO = "0x" + "00" * 20
 
@@ -15,7 +17,7 @@ ZERO = "0x" + "00" * 20
 @pytest.fixture
 def funded(w):
     """w with members[0..2] holding 1_000 AP each, issued by brand A."""
-    w.points.mint_batch(w.t(w.a), [(m.address, 1_000, f"seed-{i}") for i, m in enumerate(w.members[:3])])
+    w.mint_batch(w.a, [(m.address, 1_000, f"seed-{i}") for i, m in enumerate(w.members[:3])])
     return w
 
 
@@ -134,19 +136,19 @@ def test_redeem_at_suspended_brand(funded):
     w = funded
     r = w.authorise(w.members[0], w.b, 10)
     w.registry.suspend(w.gov, w.b.address, "audit")
-    with reverts("BrandNotActive", brand=w.b.address):
+    with reverts("BrandNotActive", account=w.b.address):
         w.points.redeem(w.t(w.b), r)
-    with reverts("BrandNotActive", brand=w.outsider.address):
+    with reverts("BrandNotActive", account=w.outsider.address):
         w.points.redeem(w.t(w.outsider), w.authorise(w.members[0], w.outsider, 10))
 
 
 def test_redeem_more_than_balance(funded):
     w = funded
     m = w.members[0]
-    with reverts("ERC20InsufficientBalance", sender=m.address, balance=1_000, needed=1_001):
+    with reverts("InsufficientPoints", owner=m.address, balance=1_000, amount=1_001):
         w.redeem(m, w.a, 1_001)
     stranger = Account.create()
-    with reverts("ERC20InsufficientBalance", sender=stranger.address, balance=0, needed=1):
+    with reverts("InsufficientPoints", owner=stranger.address, balance=0, amount=1):
         w.redeem(stranger, w.a, 1)
     assert not w.points.is_nonce_used(m.address, w.a.address, 0)
 
@@ -157,89 +159,103 @@ def test_redeem_more_than_balance(funded):
 def test_refund(funded):
     w = funded
     m = w.members[0]
-    r, _ = w.redeem(m, w.b, 400, deadline=w.now() + 60)
+    r, redeemed = w.redeem(m, w.b, 400, deadline=w.now() + 60)
+    at = w.chain.w3.eth.get_block(redeemed["blockNumber"])["timestamp"]
+    assert w.points.redemption(m.address, w.b.address, r.nonce) == RedemptionRecord(400, 0, at, False)
     w.chain.advance_time(600)  # the authorisation's deadline does not bind refunds
-    receipt = w.points.refund(w.t(w.b), r, 150)
+    receipt = w.refund(w.b, r, 150)
     assert w.points.events(receipt, "Refunded") == [
         {"owner": m.address, "brand": w.b.address, "nonce": r.nonce, "amount": 150, "epoch": 1}
     ]
     assert w.points.events(receipt, "Transfer") == [{"from": ZERO, "to": m.address, "value": 150}]
     assert w.points.balance_of(m.address) == 750
     assert w.points.total_supply() == 2_750
-    assert w.settlement.open_position(w.b.address).redeemed == 250
+    position = w.settlement.open_position(w.b.address)
+    assert (position.issued, position.redeemed) == (150, 400)  # a refund is booked as AP the brand issues
+    assert w.points.redemption(m.address, w.b.address, r.nonce).refunded == 150
     assert w.points.is_nonce_used(m.address, w.b.address, r.nonce)  # a refund never frees the nonce
     again = w.authorise(m, w.b, 400, nonce=r.nonce)
     with reverts("NonceAlreadyUsed"):
         w.points.redeem(w.t(w.b), again)
+    w.refund(w.b, r, 250)  # the rest, in a second refund
+    with reverts("RefundTooLarge", amount=1, refundable=0):
+        w.refund(w.b, r, 1)
+    assert w.points.balance_of(m.address) == 1_000
 
 
-def test_refund_only_once(funded):
+def test_refund_never_exceeds_what_the_redemption_burned(funded):
+    """M1: v1 refunded on any valid signature over the same (owner, brand, nonce), bounded only by that
+    signature's amount: a member redeemed 10 AP and the brand refunded 900 with a stale authorisation
+    of the same nonce. The amount burned is now recorded at redemption; no signature is consulted."""
     w = funded
-    r, _ = w.redeem(w.members[0], w.b, 400)
-    w.points.refund(w.t(w.b), r, 100)
-    with reverts("NotRefundable", owner=w.members[0].address, brand=w.b.address, nonce=r.nonce):
-        w.points.refund(w.t(w.b), r, 100)
-    assert w.settlement.open_position(w.b.address).redeemed == 300
+    m = w.members[0]
+    stale = w.authorise(m, w.c, 900, nonce=4, deadline=w.now() + 30)  # signed, expired, never submitted
+    w.chain.advance_time(60)
+    r, _ = w.redeem(m, w.c, 10, nonce=stale.nonce)
+    with reverts("RefundTooLarge", amount=900, refundable=10):
+        w.points.refund(w.t(w.c), m.address, stale.nonce, 900)
+    with reverts("RefundTooLarge", amount=11, refundable=10):
+        w.refund(w.c, r, 11)
+    w.refund(w.c, r, 10)
+    assert w.points.balance_of(m.address) == 1_000
+    assert w.points.total_supply() == 3_000
 
 
 def test_refund_bounds(funded):
     w = funded
-    r, _ = w.redeem(w.members[0], w.b, 40)
-    with reverts("RefundTooLarge", amount=41, authorised=40):
-        w.points.refund(w.t(w.b), r, 41)
+    m = w.members[0]
+    r, _ = w.redeem(m, w.b, 40)
+    with reverts("RefundTooLarge", amount=41, refundable=40):
+        w.refund(w.b, r, 41)
     with reverts("ZeroAmount"):
-        w.points.refund(w.t(w.b), r, 0)
-    with reverts("WrongBrand", expected=w.b.address, caller=w.c.address):
-        w.points.refund(w.t(w.c), r, 1)
-    forged = Redemption(r.owner, r.brand, r.amount, r.nonce, r.deadline, w.authorise(w.members[1], w.b, 40).signature)
-    with reverts("InvalidSignature"):
-        w.points.refund(w.t(w.b), forged, 1)
-    outsider_r = w.authorise(w.members[0], w.outsider, 5)
-    with reverts("NotAdmitted", brand=w.outsider.address):
-        w.points.refund(w.t(w.outsider), outsider_r, 1)
-    w.points.refund(w.t(w.b), r, 40)  # the whole redemption
-    assert w.points.balance_of(w.members[0].address) == 1_000
+        w.refund(w.b, r, 0)
+    # only the brand the redemption was made at: another brand finds no redemption of its own
+    with reverts("NotRefundable", owner=m.address, brand=w.c.address, nonce=r.nonce):
+        w.refund(w.c, r, 1)
+    with reverts("NotRefundable", owner=m.address, brand=w.b.address, nonce=r.nonce + 1):
+        w.points.refund(w.t(w.b), m.address, r.nonce + 1, 1)
+    with reverts("BrandNotActive", account=w.outsider.address):
+        w.points.refund(w.t(w.outsider), m.address, r.nonce, 1)
+    w.refund(w.b, r, 40)  # the whole redemption
+    assert w.points.balance_of(m.address) == 1_000
 
 
-def test_refund_after_the_epoch_closed(funded):
+def test_refund_of_a_closed_epochs_redemption_is_booked_in_the_open_one(funded):
+    """M2: in v1 the refund right disappeared at the epoch close (and a pause let the settler close
+    with refunds blocked). A refund is now bounded by a window of time, not by the epoch."""
     w = funded
-    m0, m1 = w.members[0], w.members[1]
+    m0 = w.members[0]
     r, _ = w.redeem(m0, w.b, 50)
     w.close()
-    # nothing redeemed at B in the new epoch: the settlement refuses first
-    with reverts("RefundExceedsEpochRedemptions", brand=w.b.address, amount=50, redeemedInEpoch=0):
-        w.points.refund(w.t(w.b), r, 50)
-    # with enough redeemed in the new epoch, the nonce word proves r is from a closed epoch
-    w.redeem(m1, w.b, 200)
-    with reverts("NotRefundable", owner=m0.address, brand=w.b.address, nonce=r.nonce):
-        w.points.refund(w.t(w.b), r, 50)
-    # a later redemption in the same nonce word re-stamps the word's epoch: still not refundable
-    r2, _ = w.redeem(m0, w.b, 60)
-    assert r2.nonce == r.nonce + 1
-    with reverts("NotRefundable"):
-        w.points.refund(w.t(w.b), r, 50)
-    w.points.refund(w.t(w.b), r2, 60)
-    assert w.settlement.open_position(w.b.address).redeemed == 200
+    receipt = w.refund(w.b, r, 50)
+    assert w.points.events(receipt, "Refunded")[0]["epoch"] == 2
+    position = w.settlement.open_position(w.b.address)
+    assert (position.issued, position.redeemed) == (50, 0)
+    w.close()
+    settled = w.settlement.account(w.b.address)
+    assert (settled.issued, settled.redeemed, settled.collateral) == (50, 50, TERMS[1].collateral)
 
 
-def test_refund_cannot_exceed_the_brands_open_redemptions(funded):
+def test_refund_window(funded):
     w = funded
-    m = w.members[0]
-    r, _ = w.redeem(m, w.c, 30)
-    # two authorisations with the same nonce: only one can be redeemed, but a refund checks the
-    # signed amount, so the settlement's own open-epoch bound is what stops the larger one
-    bigger = w.authorise(m, w.c, 500, nonce=r.nonce)
-    with reverts("RefundExceedsEpochRedemptions", brand=w.c.address, amount=500, redeemedInEpoch=30):
-        w.points.refund(w.t(w.c), bigger, 500)
+    r, receipt = w.redeem(w.members[0], w.b, 20)
+    at = w.chain.w3.eth.get_block(receipt["blockNumber"])["timestamp"]
+    w.chain.advance_time(at + REFUND_WINDOW - w.now() - 5)
+    w.refund(w.b, r, 5)  # still inside
+    w.chain.advance_time(10)
+    with reverts("RefundWindowClosed", redeemedAt=at, window=REFUND_WINDOW):
+        w.refund(w.b, r, 5)
 
 
-def test_refund_by_a_suspended_brand(funded):
+def test_refund_is_refused_for_a_suspended_brand(funded):
+    """M1/M3: v1 let a suspended brand refund (paid from its collateral, past its suspension)."""
     w = funded
     r, _ = w.redeem(w.members[2], w.c, 80)
     w.registry.suspend(w.gov, w.c.address, "wind-down")
-    receipt = w.points.refund(w.t(w.c), r, 80)
-    assert w.points.events(receipt, "Refunded")[0]["amount"] == 80
-    assert w.points.balance_of(w.members[2].address) == 1_000
+    with reverts("BrandNotActive", account=w.c.address):
+        w.refund(w.c, r, 80)
+    w.registry.reinstate(w.gov, w.c.address)
+    w.refund(w.c, r, 80)
 
 
 def test_refund_paused(funded):
@@ -247,21 +263,86 @@ def test_refund_paused(funded):
     r, _ = w.redeem(w.members[0], w.b, 10)
     w.points.pause(w.gov)
     with reverts("EnforcedPause"):
-        w.points.refund(w.t(w.b), r, 10)
+        w.refund(w.b, r, 10)
+    w.points.unpause(w.gov)
+    w.settlement.pause(w.gov)
+    with reverts("EnforcedPause"):
+        w.refund(w.b, r, 10)
+
+
+def test_refund_counts_against_the_credit_limit(w):
+    """L2: v1's refunds skipped the credit limit (open net issuance reached 10,500 against 10,000)."""
+    m = w.members[0]
+    limit = TERMS[0].credit_limit
+    w.mint(w.b, m, 1_000)
+    r, _ = w.redeem(m, w.a, 1_000)  # A's open net issuance: -1,000
+    w.mint(w.a, m, limit + 1_000)  # A at its limit: 11,000 issued, 1,000 redeemed
+    with reverts("CreditLimitExceeded", brand=w.a.address, openNetIssued=limit + 500, limit=limit):
+        w.refund(w.a, r, 500)
 
 
 def test_refund_needs_collateral_cover(w):
-    """A refund puts AP back in circulation as if issued again: the brand's collateral must cover
-    its open net issuance afterwards (the credit limit is not checked)."""
+    """A refund puts AP back in circulation as issued by the brand: its collateral must cover its
+    open net issuance afterwards."""
     m = w.members[0]
     cover = TERMS[1].collateral // VPP
     w.mint(w.b, m, cover)
     r, _ = w.redeem(m, w.b, 100)
     w.settlement.withdraw(w.t(w.b), 100 * VPP)  # the redemption freed this much
     with reverts("InsufficientCollateral", brand=w.b.address, required=cover * VPP, available=(cover - 100) * VPP):
-        w.points.refund(w.t(w.b), r, 100)
+        w.refund(w.b, r, 100)
     w.settlement.deposit(w.t(w.b), 100 * VPP)
-    w.points.refund(w.t(w.b), r, 100)
+    w.refund(w.b, r, 100)
+
+
+# ---------------------------------------------------------------------- batch
+
+
+def test_redeem_batch_skips_bad_authorisations_and_settles_the_rest_once(funded):
+    w = funded
+    m0, m1, m2 = w.members[:3]
+    soon = w.now() + 30
+    good = [w.authorise(m0, w.b, 100), w.authorise(m1, w.b, 200), w.authorise(m2, w.b, 300, nonce=9)]
+    used, _ = w.redeem(m2, w.b, 1)
+    expired = w.authorise(m0, w.b, 5, nonce=50, deadline=soon)
+    w.chain.advance_time(60)
+    bad = {
+        "WrongBrand": w.authorise(m0, w.c, 5, nonce=51),
+        "AuthorizationExpired": expired,
+        "NonceAlreadyUsed": w.authorise(m2, w.b, 5, nonce=used.nonce),
+        "InsufficientPoints": w.authorise(m1, w.b, 10_000, nonce=52),
+        "InvalidSignature": Redemption(m0.address, w.b.address, 5, 53, FAR, w.authorise(m1, w.b, 5, nonce=53).signature),
+        "ZeroAmount": w.authorise(m0, w.b, 0, nonce=54),
+    }
+    batch = [good[0], *bad.values(), good[1], good[2]]
+    receipt = w.points.redeem_batch(w.t(w.b), batch)
+    assert [(e["owner"], e["nonce"], e["amount"]) for e in w.points.events(receipt, "Redeemed")] == [
+        (r.owner, r.nonce, r.amount) for r in good]
+    rejected = w.points.events(receipt, "RedemptionRejected")
+    selectors = {name: function_abi_to_4byte_selector(entry) for name, entry in
+                 ((e["name"], e) for e in w.points.contract.abi if e["type"] == "error")}
+    assert [(e["owner"], e["nonce"], e["reason"]) for e in rejected] == [
+        (r.owner, r.nonce, selectors[name]) for name, r in bad.items()]
+    assert w.settlement.open_position(w.b.address).redeemed == 601
+    assert [w.points.balance_of(m.address) for m in (m0, m1, m2)] == [900, 800, 699]
+    # the same batch again: every one is now used (or still bad), nothing moves
+    receipt = w.points.redeem_batch(w.t(w.b), batch)
+    assert w.points.events(receipt, "Redeemed") == []
+    assert len(w.points.events(receipt, "RedemptionRejected")) == len(batch)
+    assert w.settlement.open_position(w.b.address).redeemed == 601
+
+
+def test_redeem_batch_checks(funded):
+    w = funded
+    f = w.points.contract.functions
+    r = w.authorise(w.members[0], w.b, 1)
+    with reverts("LengthMismatch"):
+        w.t(w.b).send(f.redeemBatch([r.as_struct()], []))
+    with reverts("BrandNotActive", account=w.outsider.address):
+        w.points.redeem_batch(w.t(w.outsider), [r])
+    w.points.pause(w.gov)
+    with reverts("EnforcedPause"):
+        w.points.redeem_batch(w.t(w.b), [r])
 
 
 # ---------------------------------------------------------------------- cancel
@@ -280,17 +361,31 @@ def test_cancel_authorization(funded):
     with reverts("NonceAlreadyUsed", owner=m.address, brand=w.a.address, nonce=3):
         w.points.cancel_authorization(w.t(m), w.a.address, 3)
     # a cancelled nonce was never redeemed, so there is nothing to refund
-    w.redeem(w.members[1], w.a, 50)
     with reverts("NotRefundable", owner=m.address, brand=w.a.address, nonce=3):
-        w.points.refund(w.t(w.a), r, 10)
-    # a redeemed nonce cannot be cancelled; cancelling works while paused
+        w.refund(w.a, r, 10)
+    # a redeemed nonce cannot be cancelled
     done, _ = w.redeem(m, w.a, 1)
     with reverts("NonceAlreadyUsed", nonce=done.nonce):
         w.points.cancel_authorization(w.t(m), w.a.address, done.nonce)
+    with reverts("NotAdmitted", account=w.outsider.address):
+        w.points.cancel_authorization(w.t(m), w.outsider.address, 1)
+    assert w.points.balance_of(m.address) == 999
+
+
+def test_the_pause_stops_every_movement_of_points(funded):
+    """L1: v1's pause covered mint, redeem and refund only; AP transfers and cancellations went on."""
+    w = funded
+    m = w.members[0]
+    w.grant_gas(m)
     w.points.pause(w.gov)
+    with reverts("EnforcedPause"):
+        w.t(m).send(w.points.contract.functions.transfer(w.members[1].address, 1))
+    with reverts("EnforcedPause"):
+        w.points.cancel_authorization(w.t(m), w.a.address, 200)
+    w.points.unpause(w.gov)
+    w.t(m).send(w.points.contract.functions.transfer(w.members[1].address, 1))
     w.points.cancel_authorization(w.t(m), w.a.address, 200)
     assert w.points.is_nonce_used(m.address, w.a.address, 200)
-    assert w.points.balance_of(m.address) == 999
 
 
 def test_reverted_blocks_leave_no_logs(funded):

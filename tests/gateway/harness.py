@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 
 from contracts.chain import Chain, connect
 from contracts.client import Alliance
+from contracts.defaults import EPOCH_S
 from contracts.deploy import BrandTerms, deploy_alliance, onboard_brand
 from gateway.app import create_app
 from gateway.auth import create_api_key
@@ -62,7 +63,7 @@ def new_world(workdir: Path | None = None, chain: Chain | None = None) -> World:
     workdir = Path(workdir or tempfile.mkdtemp(prefix="alliance-"))
     chain = chain or connect()
     governor = chain.new_account()
-    alliance = deploy_alliance(chain, governor)
+    alliance = deploy_alliance(chain, governor, epoch_lengths=(0, EPOCH_S))
     manifest_path = alliance.manifest.save(workdir / "manifest.json")
     return World(chain, governor, alliance, manifest_path, workdir)
 

@@ -152,3 +152,25 @@ def test_member_journey_across_two_brands(request, db_backend, tmp_path, clock):
     assert a.client.get("/v1/audit/logs/consent-log/verification", headers=a.as_("auditor")).json()["ok"] is True
     # Nothing new: a second anchor is refused politely.
     assert a.client.post("/v1/admin/anchors", json={"kind": "consent-log"}, headers=a.as_("operator")).json()["anchored"] is False
+
+
+def test_the_wallet_never_signs_a_nonce_twice(tmp_path, clock):
+    """M1, the wallet's half: the member client handed out the nonce of an expired, never-submitted
+    authorisation again (the chain had not seen it used), so two different amounts were signed
+    under one nonce. With the wallet's record of what it signed, every authorisation gets a nonce of
+    its own, however many were signed and never submitted, and the record survives a restart."""
+    from gateway.member import MemberClient, SignedNonces
+
+    world = new_world(tmp_path)
+    brand = start_world_brand(world, "cafe", 50, f"sqlite:///{tmp_path / 'cafe.sqlite'}", clock=clock)
+    try:
+        wallet = new_wallet()
+        client = MemberClient(brand.client)
+        assert client.authorise(wallet, 5).nonce == client.authorise(wallet, 9).nonce == 0  # without a record
+        record = tmp_path / "device" / "signed-nonces.json"
+        signed = [client.authorise(wallet, amount, signed=SignedNonces(record)) for amount in (5, 9, 7)]
+        assert [a.nonce for a in signed] == [0, 1, 2]
+        assert client.authorise(wallet, 3, signed=SignedNonces(record)).nonce == 3  # a new process, the same file
+        assert oct(record.stat().st_mode & 0o777) == "0o600"
+    finally:
+        brand.close()

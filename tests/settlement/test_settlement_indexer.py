@@ -223,3 +223,31 @@ def test_embedded_chain_close(tmp_path):
     assert report.closed and report.ok
     with store.session() as s:
         assert s.scalar(select(func.count()).where(ChainEvent.name == "BrandSettled")) == 2
+
+
+def test_a_rotated_brand_is_derived_as_one_brand(tmp_path):
+    """Governance moves a brand to a new account mid-epoch: its deposits, mints and redemptions under
+    both accounts derive as one brand, equal to the contract's record, before and after the close."""
+    from contracts.client import Alliance
+    from contracts.chain import Transactor
+    from settlement.simulate import FUND, Sender, SimBrand
+
+    chain = connect("embedded")
+    sim = SimAlliance.deploy(chain, 2, members=2)
+    old = sim.brands[0]
+    sim.mint(old, sim.members[0].address, 30)
+    sim.deposit(old, 7)
+    new_account = chain.new_account(FUND)
+    alliance: Alliance = sim.alliance
+    alliance.registry.rotate(Transactor(chain, sim.governor), old.address, new_account.address)
+    new = SimBrand(old.name, new_account, Sender(chain, new_account), old.rate)
+    sim.brands[0] = new
+    sim.mint(new, sim.members[1].address, 12)
+    sim.redeem(sim.members[0], new, 5)
+    sim.withdraw(new, 3)
+    store = Store(f"sqlite:///{tmp_path / 's.sqlite'}")
+    report = close_epoch(sim.alliance, sim.governor, store, force=True)
+    assert report.closed and report.ok, [c.to_dict() for c in report.before + report.after if not c.ok]
+    settled = report.record.brands[old.address]
+    assert (settled.issued, settled.redeemed) == (42, 5)
+    assert settled.reported["issued"] == 42  # the contract reported it under the new account
