@@ -112,6 +112,18 @@ def _governed(chain_url: str, manifest: Path):
     return alliance, alliance.transactor(Account.from_key(key))
 
 
+def _governance_call(chain_url: str, manifest: Path, act):
+    """``act(alliance, governor's transactor)``; a revert is a one-line refusal naming the error."""
+    from .chain import ContractRevert
+
+    alliance, gov = _governed(chain_url, manifest)
+    try:
+        return act(alliance, gov)
+    except ContractRevert as exc:
+        console.print(f"[red]refused by the contracts: {exc}[/red]")
+        raise typer.Exit(1) from None
+
+
 @app.command()
 def admit(
     brand: str = typer.Argument(..., help="the brand gateway's chain account (`alliance gateway keys` shows it)"),
@@ -124,31 +136,17 @@ def admit(
     manifest: Path = typer.Option(Path("var/deployment.json"), envvar="ALLIANCE_MANIFEST"),
 ) -> None:
     """Governance: admit a brand and set its credit limit (it then deposits its own collateral)."""
-    from .chain import ContractRevert
 
-    alliance, gov = _governed(chain_url, manifest)
-    try:
+    def act(alliance, gov) -> None:
         alliance.registry.admit(gov, brand, name, rate)
         alliance.settlement.set_credit_limit(gov, brand, credit_limit)
         if mint_collateral:
             alliance.token.mint(gov, brand, mint_collateral)
         if fund_gas:
             alliance.chain.fund(brand)
-    except ContractRevert as exc:
-        console.print(f"[red]refused by the contracts: {exc}[/red]")
-        raise typer.Exit(1) from None
+
+    _governance_call(chain_url, manifest, act)
     console.print(f"admitted {name} ({brand}) at {rate} points per AP, credit limit {credit_limit} AP")
-
-
-def _governance_call(chain_url: str, manifest: Path, act) -> None:
-    from .chain import ContractRevert
-
-    alliance, gov = _governed(chain_url, manifest)
-    try:
-        act(alliance, gov)
-    except ContractRevert as exc:
-        console.print(f"[red]refused by the contracts: {exc}[/red]")
-        raise typer.Exit(1) from None
 
 
 @app.command()
@@ -181,9 +179,9 @@ def close_epoch(
     chain_url: str = typer.Option(EMBEDDED, "--chain", envvar="ALLIANCE_CHAIN_URL"),
     manifest: Path = typer.Option(Path("var/deployment.json"), envvar="ALLIANCE_MANIFEST"),
 ) -> None:
-    """Governance: settle the open epoch (one net movement per brand)."""
-    alliance, gov = _governed(chain_url, manifest)
-    receipt = alliance.settlement.close_epoch(gov)
+    """The settler: settle the open epoch (one net movement per brand). Refused before the minimum epoch
+    length; after the epoch length any account may close."""
+    alliance, receipt = _governance_call(chain_url, manifest, lambda alliance, gov: (alliance, alliance.settlement.close_epoch(gov)))
     settled = alliance.settlement.events(receipt, "BrandSettled")
     console.print_json(json.dumps({"epoch": settled[0]["epoch"] if settled else None, "block": receipt["blockNumber"],
                                    "pool": alliance.settlement.pool_balance(), "brands": settled}))

@@ -359,6 +359,9 @@ def close_epoch(alliance: Alliance, settler: LocalAccount, store: Store, *, poli
     before = d.checks() + verify_state(alliance, d)
     status = open_epoch_status(alliance, d)
     due, reason = (True, "forced") if force else (policy or EpochPolicy()).due(status["age_s"], status["volume_ap"])
+    minimum = alliance.settlement.contract.functions.minEpochLength().call()
+    if due and status["age_s"] < minimum:  # the contract would refuse it
+        due, reason = False, f"open for {status['age_s']} s: the contracts close no epoch before {minimum} s"
     report = CloseReport(d.current_epoch, False, reason, before, value_per_point=value)
     if not report.ok:
         report.seconds = time.perf_counter() - started

@@ -121,9 +121,10 @@ class SimAlliance:
 
     @classmethod
     def deploy(cls, chain: Chain, n_brands: int, *, members: int = 10, fund_members: bool = False,
-               collateral: int = 10**15, credit_limit: int = 10**12, value_per_point: int = 10_000) -> "SimAlliance":
+               collateral: int = 10**15, credit_limit: int = 10**12, value_per_point: int = 10_000,
+               epoch_lengths: tuple[int, int] = (0, EPOCH_S)) -> "SimAlliance":
         governor = chain.new_account(FUND)
-        alliance = deploy_alliance(chain, governor, value_per_point=value_per_point, epoch_lengths=(0, EPOCH_S))
+        alliance = deploy_alliance(chain, governor, value_per_point=value_per_point, epoch_lengths=epoch_lengths)
         sim = cls(chain, governor, alliance)
         for i in range(n_brands):
             sim.add_brand(f"Brand {i}", collateral=collateral, credit_limit=credit_limit)

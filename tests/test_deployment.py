@@ -99,7 +99,7 @@ def deployed(anvil_url, tmp_path_factory):
             "ALLIANCE_MANIFEST": str(tmp_path / "deployment.json")}
     member = {"ALLIANCE_MEMBER_HOME": str(tmp_path / "alice"), "ALLIANCE_WALLET_PASSPHRASE": "wallet-pass-2026",
               "ALLIANCE_MEMBER_PASSPHRASE": "member-pass-2026"}
-    run("contracts", "deploy", "--manifest", str(tmp_path / "deployment.json"), env=base)
+    run("contracts", "deploy", "--manifest", str(tmp_path / "deployment.json"), "--min-epoch", "0", env=base)
 
     servers, pos_keys = [], {}
     d = Deployed(anvil_url, tmp_path, governor, base, member, wallet="")
@@ -380,3 +380,27 @@ def test_an_api_key_revoked_by_the_cli_is_refused_by_the_served_gateway_within_t
     assert r.status_code == 401 and r.json()["code"] == "unauthorised"
     assert "already revoked" in run("gateway", "apikey", "revoke", str(key["id"]), env=env)
     assert run_failing("gateway", "apikey", "revoke", "999999", env=env).stderr
+
+
+def test_governance_clis_and_their_refusals(deployed):
+    """`contracts set-payout` and `rotate` change what the contracts hold; a refused call (an unknown
+    brand, a close before the epoch length by an account without the settler role) is one line naming
+    the contracts' error, without a traceback. The member's wallet kept the nonce it signed."""
+    def refusal(*args: str, env: dict[str, str]) -> str:
+        result = subprocess.run([*ALLIANCE, *args], cwd=ROOT, env=os.environ | env, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 1 and "Traceback" not in result.stdout + result.stderr, result.stdout + result.stderr
+        return " ".join(result.stdout.split())
+
+    airline = deployed.addresses["airline"]
+    treasury = Account.create().address
+    run("contracts", "set-payout", airline, treasury, env=deployed.base)
+    assert deployed.alliance().settlement.account(airline).payout == treasury
+    stranger = Account.create().address
+    refused = refusal("contracts", "rotate", stranger, Account.create().address, env=deployed.base)
+    assert "refused by the contracts: UnknownBrand" in refused
+    outsider = Account.create()
+    connect(deployed.anvil_url).fund(outsider.address)
+    early = refusal("contracts", "close-epoch", env=deployed.base | {"ALLIANCE_GOVERNOR_KEY": outsider.key.hex()})
+    assert "refused by the contracts: EarlyCloseNotAllowed" in early
+    signed = json.loads((deployed.workdir / "alice" / "signed-nonces.json").read_text())
+    assert [nonces for key, nonces in signed.items() if airline.lower() in key] == [[0]]

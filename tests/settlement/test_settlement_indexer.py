@@ -251,3 +251,15 @@ def test_a_rotated_brand_is_derived_as_one_brand(tmp_path):
     settled = report.record.brands[old.address]
     assert (settled.issued, settled.redeemed) == (42, 5)
     assert settled.reported["issued"] == 42  # the contract reported it under the new account
+
+
+def test_close_waits_for_the_contracts_minimum_epoch_length(tmp_path):
+    """A close the contract would refuse (EpochTooShort) is not sent, even forced: the report says why."""
+    chain = connect("embedded")
+    sim = SimAlliance.deploy(chain, 1, members=1, epoch_lengths=(3600, 86_400))
+    sim.mint(sim.brands[0], sim.members[0].address, 5)
+    store = Store(f"sqlite:///{tmp_path / 's.sqlite'}")
+    early = close_epoch(sim.alliance, sim.governor, store, force=True)
+    assert not early.closed and early.ok and "before 3600 s" in early.reason
+    chain.advance_time(3600)
+    assert close_epoch(sim.alliance, sim.governor, store, force=True).closed
