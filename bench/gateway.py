@@ -149,6 +149,7 @@ def redemptions(members: int = REDEEMING_MEMBERS, per_member: int = 4) -> dict:
     from contracts.chain import Anvil
     from contracts.deploy import BrandTerms
     from gateway.local import LocalAlliance
+    from gateway.member import SignedNonces
     from gateway.settings import Throttle, Throttles
 
     with tempfile.TemporaryDirectory() as tmp, Anvil() as anvil_url:
@@ -170,10 +171,9 @@ def redemptions(members: int = REDEEMING_MEMBERS, per_member: int = 4) -> dict:
                                  json={"member_ref": refs[0], "amount_minor": 100_000, "occurred_at": datetime.now(UTC).isoformat()})
             r.raise_for_status()
             at_grocer.exchange(10 * per_member)
-            nonces: list[int] = []
+            signed = SignedNonces(Path(tmp) / f"wallet-{i}" / "signed-nonces.json")  # the member's device record
             for _ in range(per_member):
-                auth = at_cafe.authorise(wallet, 10, reserved=nonces)
-                nonces.append(auth.nonce)
+                auth = at_cafe.authorise(wallet, 10, signed=signed)
                 requests.append(json.dumps({"headers": {"Authorization": f"Bearer {at_cafe.token}"}, "body": auth.to_dict()}))
         cafe.gateway.engine.dispose()
         s = cafe.gateway.settings
