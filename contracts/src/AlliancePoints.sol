@@ -109,8 +109,8 @@ contract AlliancePoints is IAlliancePoints, ERC20Pausable, EIP712, AccessControl
     // ------------------------------------------------------------------ redeem
 
     /// @notice Burn a member's AP at the calling brand, on the member's signed authorisation.
-    /// @dev Reverts on a wrong brand, an expired deadline, a nonce already used or cancelled, too
-    ///      few AP, or a signature not by `r.owner` for this chain and contract (EIP-712 domain).
+    /// @dev Reverts on a wrong brand, an expired deadline, a nonce already used or cancelled, a
+    ///      signature not by `r.owner` for this chain and contract (EIP-712 domain), or too few AP.
     function redeem(Redemption calldata r, bytes calldata signature) external {
         uint32 id = _activeId();
         bytes4 reason = _rejection(r, signature, id);
