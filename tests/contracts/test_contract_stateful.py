@@ -540,18 +540,21 @@ def make_machine(w: World):
                 expected = "EnforcedPause"
             elif self.current(sender.address) is None or b.status != BrandStatus.ACTIVE:
                 expected = "BrandNotActive"
-            elif amount == 0:
-                expected = "ZeroAmount"
-            elif amount > free:
-                expected = "InsufficientCollateral"
             else:
-                expected = None
+                expected = self.collateral_out_error(amount, free)
             to = b.payout or sender.address
             before = token.balance_of(to)
             receipt = self.attempt(expected, lambda: settlement.withdraw(w.t(sender), amount),
                                    f"withdraw {amount} of brand {b.id} ({who}, {b.status.name}, free {free})")
             if receipt:
                 self._collateral_out(b, receipt, amount, to, before, sender.address)
+
+        @staticmethod
+        def collateral_out_error(amount: int, free: int) -> str | None:
+            """What a withdrawal or release of `amount` reverts with once the caller may take it out."""
+            if amount == 0:
+                return "ZeroAmount"
+            return "InsufficientCollateral" if amount > free else None
 
         @rule(k=ANY, who=WHO, how=st.sampled_from(["free", "free", "over", "some", "zero"]), some=st.integers(1, 3_000 * VPP),
               suspended=st.sampled_from([True] * 3 + [False]), payout_first=st.sampled_from([True] * 3 + [False]))
@@ -573,12 +576,8 @@ def make_machine(w: World):
                 expected = "BrandIsActive"
             elif b.payout is None:
                 expected = "NoPayout"
-            elif amount == 0:
-                expected = "ZeroAmount"
-            elif amount > free:
-                expected = "InsufficientCollateral"
             else:
-                expected = None
+                expected = self.collateral_out_error(amount, free)
             before = token.balance_of(b.payout) if b.payout else 0
             receipt = self.attempt(expected, lambda: settlement.release_collateral(gov, target, amount),
                                    f"release {amount} of brand {b.id} ({who}, {b.status.name}, free {free})")
