@@ -36,7 +36,7 @@ PG_URL = os.environ.get("ALLIANCE_TEST_POSTGRES_URL", "postgresql+psycopg://post
 # A batch of 5,000 events then reaches about 3,900 distinct members, as a store's day would.
 CONCURRENCY, SECONDS, MEMBERS = 32, 10.0, 10_000
 BULK_BATCHES = 8  # of 5,000 events, one request after another
-REDEEMING_MEMBERS, REDEMPTION_CONCURRENCY = 100, 16
+REDEEMING_MEMBERS, REDEMPTION_CONCURRENCY = 200, 256  # many tills at once: the sender batches what waits
 
 
 def fresh_postgres() -> str | None:

@@ -596,13 +596,13 @@ def write_brand(gw: Any, ev: BrandEvents, seed: int, chunk: int = 50_000) -> dic
     exchange_rows = [{
         "exchange_ref": ref, "idempotency_key": f"sim:{pref}:x{key}", "request_hash": "0" * 64, "member_id": mid,
         "wallet_address": w, "ap_amount": ap, "brand_points": ap * spec.rate, "rate": spec.rate, "rate_version": 1,
-        "status": "confirmed", "failure": None, "debit_txn_id": txid, "raw_tx": None, "tx_hash": None, "tx_nonce": None,
+        "status": "confirmed", "failure": None, "debit_txn_id": txid, "tx_hash": None,
         "block_number": None, "attempts": 0, "created_at": at, "updated_at": at,
     } for key, mid, ap, txid, at, ref, w in exch_rows]
     redemption_rows = [{
         "redemption_ref": _uuid(rng), "member_id": mid, "owner": w, "nonce": str(key), "deadline": int(at.timestamp()) + 3600,
         "ap_amount": ap, "signature": "simulated", "reward_points": ap * spec.rate, "rate": spec.rate, "rate_version": 1,
-        "status": "confirmed", "failure": None, "credit_txn_id": txid, "raw_tx": None, "tx_hash": None, "tx_nonce": None,
+        "status": "confirmed", "failure": None, "credit_txn_id": txid, "tx_hash": None,
         "block_number": None, "epoch": None, "attempts": 0, "created_at": at, "updated_at": at,
     } for key, mid, ap, txid, at, w in red_rows]
 

@@ -14,6 +14,8 @@ checks the model file against the record and installs the release for campaign t
 
 from __future__ import annotations
 
+import contextlib
+
 import datetime as _dt
 import json
 import os
@@ -199,13 +201,16 @@ def record_release(record: dict[str, Any], gw: Any, *, actor: str, anchor: bool 
     """
     from gateway.db import transaction
     from gateway.services import audit
-    from gateway.services.outbox import submission_lock
+    from gateway.services.alliance import sender
+    from gateway.services.outbox import LEASE_S
 
     brand = gw.settings.brand_id
     if brand not in record["participating_brands"]:
         raise ValueError(f"{brand} did not take part in release {record['model_version']}")
     summary = audit_summary(record)
-    with transaction(gw.sessions) as session:
+    anchoring = anchor and gw.alliance is not None
+    # The anchor goes out as the brand's chain sender (taken before the database transaction).
+    with sender(gw).exclusive(wait_s=LEASE_S) if anchoring else contextlib.nullcontext(), transaction(gw.sessions) as session:
         now = gw.now()
         recorded = release_entries(session)
         if summary["record_digest"] in recorded:
@@ -218,10 +223,8 @@ def record_release(record: dict[str, Any], gw: Any, *, actor: str, anchor: bool 
         digests = [*recorded, summary["record_digest"]]
         res: dict[str, Any] = {"audit_seq": entry.seq, "period": len(digests), "size": len(digests),
                                "root": releases_root(digests).hex(), "tx_hash": None, "already_recorded": False}
-        if anchor and gw.alliance is not None:
-            tx = gw.transactor()
-            with submission_lock(tx.address):
-                receipt = gw.alliance.anchor.post(tx, RELEASE_ANCHOR_KIND, res["period"], res["size"], bytes.fromhex(res["root"]))
+        if anchoring:
+            receipt = gw.alliance.anchor.post(gw.transactor(), RELEASE_ANCHOR_KIND, res["period"], res["size"], bytes.fromhex(res["root"]))
             res["tx_hash"] = "0x" + bytes(receipt["transactionHash"]).hex()
             res["block_number"] = int(receipt["blockNumber"])
             audit.record(session, actor, "model-releases.anchored", now, kind=RELEASE_ANCHOR_KIND,

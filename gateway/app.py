@@ -36,8 +36,8 @@ from .guard import Limits, RequestGuard
 from .routes import admin, alliance, audit, campaigns, consent, members, points, problems, rights
 from .runtime import Gateway, build_gateway
 from .schemas import BrandInfo, Health, Problem, ProblemType
-from .services import anchoring, outbox, purchases
-from .services.alliance import EXCHANGE_JOB, REDEMPTION_JOB
+from .services import anchoring, purchases
+from .services.alliance import retry_pending
 from .settings import GatewaySettings
 
 log = logging.getLogger("gateway")
@@ -83,15 +83,17 @@ def create_app(settings: GatewaySettings | None = None, *, gateway: Gateway | No
         tasks = []
         if gw.alliance is not None:
             # Finish whatever a previous run left between its database and the chain.
-            await asyncio.to_thread(outbox.process_all, gw, [EXCHANGE_JOB, REDEMPTION_JOB])
+            await asyncio.to_thread(retry_pending, gw)
             if background and s.outbox_interval_s:
-                tasks.append(asyncio.create_task(_every(s.outbox_interval_s, lambda: outbox.process_all(gw, [EXCHANGE_JOB, REDEMPTION_JOB]), "outbox")))
+                tasks.append(asyncio.create_task(_every(s.outbox_interval_s, lambda: retry_pending(gw), "outbox")))
             if background and s.anchor_interval_s:
                 tasks.append(asyncio.create_task(_every(s.anchor_interval_s, lambda: _anchor_all(gw), "anchoring")))
         _tune_collector()
         yield
         for task in tasks:
             task.cancel()
+        if gw.chain_sender is not None:
+            await asyncio.to_thread(gw.chain_sender.release)  # the next process need not wait for the lease
 
     app = FastAPI(title=f"{s.brand_name} gateway", version="1.0.0", lifespan=lifespan,
                   description="One brand's node in the loyalty alliance: members, consent, points, cross-brand exchange "
@@ -208,8 +210,5 @@ def _openapi(app: FastAPI) -> dict:
 
 
 def _anchor_all(gw: Gateway) -> None:
-    from .db import transaction
-
     for kind in ("consent-log", "audit-log"):
-        with transaction(gw.sessions) as session:
-            anchoring.anchor(session, gw, kind, "scheduler", gw.now())
+        anchoring.anchor(gw, kind, "scheduler")

@@ -112,7 +112,6 @@ def apikey_revoke(key_id: int = typer.Argument(..., min=1, help="the key's id (s
 @app.command()
 def anchor(kind: str = typer.Option("consent-log", help="consent-log | audit-log")) -> None:
     """Post the log's current Merkle root on chain (also done on a schedule while serving)."""
-    from .db import transaction
     from .services import anchoring, logs
 
     if kind not in logs.LOG_MODELS:
@@ -120,8 +119,7 @@ def anchor(kind: str = typer.Option("consent-log", help="consent-log | audit-log
     gw = _gateway()
     if gw.alliance is None:
         raise typer.BadParameter("no alliance manifest configured (GATEWAY_MANIFEST)")
-    with transaction(gw.sessions) as session:
-        row = anchoring.anchor(session, gw, kind, "cli", gw.now())
+    row = anchoring.anchor(gw, kind, "cli")
     if row is None:
         console.print("nothing logged since the last anchor")
     else:

@@ -319,14 +319,35 @@ class WalletChallenge(Base):
     used: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
+class ChainTx(Base):
+    """A transaction the brand's sender signed (services/outbox.py), stored before it is broadcast so
+    that a retry sends the same bytes. One transaction carries one or many rows (a batch)."""
+
+    __tablename__ = "chain_txs"
+
+    hash: Mapped[str] = mapped_column(String(66), primary_key=True)
+    nonce: Mapped[int] = mapped_column(BigInteger)
+    raw: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class SenderLease(Base):
+    """Which process is the brand's one chain sender (uvicorn workers share the account): the holder
+    renews it while it works; another process takes it over once it has expired."""
+
+    __tablename__ = "sender_lease"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)  # always 1: one sender per brand
+    holder: Mapped[str] = mapped_column(String(100))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
 class ChainOperation:
-    """Columns of a row driven through the chain outbox (services/outbox.py): the signed transaction
-    is stored before it is broadcast, so a retry sends the same bytes."""
+    """Columns of a row driven through the chain outbox (services/outbox.py): `tx_hash` names the
+    stored transaction (`chain_txs`) that carries it."""
 
     failure: Mapped[str | None] = mapped_column(String(200), nullable=True)
-    raw_tx: Mapped[str | None] = mapped_column(Text, nullable=True)
-    tx_hash: Mapped[str | None] = mapped_column(String(66), nullable=True)
-    tx_nonce: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    tx_hash: Mapped[str | None] = mapped_column(String(66), nullable=True, index=True)
     block_number: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -8,7 +8,7 @@ import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
@@ -71,9 +71,10 @@ class Gateway:
     alliance: Alliance | None  # None when the gateway runs without a chain (brand-local points only)
     notifier: Notifier  # one-time codes to members (gateway/notify.py)
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
-    # Test hook: called between the ledger commit and the broadcast of a chain transaction, to prove
-    # that a crash there loses and doubles nothing.
-    before_broadcast: Callable[[str], None] | None = None
+    # Test hook: called with the refs of the rows about to be broadcast (their transactions are
+    # stored), to prove that a crash there loses and doubles nothing.
+    before_broadcast: Callable[[list[str]], None] | None = None
+    chain_sender: Any = None  # services/outbox.Sender, made on first use
 
     @property
     def brand_address(self) -> str:

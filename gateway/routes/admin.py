@@ -10,7 +10,7 @@ from ..errors import Conflict
 from ..models import ApiKey
 from ..runtime import Gateway
 from ..schemas import MAX_DB_INT, AnchorRequest, ApiKeyInfo, ApiKeyIssued, ApiKeyRequest
-from ..services import alliance, anchoring, audit, enrolment, ledger, outbox, throttle, tiers
+from ..services import alliance, anchoring, audit, enrolment, ledger, throttle, tiers
 from . import AUTH, gateway, problems
 
 router = APIRouter(prefix="/v1/admin", tags=["operator"])
@@ -59,11 +59,10 @@ def revoke(key_id: int = Path(ge=1, le=MAX_DB_INT), who: Principal = Depends(ope
 def anchor_now(body: AnchorRequest, who: Principal = Depends(operator), gw: Gateway = Depends(gateway)) -> dict:
     if gw.alliance is None:
         raise Conflict("this gateway is not connected to the alliance chain")
-    with transaction(gw.sessions) as session:
-        row = anchoring.anchor(session, gw, body.kind, who.subject, gw.now())
-        if row is None:
-            return {"anchored": False, "reason": "nothing logged since the last anchor"}
-        return {"anchored": True, "period": row.period, "size": row.size, "root": row.root, "tx_hash": row.tx_hash}
+    row = anchoring.anchor(gw, body.kind, who.subject)
+    if row is None:
+        return {"anchored": False, "reason": "nothing logged since the last anchor"}
+    return {"anchored": True, "period": row.period, "size": row.size, "root": row.root, "tx_hash": row.tx_hash}
 
 
 @router.post("/maintenance", responses=problems(*AUTH, 503),
@@ -81,5 +80,5 @@ def run_maintenance(gw: Gateway, actor: str) -> dict:
         enrolments = enrolment.expire(session, now)
         throttle.forget_idle(session, now)
         audit.record(session, actor, "maintenance", now, expired=expired, downgraded=downgraded, enrolments_expired=enrolments)
-    chain = outbox.process_all(gw, [alliance.EXCHANGE_JOB, alliance.REDEMPTION_JOB]) if gw.alliance else {}
+    chain = alliance.retry_pending(gw) if gw.alliance else {}
     return {"points_expired": expired, "tiers_downgraded": downgraded, "enrolments_expired": enrolments, "chain_operations": chain}

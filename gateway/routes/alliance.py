@@ -5,6 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query, Response, status
 from pydantic import Field
 from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
 
 from contracts.chain import ChainError
 from contracts.client import Redemption as RedemptionAuth
@@ -64,14 +65,21 @@ def _exchange_out(row: Exchange, replayed: bool) -> ExchangeResponse:
                         202: {"model": ExchangeResponse, "description": "accepted, the mint is still pending (it is retried until settled)"}}
              | problems(*AUTH, 409, 503),
              summary="Exchange brand points into alliance points minted to the linked wallet")
-def exchange(body: ExchangeRequest, response: Response, key: str = Depends(idempotency_key),
-             who: Principal = Depends(allow("member")), gw: Gateway = Depends(gateway)) -> ExchangeResponse:
+async def exchange(body: ExchangeRequest, response: Response, key: str = Depends(idempotency_key),
+                   who: Principal = Depends(allow("member")), gw: Gateway = Depends(gateway)) -> ExchangeResponse:
+    # Async: the request waits for the chain without holding one of the server's worker threads, so
+    # hundreds can wait for the same batch.
     _need_chain(gw)
-    with transaction(gw.sessions) as session:
-        row, replayed = alliance.request_exchange(session, gw, own_member(session, who), body.ap_amount,
-                                                  f"{who.subject}:{key}", purchases.request_hash(body), gw.now())
-        ref = row.exchange_ref
-    row = alliance.settle(gw, alliance.EXCHANGE_JOB, ref)
+
+    def accept() -> tuple[str, bool]:
+        quote = alliance.quote_or_none(gw)
+        with transaction(gw.sessions) as session:
+            row, replayed = alliance.request_exchange(session, gw, own_member(session, who), body.ap_amount,
+                                                      f"{who.subject}:{key}", purchases.request_hash(body), gw.now(), quote)
+            return row.exchange_ref, replayed
+
+    ref, replayed = await run_in_threadpool(accept)
+    row = await alliance.settle(gw, alliance.EXCHANGE_JOB, ref)
     response.status_code = status.HTTP_200_OK if replayed else (status.HTTP_202_ACCEPTED if row.status == "pending" else status.HTTP_201_CREATED)
     return _exchange_out(row, replayed)
 
@@ -97,18 +105,25 @@ def _redemption_out(row: Redemption, balance: int, replayed: bool) -> Redemption
                         202: {"model": RedemptionResponse, "description": "accepted, the redemption is still pending on chain"}}
              | problems(*AUTH, 400, 409, 503),
              summary="Redeem alliance points here by the wallet's signed authorisation; credits brand points")
-def redeem(body: Authorisation, response: Response, who: Principal = Depends(allow("member")),
-           gw: Gateway = Depends(gateway)) -> RedemptionResponse:
+async def redeem(body: Authorisation, response: Response, who: Principal = Depends(allow("member")),
+                 gw: Gateway = Depends(gateway)) -> RedemptionResponse:
     _need_chain(gw)
     auth = RedemptionAuth(body.owner, body.brand, body.amount, body.nonce, body.deadline, bytes.fromhex(body.signature[2:]))
-    with transaction(gw.sessions) as session:
-        row, replayed = alliance.accept_redemption(session, gw, own_member(session, who), auth, gw.now())
-        ref = row.redemption_ref
-    row = alliance.settle(gw, alliance.REDEMPTION_JOB, ref)
-    with reading(gw.sessions) as session:
-        balance = session.get(Member, row.member_id).balance
+
+    def accept() -> tuple[str, bool]:
+        quote = alliance.quote_or_none(gw)
+        with transaction(gw.sessions) as session:
+            row, replayed = alliance.accept_redemption(session, gw, own_member(session, who), auth, gw.now(), quote)
+            return row.redemption_ref, replayed
+
+    def balance(member_id: int) -> int:
+        with reading(gw.sessions) as session:
+            return session.get(Member, member_id).balance
+
+    ref, replayed = await run_in_threadpool(accept)
+    row = await alliance.settle(gw, alliance.REDEMPTION_JOB, ref)
     response.status_code = status.HTTP_200_OK if replayed else (status.HTTP_202_ACCEPTED if row.status == "pending" else status.HTTP_201_CREATED)
-    return _redemption_out(row, balance, replayed)
+    return _redemption_out(row, await run_in_threadpool(balance, row.member_id), replayed)
 
 
 @router.get("/redemptions/{redemption_ref}", response_model=RedemptionResponse, responses=problems(*AUTH, 404, 503),

@@ -11,19 +11,22 @@ from datetime import datetime, timedelta
 from eth_account import Account
 from eth_account.messages import encode_defunct, encode_typed_data
 from eth_utils import is_address, to_checksum_address
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
+from contracts.artifacts import error_selectors
 from contracts.chain import ChainError, ContractRevert
 from contracts.client import Redemption as RedemptionAuth
 from privacy.receipts import Purpose
 
-from ..db import as_utc
+from ..db import as_utc, reading
 from ..errors import ChainRejected, ChainUnavailable, Conflict, Forbidden, GatewayError, IdempotencyMismatch, NotFound, RateLimited
 from ..models import Exchange, Member, Redemption, WalletChallenge
 from ..runtime import Gateway
 from . import consent, ledger, members
-from .outbox import ChainJob, process
+from . import outbox
+from .outbox import ChainJob, Outcome, Sender
 
 log = logging.getLogger("gateway")
 CHALLENGE_TTL = timedelta(minutes=10)
@@ -97,45 +100,33 @@ def _ref32(ref: str) -> bytes:
     return bytes.fromhex(ref)
 
 
-def _exchange_call(gw: Gateway, row: Exchange):
+def _exchange_call(gw: Gateway, rows: list[Exchange]):
     # By brand points at the quoted rate version: the contract computes the AP and refuses the mint if
     # the rate changed since the quote (the debit is then reversed), so no member is paid at a stale rate.
-    return gw.alliance.points.mint_call(row.wallet_address, row.brand_points, row.rate_version, _ref32(row.exchange_ref))
+    points = gw.alliance.points
+    if len(rows) == 1:
+        row = rows[0]
+        return points.mint_call(row.wallet_address, row.brand_points, row.rate_version, _ref32(row.exchange_ref))
+    return points.mint_batch_call([(r.wallet_address, r.brand_points, _ref32(r.exchange_ref)) for r in rows], rows[0].rate_version)
 
 
-def _mined_events(gw: Gateway, row, event: str) -> list[dict] | None:
-    """`event` logs of the points contract in the receipt of the row's stored transaction: None when
-    that transaction is not mined, none at all when it reverted."""
-    from web3.logs import DISCARD
-
-    receipt = gw.transactor().receipt(row.tx_hash)
-    if receipt is None:
-        return None
-    if receipt["status"] != 1:
-        return []
-    logs = getattr(gw.alliance.points.contract.events, event)().process_receipt(receipt, errors=DISCARD)
-    return [dict(log["args"]) | {"blockNumber": log["blockNumber"]} for log in logs]
-
-
-# Finding an operation's effect: a transaction is always stored before it is broadcast, so a row
-# without one has nothing on chain, and the stored one's receipt answers in one lookup. Only a row
-# whose transaction is not mined (still pending, or replaced) is searched for in the logs since
-# deployment, in case an earlier transaction of it did land: slow on a long chain, and rare.
-
-
-def _exchange_effect(gw: Gateway, row: Exchange) -> dict | None:
-    if not row.tx_hash:
-        return None
+def _exchange_outcome(gw: Gateway, row: Exchange, events: list[dict]) -> Outcome | None:
     ref = _ref32(row.exchange_ref)
-    events = _mined_events(gw, row, "Issued")
-    if events is None:
-        events = gw.alliance.points.issued_logs(ref, from_block=gw.alliance.manifest.deployed_block)
-    mine = [e for e in events if e["brand"] == gw.brand_address and bytes(e["ref"]) == ref]
-    return mine[0] if mine else None
+    for e in events:
+        if e["event"] == "Issued" and e["brand"] == gw.brand_address and bytes(e["ref"]) == ref:
+            return Outcome(effect=e)
+    return None
 
 
-def _exchange_succeed(session: Session, gw: Gateway, row: Exchange, effect: dict) -> None:
-    row.status, row.block_number, row.updated_at = "confirmed", effect["blockNumber"], gw.now()
+def _exchange_search(gw: Gateway, row: Exchange) -> Outcome | None:
+    # Slow on a long chain, and rare: only for a row whose transaction was replaced.
+    events = gw.alliance.points.issued_logs(_ref32(row.exchange_ref), from_block=gw.alliance.manifest.deployed_block)
+    return _exchange_outcome(gw, row, [e | {"event": "Issued"} for e in events])
+
+
+def _exchanges_succeed(session: Session, gw: Gateway, done: list[tuple[Exchange, dict]]) -> None:
+    for row, effect in done:
+        row.status, row.block_number, row.updated_at = "confirmed", effect["blockNumber"], gw.now()
 
 
 def _exchange_fail(session: Session, gw: Gateway, row: Exchange, reason: str) -> None:
@@ -144,12 +135,14 @@ def _exchange_fail(session: Session, gw: Gateway, row: Exchange, reason: str) ->
     row.status, row.failure, row.updated_at = "failed", reason[:200], gw.now()
 
 
-EXCHANGE_JOB = ChainJob(Exchange, "exchange_ref", _exchange_call, _exchange_effect, _exchange_succeed, _exchange_fail)
+EXCHANGE_JOB = ChainJob(Exchange, "exchange_ref", lambda row: row.rate_version, _exchange_call, _exchange_outcome,
+                        _exchange_search, _exchanges_succeed, _exchange_fail)
 
 
 def request_exchange(session: Session, gw: Gateway, member: Member, ap_amount: int, idempotency_key: str,
-                     body_hash: str, now: datetime) -> tuple[Exchange, bool]:
-    """Debit the brand points and queue the mint (committed by the caller before `process`)."""
+                     body_hash: str, now: datetime, quote: tuple[int, int] | None = None) -> tuple[Exchange, bool]:
+    """Debit the brand points and queue the mint (committed by the caller before the sender takes it).
+    `quote`: the rate read before the write transaction began (`quote_or_none`); None reads it here."""
     existing = session.scalars(select(Exchange).where(Exchange.idempotency_key == idempotency_key)).first()
     if existing is not None:
         if existing.request_hash != body_hash or existing.member_id != member.id:
@@ -160,7 +153,7 @@ def request_exchange(session: Session, gw: Gateway, member: Member, ap_amount: i
     consent.require(session, member, Purpose.ALLIANCE_EXCHANGE)
     if member.wallet_address is None:
         raise Conflict("link a wallet first")
-    rate, version = _rate(gw)
+    rate, version = quote or _rate(gw)
     brand_points = ap_amount * rate
     ref = uuid.uuid4().hex + uuid.uuid4().hex  # 32 random bytes: the on-chain mint reference
     txn = ledger.debit(session, member, "exchange", brand_points, "alliance_out", now, ref=ref)
@@ -169,6 +162,16 @@ def request_exchange(session: Session, gw: Gateway, member: Member, ap_amount: i
                    rate_version=version, status="pending", debit_txn_id=txn.id, attempts=0, created_at=now, updated_at=now)
     session.add(row)
     return row, False
+
+
+def quote_or_none(gw: Gateway) -> tuple[int, int] | None:
+    """This brand's rate and its version, read before a write transaction begins (a chain read
+    must not hold the database's write lock), or None if the chain cannot say now: the request
+    then reads it again only if it needs it (a replay does not)."""
+    try:
+        return gw.alliance.registry.rate(gw.brand_address)
+    except ChainError:
+        return None
 
 
 def _rate(gw: Gateway) -> tuple[int, int]:
@@ -181,57 +184,108 @@ def _rate(gw: Gateway) -> tuple[int, int]:
         raise ChainUnavailable("the alliance chain cannot be reached; nothing was done", retry_after_s=RETRY_CHAIN_S) from None
 
 
-def settle(gw: Gateway, job: ChainJob, ref: str):
-    """Run the outbox for one row and turn its outcome into the API's answer."""
+def sender(gw: Gateway) -> Sender:
+    return outbox.sender(gw, [EXCHANGE_JOB, REDEMPTION_JOB])
+
+
+def retry_pending(gw: Gateway) -> dict[str, int]:
+    """A round of the sender now (on start, periodically, on maintenance): the pending rows it saw by
+    status afterwards; {} when another process of this gateway is the sender."""
     try:
-        row = process(gw, job, ref)
+        return sender(gw).round()
+    except outbox.NotLeader:
+        return {}
     except ChainError:
-        log.warning("%s %s: the chain is unreachable; kept for the outbox", job.model.__tablename__, ref, exc_info=True)
+        log.warning("the chain is unreachable; pending chain operations wait for the next round", exc_info=True)
+        with reading(gw.sessions) as session:
+            return {"pending": sum(session.scalar(select(func.count()).select_from(job.model).where(job.model.status == "pending"))
+                                   for job in (EXCHANGE_JOB, REDEMPTION_JOB))}
+
+
+async def settle(gw: Gateway, job: ChainJob, ref: str):
+    """Wait for the brand's sender to take the row as far as it can now, and turn its outcome into the
+    API's answer: the row (confirmed, or still pending), or why not."""
+    try:
+        await sender(gw).settle(job, ref)
+    except ChainError:
+        log.warning("%s %s: the chain is unreachable; kept for the outbox", job.name, ref, exc_info=True)
         raise ChainUnavailable("the alliance chain cannot be reached; the operation is kept and completed when it can be "
                                "(look it up by its ref)", ref=ref, retry_after_s=RETRY_CHAIN_S) from None
+    row = await run_in_threadpool(_read, gw, job, ref)
     if row.status == "failed":
         raise ChainRejected(f"the alliance contracts refused it: {row.failure}", ref=ref)
     return row
 
 
+def _read(gw: Gateway, job: ChainJob, ref: str):
+    with reading(gw.sessions) as session:
+        return session.scalars(select(job.model).where(getattr(job.model, job.ref_column) == ref)).one()
+
+
 # ---------------------------------------------------------------- redemption (AP -> brand points here)
 
 
-def _redemption_call(gw: Gateway, row: Redemption):
-    auth = RedemptionAuth(row.owner, gw.brand_address, row.ap_amount, int(row.nonce), row.deadline, bytes.fromhex(row.signature[2:]))
-    return gw.alliance.points.contract.functions.redeem(auth.as_struct(), auth.signature)
+def _authorisation(gw: Gateway, row: Redemption) -> RedemptionAuth:
+    return RedemptionAuth(row.owner, gw.brand_address, row.ap_amount, int(row.nonce), row.deadline, bytes.fromhex(row.signature[2:]))
 
 
-def _redemption_effect(gw: Gateway, row: Redemption) -> dict | None:
-    if not row.tx_hash:
-        return None
-    events = _mined_events(gw, row, "Redeemed")
-    if events is None:
-        events = [dict(e["args"]) | {"blockNumber": e["blockNumber"]} for e in gw.alliance.points.contract.events.Redeemed().get_logs(
-            from_block=gw.alliance.manifest.deployed_block, argument_filters={"owner": row.owner, "brand": gw.brand_address})]
-    for event in events:
-        if event["owner"] == row.owner and event["brand"] == gw.brand_address and event["nonce"] == int(row.nonce):
-            return event
+def _redemption_call(gw: Gateway, rows: list[Redemption]):
+    # One alone is sent as `redeem`, which reverts with the reason (and so fails the row before any gas
+    # is spent); in a batch, the contract skips a bad authorisation with RedemptionRejected.
+    if len(rows) == 1:
+        auth = _authorisation(gw, rows[0])
+        return gw.alliance.points.contract.functions.redeem(auth.as_struct(), auth.signature)
+    return gw.alliance.points.redeem_batch_call([_authorisation(gw, row) for row in rows])
+
+
+def _redemption_outcome(gw: Gateway, row: Redemption, events: list[dict]) -> Outcome | None:
+    nonce = int(row.nonce)
+    for e in events:
+        if e["event"] in ("Redeemed", "RedemptionRejected") and e["owner"] == row.owner and e["brand"] == gw.brand_address \
+                and e["nonce"] == nonce:
+            if e["event"] == "Redeemed":
+                return Outcome(effect=e)
+            return Outcome(refusal=_error_name(e["reason"]))
     return None
 
 
-def _redemption_succeed(session: Session, gw: Gateway, row: Redemption, effect: dict) -> None:
-    member = members.lock(session, session.get(Member, row.member_id))
-    txn_id = ledger.credit(session, member, "alliance_redeem", row.reward_points, "alliance_in", gw.now(),
-                           gw.settings.earn.validity_days, ref=row.redemption_ref)
-    row.status, row.credit_txn_id, row.epoch = "confirmed", txn_id, effect["epoch"]
-    row.block_number, row.updated_at = effect["blockNumber"], gw.now()
+def _error_name(selector: bytes) -> str:
+    entry = error_selectors().get(bytes(selector))
+    return entry["name"] if entry else "0x" + bytes(selector).hex()
+
+
+def _redemption_search(gw: Gateway, row: Redemption) -> Outcome | None:
+    # Slow on a long chain, and rare: only for a row whose transaction was replaced.
+    logs = gw.alliance.points.contract.events.Redeemed().get_logs(
+        from_block=gw.alliance.manifest.deployed_block, argument_filters={"owner": row.owner, "brand": gw.brand_address})
+    return _redemption_outcome(gw, row, [dict(e["args"]) | {"event": "Redeemed", "blockNumber": e["blockNumber"]} for e in logs])
+
+
+def _redemptions_succeed(session: Session, gw: Gateway, done: list[tuple[Redemption, dict]]) -> None:
+    """Credit the brand points of every redemption the chain burned (a batch: one statement per table)."""
+    if not done:
+        return
+    now = gw.now()
+    locked = members.lock_many(session, {row.member_id for row, _ in done})
+    txn_ids = ledger.credit_each(session, [(locked[row.member_id], row.reward_points, row.redemption_ref) for row, _ in done],
+                                 "alliance_redeem", "alliance_in", now, now + timedelta(days=gw.settings.earn.validity_days))
+    for (row, effect), txn_id in zip(done, txn_ids, strict=True):
+        row.status, row.credit_txn_id, row.epoch = "confirmed", txn_id, effect["epoch"]
+        row.block_number, row.updated_at = effect["blockNumber"], now
 
 
 def _redemption_fail(session: Session, gw: Gateway, row: Redemption, reason: str) -> None:
     row.status, row.failure, row.updated_at = "failed", reason[:200], gw.now()
 
 
-REDEMPTION_JOB = ChainJob(Redemption, "redemption_ref", _redemption_call, _redemption_effect, _redemption_succeed, _redemption_fail)
+REDEMPTION_JOB = ChainJob(Redemption, "redemption_ref", lambda row: None, _redemption_call, _redemption_outcome,
+                          _redemption_search, _redemptions_succeed, _redemption_fail)
 
 
-def accept_redemption(session: Session, gw: Gateway, member: Member, auth: RedemptionAuth, now: datetime) -> tuple[Redemption, bool]:
-    """Check a member's signed authorisation here (a clear 4xx, no gas spent on a bad one) and queue it."""
+def accept_redemption(session: Session, gw: Gateway, member: Member, auth: RedemptionAuth, now: datetime,
+                      quote: tuple[int, int] | None = None) -> tuple[Redemption, bool]:
+    """Check a member's signed authorisation here (a clear 4xx, no gas spent on a bad one) and queue it.
+    `quote` as for `request_exchange`."""
     if to_checksum_address(auth.brand) != gw.brand_address:
         raise GatewayError("the authorisation names another brand")
     if auth.amount <= 0:
@@ -264,11 +318,11 @@ def accept_redemption(session: Session, gw: Gateway, member: Member, auth: Redem
     # that leaks or is intercepted credits nobody else.
     if member.wallet_address != owner:
         raise Forbidden("link this wallet to your account at this brand before redeeming its points")
-    rate, version = _rate(gw)
+    rate, version = quote or _rate(gw)
     fields = dict(redemption_ref=str(uuid.uuid4()), member_id=member.id, owner=owner, nonce=nonce,
                   deadline=auth.deadline, ap_amount=auth.amount, signature="0x" + auth.signature.hex(),
                   reward_points=auth.amount * rate, rate=rate, rate_version=version, status="pending", failure=None,
-                  credit_txn_id=None, raw_tx=None, tx_hash=None, tx_nonce=None, block_number=None, epoch=None,
+                  credit_txn_id=None, tx_hash=None, block_number=None, epoch=None,
                   attempts=0, created_at=now, updated_at=now)
     if existing is not None:
         # A failed attempt left the nonce unused on chain and nothing in the ledger, so a wallet that

@@ -8,18 +8,27 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from ..db import transaction
 from ..models import LogAnchor
 from ..runtime import Gateway
 from . import audit, logs
-from .outbox import submission_lock
+from .outbox import LEASE_S
 
 
 def latest(session: Session, kind: str) -> LogAnchor | None:
     return session.scalars(select(LogAnchor).where(LogAnchor.kind == kind).order_by(LogAnchor.period.desc()).limit(1)).first()
 
 
-def anchor(session: Session, gw: Gateway, kind: str, actor: str, now: datetime) -> LogAnchor | None:
-    """Anchor the log's current root as the next period; None when nothing new was logged."""
+def anchor(gw: Gateway, kind: str, actor: str) -> LogAnchor | None:
+    """Anchor the log's current root as the next period; None when nothing new was logged. Sent as
+    the brand's chain sender (in order with its batches, by whichever process holds its lease)."""
+    from .alliance import sender
+
+    with sender(gw).exclusive(wait_s=LEASE_S), transaction(gw.sessions) as session:
+        return _anchor(session, gw, kind, actor, gw.now())
+
+
+def _anchor(session: Session, gw: Gateway, kind: str, actor: str, now: datetime) -> LogAnchor | None:
     model = logs.LOG_MODELS[kind]
     size = logs.size(session, model)
     last = latest(session, kind)
@@ -28,8 +37,7 @@ def anchor(session: Session, gw: Gateway, kind: str, actor: str, now: datetime) 
     root = logs.tree(session, model, size).root()
     period = 1 if last is None else last.period + 1
     tx = gw.transactor()
-    with submission_lock(tx.address):  # numbered and sent in order with the outbox's transactions
-        receipt = gw.alliance.anchor.post(tx, kind, period, size, root)
+    receipt = gw.alliance.anchor.post(tx, kind, period, size, root)
     row = LogAnchor(kind=kind, period=period, size=size, root=root.hex(), tx_hash="0x" + bytes(receipt["transactionHash"]).hex(),
                     block_number=receipt["blockNumber"], anchored_at=now)
     session.add(row)

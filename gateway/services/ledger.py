@@ -73,11 +73,21 @@ def credit(session: Session, member: Member, kind: str, amount: int, counter_acc
            validity_days: int, ref: str | None = None, expires_at: datetime | None = None) -> int:
     """Credit one member's points and open a lot for them (less any debt the member carries).
     Returns the ledger transaction id."""
-    session.flush()  # the Core statements of credit_many do not autoflush pending ORM changes
-    [txn_id] = credit_many(session, [Credit(member.id, kind, amount, counter_account, ref, max(0, -member.balance),
-                                            expires_at or now + timedelta(days=validity_days))], now)
-    member.balance += amount
+    [txn_id] = credit_each(session, [(member, amount, ref)], kind, counter_account, now,
+                           expires_at or now + timedelta(days=validity_days))
     return txn_id
+
+
+def credit_each(session: Session, grants: list[tuple[Member, int, str | None]], kind: str, counter_account: str,
+                now: datetime, expires_at: datetime) -> list[int]:
+    """`credit` for many (member, amount, ref) at once, in one statement per table; a member may come
+    more than once (each credit pays the debt left by the one before). The members are locked."""
+    session.flush()  # the Core statements of credit_many do not autoflush pending ORM changes
+    credits = []
+    for member, amount, ref in grants:
+        credits.append(Credit(member.id, kind, amount, counter_account, ref, max(0, -member.balance), expires_at))
+        member.balance += amount
+    return credit_many(session, credits, now)
 
 
 def open_lots(session: Session, member_id: int, now: datetime) -> list[PointLot]:

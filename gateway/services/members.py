@@ -237,6 +237,12 @@ def lock(session: Session, member: Member) -> Member:
     return session.scalars(select(Member).where(Member.id == member.id).with_for_update().execution_options(populate_existing=True)).one()
 
 
+def lock_many(session: Session, member_ids: set[int]) -> dict[int, Member]:
+    """`lock` for many members in one statement, by id."""
+    query = select(Member).where(Member.id.in_(sorted(member_ids))).order_by(Member.id)
+    return {m.id: m for m in session.scalars(query.with_for_update().execution_options(populate_existing=True))}
+
+
 def require_active(member: Member) -> None:
     if member.status != "active":
         raise MemberNotActive(f"the account is {member.status}")

@@ -1,31 +1,66 @@
-"""One state machine for every chain operation a gateway makes on a member's behalf (exchange =
-mint, redemption = redeem), so a database write and a chain transaction end as one outcome.
+"""The brand's one chain sender: every chain operation a gateway makes on a member's behalf
+(exchange = mint, redemption = redeem) goes through it, so that a database write and a chain
+transaction end as one outcome, and what arrives together goes out together, in one transaction.
 
-A row starts `pending` with its ledger effect recorded (or, for redemptions, to be recorded).
-`process` then, each step in its own database transaction:
-1. asks the chain whether the operation already happened (by the row's on-chain reference): if so,
-   finalises the row (`succeed`);
-2. if a stored transaction was mined and reverted, or the contracts refuse the call, fails the row
-   (`fail` undoes the ledger effect);
-3. if a stored transaction may still be mined, broadcasts the same signed bytes again;
-4. otherwise signs a new transaction, STORES it, and only then broadcasts it.
-A crash anywhere leaves either nothing on chain (and the row is signed again) or a transaction the
-chain check finds: points are never lost and never doubled. Run on start and by the worker."""
+A row starts `pending` with its ledger effect recorded (or, for redemptions, to be recorded). A
+round of the sender, run by one process at a time (the holder of the brand's sender lease):
+1. resolves every row whose stored transaction is mined, from its receipt: the row's own event
+   succeeds it (`Issued` by ref, `Redeemed` by owner and nonce) or fails it (`RedemptionRejected`:
+   a batch redemption skips a bad authorisation instead of reverting). The rows of a reverted
+   transaction lost nothing and are sent again, each proven afresh (and failed after a few tries);
+2. broadcasts again the same bytes of a stored transaction that may still be mined. A row whose
+   transaction can never be mined (its nonce went to another) is looked for in the logs since
+   deployment, and sent again only if it is not there;
+3. gathers the rows without a transaction into batches (mints by rate version, redemptions), signs
+   each, STORES it with its rows, and only then broadcasts it. A batch the contracts would refuse is
+   split in halves until the row they refuse stands alone; it fails with the contracts' reason.
+A crash anywhere leaves either nothing on chain (the rows are signed again) or a transaction that
+step 1 or 2 finds: points are never lost and never doubled.
+
+Requests wait for their row (`Sender.settle`). While one round is at the chain, what arrives
+gathers for the next, so under load one transaction carries everything that came in during about
+a block time, and a request that comes alone waits for nothing."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import os
+import socket
 import threading
-import time
+import uuid
+from collections import Counter, defaultdict
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable
+from datetime import UTC, datetime, timedelta
+from time import monotonic
+from typing import Any, Callable, Hashable, Iterator
 
-from sqlalchemy import select
+from hexbytes import HexBytes
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from contracts.chain import ChainError, ContractRevert, SignedTx
 
-from ..db import transaction
+from ..db import one_of, reading, transaction
+from ..models import ChainTx, SenderLease
 from ..runtime import Gateway
+
+log = logging.getLogger("gateway")
+
+LEASE_S = 30  # a sender that stops renewing (a dead process) is replaced after this long
+RECEIPT_WAIT_S = 30.0  # how long a round waits for what it broadcast before it moves on
+MAX_ATTEMPTS = 3  # signings of a row whose transactions revert on chain before it fails
+ROWS_PER_ROUND = 1000  # unsent rows one round takes on (the rest wait for the next)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A row's fate in the chain's events: done (`effect`: the event that proves it) or refused."""
+
+    effect: dict | None = None
+    refusal: str | None = None
 
 
 @dataclass(frozen=True)
@@ -34,118 +69,375 @@ class ChainJob:
 
     model: type
     ref_column: str
-    call: Callable[[Gateway, Any], Any]  # the contract call for a row
-    effect: Callable[[Gateway, Any], dict | None]  # the on-chain evidence that the row happened
-    succeed: Callable[[Session, Gateway, Any, dict], None]
+    batch_key: Callable[[Any], Hashable]  # rows with equal keys may share a transaction
+    call: Callable[[Gateway, list], Any]  # the contract call for rows that share a key (one or many)
+    outcome: Callable[[Gateway, Any, list[dict]], Outcome | None]  # the row's fate among a receipt's events
+    search: Callable[[Gateway, Any], Outcome | None]  # the row's effect anywhere since deployment
+    succeed: Callable[[Session, Gateway, list[tuple[Any, dict]]], None]  # rows done, with their effects
     fail: Callable[[Session, Gateway, Any, str], None]
 
+    @property
+    def name(self) -> str:
+        return self.model.__tablename__
 
-_SUBMIT_LOCKS: dict[str, threading.Lock] = {}
-_SUBMIT_GUARD = threading.Lock()
-
-
-def submission_lock(address: str) -> threading.Lock:
-    """One lock per sending account, held from numbering a transaction (its nonce) until it is
-    broadcast. Without it, two requests that were given nonces N and N+1 can broadcast N+1 first:
-    a node that queues future nonces copes, but the embedded chain refuses it outright, and so
-    would any node once a gap outlives its queue. Anything else this process sends from the
-    brand's account (anchoring) takes the same lock."""
-    with _SUBMIT_GUARD:
-        return _SUBMIT_LOCKS.setdefault(address, threading.Lock())
+    def ref(self, row) -> str:
+        return getattr(row, self.ref_column)
 
 
-def _row(session: Session, job: ChainJob, ref: str):
-    return session.scalars(select(job.model).where(getattr(job.model, job.ref_column) == ref).with_for_update()).one()
+class NotLeader(ChainError):
+    """Another process holds the brand's sender lease."""
 
 
-def _effect_once_indexed(gw: Gateway, job: ChainJob, row, waits: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 1.0)) -> Any:
-    for wait in waits:
-        time.sleep(wait)
-        effect = job.effect(gw, row)
-        if effect is not None:
-            return effect
-    return None
+class Sender:
+    """One per gateway process; one process at a time sends (the lease in `sender_lease`)."""
 
+    def __init__(self, gw: Gateway, jobs: list[ChainJob]):
+        self.gw = gw
+        self.jobs = {job.name: job for job in jobs}
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"[:100]
+        self._exclusive = threading.RLock()  # one sending thing at a time in this process
+        self._guard = threading.Lock()  # the waiters and the drain thread
+        self._waiters: dict[tuple[str, str], list[tuple[asyncio.AbstractEventLoop, asyncio.Future]]] = defaultdict(list)
+        self._thread: threading.Thread | None = None
+        self._wake = threading.Event()
+        self._leased_until = datetime.min.replace(tzinfo=UTC)
 
-def process(gw: Gateway, job: ChainJob, ref: str, wait_s: float = 30.0) -> Any:
-    """Drive one row as far as it can go now; returns the row (status pending, confirmed or failed).
-    Raises ChainError only when the chain cannot be reached (the row stays pending, to retry)."""
-    tx = gw.transactor()
-    lock = submission_lock(tx.address)
-    for _ in range(3):  # at most: resolve a stale transaction, sign anew, confirm
-        held = False
-        try:
-            with transaction(gw.sessions) as session:
-                row = _row(session, job, ref)
-                if row.status != "pending":
-                    return row
-                effect = job.effect(gw, row)
-                if effect is not None:
-                    job.succeed(session, gw, row, effect)
-                    return row
-                signed = None
-                if row.tx_hash:
-                    # The account's mined-transaction count is read BEFORE the receipt: if the stored
-                    # transaction is mined at any moment before that count, the receipt read after it
-                    # sees it. (The other order can miss a transaction mined in between, take it for
-                    # replaced and sign the operation again: a double mint.)
-                    confirmed = tx.confirmed_nonce()
-                    receipt = tx.receipt(row.tx_hash)
-                    if receipt is not None and receipt["status"] == 0:
-                        job.fail(session, gw, row, "transaction reverted on chain")
-                        return row
-                    if receipt is not None:
-                        # Mined and succeeded, yet its effect was not found: a node's log index can
-                        # trail its receipts for a moment (seen on anvil). Look again; never sign it again.
-                        effect = _effect_once_indexed(gw, job, row)
-                        if effect is None:
-                            raise ChainError(f"{ref}: transaction {row.tx_hash} is mined but its effect is not visible yet")
-                        job.succeed(session, gw, row, effect)
-                        return row
-                    if confirmed <= row.tx_nonce:
-                        signed = SignedTx(row.raw_tx, row.tx_hash, row.tx_nonce)  # may still be mined
-                    # else: its nonce went to another transaction, so it can never be mined: sign anew.
-                lock.acquire()
-                held = True
-                if signed is None:
-                    try:
-                        signed = tx.prepare(job.call(gw, row))
-                    except ContractRevert as exc:
-                        job.fail(session, gw, row, str(exc))
-                        return row
-                    row.raw_tx, row.tx_hash, row.tx_nonce = signed.raw, signed.hash, signed.nonce
-                    row.attempts += 1
-            # Committed: the signed transaction is on disk before it can reach the chain.
-            if gw.before_broadcast is not None:
-                gw.before_broadcast(ref)
+    # ------------------------------------------------------------ exclusivity
+
+    @contextmanager
+    def exclusive(self, wait_s: float = 0, keep: bool = False) -> Iterator[None]:
+        """Hold the brand's account for sending: in this process (a lock) and among processes (the
+        lease). Raises NotLeader when another process holds it past `wait_s`. The lease is given back
+        at the end unless `keep` (the drain thread keeps it while requests wait). Take it before any
+        database transaction of the caller: the lease is written in one of its own."""
+        deadline = monotonic() + wait_s
+        with self._exclusive:
+            while not self._take_lease():
+                if monotonic() >= deadline:
+                    raise NotLeader("another process of this gateway is sending its chain transactions")
+                self._wake.wait(0.2)
             try:
-                tx.broadcast(signed)
+                yield
+            finally:
+                if not keep and self._thread is None:
+                    self.release()
+
+    def _take_lease(self) -> bool:
+        now = datetime.now(UTC)
+        if self._leased_until - now > timedelta(seconds=LEASE_S / 2):
+            return True
+        until = now + timedelta(seconds=LEASE_S)
+        try:
+            with transaction(self.gw.sessions) as session:
+                taken = session.execute(update(SenderLease).where(
+                    SenderLease.id == 1, (SenderLease.holder == self.holder) | (SenderLease.expires_at < now))
+                    .values(holder=self.holder, expires_at=until)).rowcount
+                if not taken and session.get(SenderLease, 1) is None:
+                    session.add(SenderLease(id=1, holder=self.holder, expires_at=until))
+                    taken = 1
+        except IntegrityError:  # another process made the lease first
+            return False
+        if taken:
+            self._leased_until = until
+        return bool(taken)
+
+    def release(self) -> None:
+        """Give the lease up (idle, or shutting down), so another process need not wait it out."""
+        with self._exclusive:
+            if self._leased_until > datetime.now(UTC):
+                with transaction(self.gw.sessions) as session:
+                    session.execute(update(SenderLease).where(SenderLease.id == 1, SenderLease.holder == self.holder)
+                                    .values(expires_at=datetime.now(UTC)))
+            self._leased_until = datetime.min.replace(tzinfo=UTC)
+
+    # ------------------------------------------------------------ requests
+
+    async def settle(self, job: ChainJob, ref: str, timeout_s: float = RECEIPT_WAIT_S + 5) -> None:
+        """Wait until the row has left `pending`, or a round found the chain unreachable (raises
+        ChainError), or `timeout_s` passed (the row stays pending; the sender goes on with it)."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        key = (job.name, ref)
+        with self._guard:
+            self._waiters[key].append((loop, future))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._drain, name=f"chain-sender {self.gw.settings.brand_id}", daemon=True)
+                self._thread.start()
+        self._wake.set()
+        try:
+            await asyncio.wait_for(future, timeout_s)
+        except TimeoutError:
+            pass
+        finally:
+            with self._guard:
+                waiting = self._waiters.get(key, [])
+                if (loop, future) in waiting:
+                    waiting.remove((loop, future))
+                if not waiting:
+                    self._waiters.pop(key, None)
+
+    def _drain(self) -> None:
+        """Rounds for as long as requests wait, then the lease goes back."""
+        while True:
+            with self._guard:
+                if not self._waiters:
+                    self._thread = None
+                    break
+            self._wake.clear()
+            error: Exception | None = None
+            try:
+                self.round(keep=True)
+            except NotLeader:
+                self._wake.wait(0.1)  # the leader sends our rows; look at them again shortly
+            except ChainError as exc:
+                error = exc
+            except Exception as exc:  # answered to the waiters; the rows stay pending for the next round
+                log.exception("a round of the chain sender failed")
+                error = exc
+            try:
+                self._answer(error)
+            except Exception:
+                log.exception("the chain sender could not read its rows back")
+        try:
+            self.release()
+        except Exception:
+            log.warning("the chain sender could not give its lease back; it expires by itself", exc_info=True)
+
+    def _answer(self, error: Exception | None) -> None:
+        """Wake the waiters whose rows are settled (or all, with the round's error)."""
+        with self._guard:
+            keys = list(self._waiters)
+        still_pending: set[tuple[str, str]] = set()
+        with reading(self.gw.sessions) as session:
+            for name, job in self.jobs.items():
+                refs = [ref for kind, ref in keys if kind == name]
+                if refs:
+                    ref_column = getattr(job.model, job.ref_column)
+                    still_pending |= {(name, ref) for ref in session.scalars(
+                        select(ref_column).where(one_of(session, ref_column, refs), job.model.status == "pending"))}
+        with self._guard:
+            for key in keys:
+                if key in still_pending and error is None:
+                    continue
+                for loop, future in self._waiters.pop(key, []):
+                    loop.call_soon_threadsafe(_resolve, future, error if key in still_pending else None)
+
+    # ------------------------------------------------------------ a round
+
+    def round(self, keep: bool = False) -> dict[str, int]:
+        """One pass over every pending row. Returns the rows it saw by their status afterwards
+        (pending: left for a later round). Raises ChainError when the chain cannot be reached and
+        NotLeader when another process sends."""
+        with self.exclusive(keep=keep):
+            return _Round(self).run()
+
+
+def _resolve(future: asyncio.Future, error: Exception | None) -> None:
+    if not future.done():  # the request may have given up waiting
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(error)
+
+
+class _Round:
+    def __init__(self, sender: Sender):
+        self.sender = sender
+        self.gw = sender.gw
+        self.tx = self.gw.transactor()
+        self.seen: dict[tuple[str, str], str] = {}  # (job, ref) -> status after this round
+        self.detached: list = []  # rows whose transaction did nothing, to send again
+
+    def run(self) -> dict[str, int]:
+        stored, unsent = self._pending()
+        in_flight = self._check_stored(stored)
+        deadline = monotonic() + RECEIPT_WAIT_S
+        for _ in range(MAX_ATTEMPTS):  # rows of a reverted transaction are proven and sent again at once
+            in_flight += self._send(unsent + self.detached)
+            self.detached = []
+            for chain_tx, job, rows in in_flight:
+                receipt = self.tx.receipt(chain_tx.hash, timeout=max(0.05, deadline - monotonic()))
+                if receipt is not None:
+                    self._settle(chain_tx.hash, job, rows, receipt)
+            if not self.detached:
+                break
+            in_flight, unsent = [], []
+        return dict(Counter(self.seen.values()))
+
+    def _pending(self) -> tuple[dict[str, tuple], list]:
+        """The pending rows (detached ORM objects): by stored transaction, and those without one."""
+        stored: dict[str, tuple[ChainJob, list]] = {}
+        unsent: list = []
+        with reading(self.gw.sessions) as session:
+            for job in self.sender.jobs.values():
+                rows = session.scalars(select(job.model).where(job.model.status == "pending").order_by(job.model.id)).all()
+                for row in rows:
+                    if row.tx_hash:
+                        stored.setdefault(row.tx_hash, (job, []))[1].append(row)
+                    elif len(unsent) < ROWS_PER_ROUND:
+                        unsent.append((job, row))
+                    else:
+                        continue
+                    self.seen[(job.name, job.ref(row))] = "pending"
+            txs = {t.hash: t for t in session.scalars(select(ChainTx).where(one_of(session, ChainTx.hash, list(stored))))} if stored else {}
+        return {h: (txs.get(h), job, rows) for h, (job, rows) in stored.items()}, unsent
+
+    def _check_stored(self, stored: dict) -> list:
+        """Steps 1 and 2; returns what was broadcast again, to wait for."""
+        if not stored:
+            return []
+        # The mined-transaction count is read BEFORE the receipts: a stored transaction mined at any
+        # moment before that count shows in the receipt read after it. (The other order can miss one
+        # mined in between, take it for replaced and sign its rows again: a double mint.)
+        confirmed = self.tx.confirmed_nonce()
+        again = []
+        for tx_hash, (chain_tx, job, rows) in stored.items():
+            receipt = self.tx.receipt(tx_hash)
+            if receipt is not None:
+                self._settle(tx_hash, job, rows, receipt)
+            elif chain_tx is not None and confirmed <= chain_tx.nonce:
+                again.append((chain_tx, job, rows))  # may still be mined
+            else:
+                self._settle(tx_hash, job, rows, None)  # replaced: it can never be mined
+        if again:
+            self._broadcast([chain_tx for chain_tx, _, _ in again])
+        return again
+
+    def _send(self, unsent: list) -> list:
+        """Step 3: sign the batches, store them with their rows, then broadcast them."""
+        if not unsent:
+            return []
+        groups: dict[tuple, list] = defaultdict(list)
+        for job, row in unsent:
+            groups[(job.name, job.batch_key(row))].append(row)
+        signed: list[tuple[SignedTx, ChainJob, list]] = []
+        refused: list[tuple[ChainJob, Any, str]] = []
+        batch_max = self.gw.settings.chain_batch_max
+        for (name, _key), rows in groups.items():
+            job = self.sender.jobs[name]
+            for start in range(0, len(rows), batch_max):
+                self._sign(job, rows[start:start + batch_max], signed, refused)
+        now = self.gw.now()
+        try:
+            with transaction(self.gw.sessions) as session:
+                for job, row, reason in refused:
+                    locked = _lock(session, job, row)
+                    if locked.status == "pending" and locked.tx_hash is None:
+                        job.fail(session, self.gw, locked, reason)
+                        self.seen[(job.name, job.ref(row))] = locked.status
+                for signed_tx, job, rows in signed:
+                    session.add(ChainTx(hash=signed_tx.hash, nonce=signed_tx.nonce, raw=signed_tx.raw, created_at=now))
+                    taken = session.execute(
+                        update(job.model).where(job.model.id.in_([row.id for row in rows]), job.model.status == "pending",
+                                                job.model.tx_hash.is_(None))
+                        .values(tx_hash=signed_tx.hash, attempts=job.model.attempts + 1, updated_at=now)
+                        .execution_options(synchronize_session=False)).rowcount
+                    if taken != len(rows):
+                        raise _Overtaken(job.ref(rows[0]))
+        except _Overtaken as exc:
+            # Another sender took these rows meanwhile (a lease that expired under us): nothing of
+            # ours was stored, so nothing is broadcast; numbering starts again from the node.
+            self.tx.chain._nonces.pop(self.tx.address, None)
+            raise ChainError(f"{exc}: another sender took this row; it is finished there") from None
+        # Committed: every signed transaction is on disk before it can reach the chain.
+        if self.gw.before_broadcast is not None:
+            self.gw.before_broadcast([job.ref(row) for _, job, rows in signed for row in rows])
+        chain_txs = [ChainTx(hash=s.hash, nonce=s.nonce, raw=s.raw, created_at=now) for s, _, _ in signed]
+        self._broadcast(chain_txs)
+        return [(chain_tx, job, rows) for chain_tx, (_, job, rows) in zip(chain_txs, signed)]
+
+    def _sign(self, job: ChainJob, rows: list, signed: list, refused: list) -> None:
+        """Sign one transaction for `rows`; if the contracts would refuse it, halve it until each
+        refused row stands alone (k bad rows among n cost about k log n estimates)."""
+        try:
+            signed.append((self.tx.prepare(job.call(self.gw, rows)), job, rows))
+        except ContractRevert as exc:
+            if len(rows) == 1:
+                refused.append((job, rows[0], str(exc)))
+                return
+            half = len(rows) // 2
+            self._sign(job, rows[:half], signed, refused)
+            self._sign(job, rows[half:], signed, refused)
+
+    def _broadcast(self, chain_txs: list[ChainTx]) -> None:
+        for chain_tx in chain_txs:
+            try:
+                self.tx.broadcast(SignedTx(chain_tx.raw, chain_tx.hash, chain_tx.nonce))
             except ChainError:
                 raise
             except Exception as exc:  # a node refusing the bytes (e.g. the embedded chain's nonce check)
-                raise ChainError(f"{ref}: broadcast failed: {exc}") from exc
-        finally:
-            if held:
-                lock.release()
-        if tx.receipt(signed.hash, timeout=wait_s) is None:
-            with transaction(gw.sessions) as session:
-                return _row(session, job, ref)  # still pending: the worker finishes it
-    raise ChainError(f"{ref}: could not settle the chain operation")
+                raise ChainError(f"transaction {chain_tx.hash}: broadcast failed: {exc}") from exc
+
+    def _settle(self, tx_hash: str, job: ChainJob, rows: list, receipt: Any | None) -> None:
+        """Resolve the rows of one stored transaction: mined (its `receipt`), or replaced (None)."""
+        mined = receipt is not None and receipt["status"] == 1
+        events = _events(self.gw, receipt) if mined else []
+        done = []
+        with transaction(self.gw.sessions) as session:
+            ids = [row.id for row in rows]
+            locked = session.scalars(select(job.model).where(job.model.id.in_(ids)).order_by(job.model.id).with_for_update()
+                                     .execution_options(populate_existing=True)).all()
+            for row in locked:
+                if row.status != "pending" or row.tx_hash != tx_hash:
+                    continue
+                if receipt is not None and not mined:
+                    # Reverted: nothing happened, so the row may be sent again (and is proven afresh
+                    # before it is); one whose transactions keep reverting fails.
+                    if row.attempts >= MAX_ATTEMPTS:
+                        job.fail(session, self.gw, row, "transaction reverted on chain")
+                    else:
+                        self._detach(job, row)
+                    continue
+                outcome = (job.outcome(self.gw, row, events) if mined else None) or job.search(self.gw, row)
+                if outcome is None:  # nothing of it is on chain, and its transaction can never be mined
+                    self._detach(job, row)
+                elif outcome.effect is not None:
+                    done.append((row, outcome.effect))
+                else:
+                    job.fail(session, self.gw, row, outcome.refusal or "refused")
+            job.succeed(session, self.gw, done)
+            for row in locked:
+                self.seen[(job.name, job.ref(row))] = row.status
+
+    def _detach(self, job: ChainJob, row: Any) -> None:
+        row.tx_hash = None
+        self.detached.append((job, row))
 
 
-def pending_refs(gw: Gateway, job: ChainJob) -> list[str]:
-    with transaction(gw.sessions) as session:
-        return list(session.scalars(select(getattr(job.model, job.ref_column)).where(job.model.status == "pending")))
+class _Overtaken(Exception):
+    pass
 
 
-def process_all(gw: Gateway, jobs: list[ChainJob], wait_s: float = 30.0) -> dict[str, int]:
-    """Retry every pending row (on start, and periodically). Returns counts by final status."""
-    counts: dict[str, int] = {}
-    for job in jobs:
-        for ref in pending_refs(gw, job):
-            try:
-                status = process(gw, job, ref, wait_s).status
-            except ChainError:
-                status = "pending"
-            counts[status] = counts.get(status, 0) + 1
-    return counts
+def _lock(session: Session, job: ChainJob, row: Any) -> Any:
+    return session.scalars(select(job.model).where(job.model.id == row.id).with_for_update()
+                           .execution_options(populate_existing=True)).one()
+
+
+def _events(gw: Gateway, receipt: Any) -> list[dict]:
+    """The points contract's events in a receipt, each as its arguments plus `event` and `blockNumber`
+    (logs are matched by topic before decoding: trying every log against every event costs more)."""
+    points = gw.alliance.points
+    by_topic = {}
+    for name in ("Issued", "Redeemed", "RedemptionRejected"):
+        event = getattr(points.contract.events, name)()
+        by_topic[bytes(HexBytes(event.topic))] = (name, event)
+    found = []
+    for entry in receipt["logs"]:
+        if entry["address"] != points.address or not entry["topics"]:
+            continue
+        match = by_topic.get(bytes(HexBytes(entry["topics"][0])))
+        if match is not None:
+            decoded = match[1].process_log(entry)
+            found.append(dict(decoded["args"]) | {"event": match[0], "blockNumber": decoded["blockNumber"]})
+    return found
+
+
+_SENDER_GUARD = threading.Lock()
+
+
+def sender(gw: Gateway, jobs: list[ChainJob]) -> Sender:
+    """The gateway's sender, made on first use."""
+    with _SENDER_GUARD:
+        if gw.chain_sender is None:
+            gw.chain_sender = Sender(gw, jobs)
+        return gw.chain_sender

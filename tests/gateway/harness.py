@@ -16,12 +16,15 @@ from sqlalchemy import func, select
 
 from contracts.chain import Chain, connect
 from contracts.client import Alliance
+from contracts.client import Redemption as RedemptionAuth
 from contracts.defaults import EPOCH_S
 from contracts.deploy import BrandTerms, deploy_alliance, onboard_brand
 from gateway.app import create_app
 from gateway.auth import create_api_key
 from gateway.db import transaction
+from gateway.models import Member
 from gateway.runtime import Gateway, build_gateway
+from gateway.services import alliance as chain_ops
 from gateway.settings import GatewaySettings, Throttle, Throttles
 
 PASSPHRASE = "correct horse battery"
@@ -241,6 +244,23 @@ def reconciliation(brand: Brand) -> dict:
 def authorise(alliance: Alliance, wallet, brand: Brand, amount: int, deadline: int, nonce: int | None = None) -> dict:
     auth = alliance.points.authorise(wallet, brand.gw.brand_address, amount, deadline, nonce)
     return auth.to_dict()
+
+
+def _member_row(session, m) -> Member:
+    return session.scalars(select(Member).where(Member.member_ref == m["member_ref"])).one()
+
+
+def queue_exchange(brand, m, ap: int, key: str) -> str:
+    """An exchange accepted and committed, its chain operation left to the sender (no request waits)."""
+    with transaction(brand.gw.sessions) as session:
+        row, _ = chain_ops.request_exchange(session, brand.gw, _member_row(session, m), ap, f"test:{key}", "0" * 64, brand.gw.now())
+        return row.exchange_ref
+
+
+def queue_redemption(brand, m, auth: dict) -> str:
+    with transaction(brand.gw.sessions) as session:
+        row, _ = chain_ops.accept_redemption(session, brand.gw, _member_row(session, m), RedemptionAuth.from_dict(auth), brand.gw.now())
+        return row.redemption_ref
 
 
 def db_balance(brand: Brand, member_ref: str) -> tuple[int, int, int]:

@@ -5,6 +5,8 @@ an exchange gives the member's points back exactly."""
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import pytest
 from fastapi.testclient import TestClient
 from harness import (
@@ -20,6 +22,8 @@ from harness import (
     new_wallet,
     new_world,
     purchase,
+    queue_exchange,
+    queue_redemption,
     reconciliation,
     refund,
     restart,
@@ -29,6 +33,7 @@ from sqlalchemy import select
 
 from contracts.chain import Transactor
 from gateway.models import Exchange, LedgerTxn, PointLot, Redemption
+from gateway.services import alliance as chain_ops
 
 RATE = 10
 
@@ -170,6 +175,83 @@ def test_redemption_survives_a_crash(env, crash):
         assert len(credits) == 1
         report = reconciliation(brand)
         assert report["ok"] and report["chain"]["pending"]["redemptions"] == 0, report
+
+
+def _chain_rows(brand, model, refs: list[str]) -> list:
+    column = model.exchange_ref if model is Exchange else model.redemption_ref
+    with brand.gw.sessions() as session:
+        rows = {getattr(r, column.key): r for r in session.scalars(select(model).where(column.in_(refs)))}
+    return [rows[ref] for ref in refs]
+
+
+@pytest.mark.parametrize("crash", ["before_broadcast", "after_broadcast"])
+def test_a_batch_survives_a_crash(env, crash):
+    """Two batches (a mintBatch of two exchanges, a redeemBatch of two redemptions) stored, then the
+    process dies before the first broadcast, or between the two: after the restart every row is
+    confirmed once, each mint and burn happened once, each credit was booked once."""
+    world, state, clock = env
+    alliance = world.alliance
+    brand = state["brand"]
+    ms = [_member(world, brand, state, clock) for _ in range(4)]
+    for i, m in enumerate(ms[:2]):
+        assert exchange(brand, m, 25, f"fund-batch-{crash}-{i}").status_code == 201
+    starts = [db_balance(brand, m["member_ref"])[0] for m in ms]
+    deadline = world.chain.timestamp() + 3600
+    xrefs = [queue_exchange(brand, m, 30, f"batch-{crash}-{i}") for i, m in enumerate(ms[2:])]
+    auths = [authorise(alliance, m["wallet"], brand, 10, deadline) for m in ms[:2]]
+    rrefs = [queue_redemption(brand, m, auth) for m, auth in zip(ms[:2], auths)]
+
+    _arm(brand, crash)
+    with pytest.raises(Crash) if crash == "before_broadcast" else nullcontext():
+        assert chain_ops.retry_pending(brand.gw) == {"pending": 4}  # (after_broadcast: the crash is a send failure)
+    exchanges, redemptions = _chain_rows(brand, Exchange, xrefs), _chain_rows(brand, Redemption, rrefs)
+    assert {r.status for r in exchanges + redemptions} == {"pending"}
+    assert len({r.tx_hash for r in exchanges}) == 1 and len({r.tx_hash for r in redemptions}) == 1  # stored, one per batch
+    minted = [len(alliance.points.issued_logs(bytes.fromhex(ref), from_block=alliance.manifest.deployed_block)) for ref in xrefs]
+    assert minted == ([0, 0] if crash == "before_broadcast" else [1, 1])  # the mints went first
+    assert [alliance.points.balance_of(m["wallet"].address) for m in ms[:2]] == [25, 25]  # no redemption went out
+
+    brand = _restart(state)
+    with brand.client:  # the lifespan runs the outbox recovery
+        assert {r.status for r in _chain_rows(brand, Exchange, xrefs) + _chain_rows(brand, Redemption, rrefs)} == {"confirmed"}
+    for ref in xrefs:
+        assert len(alliance.points.issued_logs(bytes.fromhex(ref), from_block=alliance.manifest.deployed_block)) == 1
+    assert [alliance.points.balance_of(m["wallet"].address) for m in ms] == [15, 15, 30, 30]
+    assert [db_balance(brand, m["member_ref"]) for m in ms] == \
+        [(starts[0] + 100,) * 3, (starts[1] + 100,) * 3, (starts[2] - 300,) * 3, (starts[3] - 300,) * 3]
+    with brand.gw.sessions() as session:
+        credits = session.scalars(select(LedgerTxn.ref).where(LedgerTxn.kind == "alliance_redeem", LedgerTxn.ref.in_(rrefs))).all()
+    assert sorted(credits) == sorted(rrefs)
+    report = reconciliation(brand)
+    assert report["ok"] and report["chain"]["pending"] == {"exchanges": 0, "redemptions": 0}, report
+
+
+def test_a_stored_batch_that_reverts_fails_each_row_with_the_reason(env):
+    """A batch stored before a crash is refused when it is finally mined (the brand was suspended
+    meanwhile): the rows lost nothing on chain, are proven one by one, and each fails with the
+    contracts' reason and its points back."""
+    world, state, clock = env
+    alliance = world.alliance
+    brand = state["brand"]
+    ms = [_member(world, brand, state, clock) for _ in range(3)]
+    starts = [db_balance(brand, m["member_ref"])[0] for m in ms]
+    refs = [queue_exchange(brand, m, 20, f"reverting-{i}") for i, m in enumerate(ms)]
+    _arm(brand, "before_broadcast")
+    with pytest.raises(Crash):
+        chain_ops.retry_pending(brand.gw)
+    alliance.registry.suspend(world.gov(), brand.gw.brand_address, "test: suspended")
+    try:
+        brand = _restart(state)
+        with brand.client:
+            pass
+    finally:
+        alliance.registry.reinstate(world.gov(), brand.gw.brand_address)
+    rows = _chain_rows(brand, Exchange, refs)
+    assert [r.status for r in rows] == ["failed"] * 3
+    assert all("BrandNotActive" in r.failure for r in rows), [r.failure for r in rows]
+    assert [db_balance(brand, m["member_ref"]) for m in ms] == [(s,) * 3 for s in starts]
+    assert [alliance.points.balance_of(m["wallet"].address) for m in ms] == [0, 0, 0]
+    assert reconciliation(brand)["ok"]
 
 
 def test_refused_exchange_gives_the_same_points_back(env):
