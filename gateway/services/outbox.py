@@ -220,7 +220,10 @@ class Sender:
                 if key in still_pending and error is None:
                     continue
                 for loop, future in self._waiters.pop(key, []):
-                    loop.call_soon_threadsafe(_resolve, future, error if key in still_pending else None)
+                    try:
+                        loop.call_soon_threadsafe(_resolve, future, error if key in still_pending else None)
+                    except RuntimeError:  # that request's event loop has ended: nobody waits any more
+                        pass
 
     # ------------------------------------------------------------ a round
 
