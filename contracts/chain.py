@@ -306,7 +306,7 @@ class Transactor:
             message = str(exc).lower()
             if "already known" in message or "already imported" in message or "known transaction" in message:
                 return
-            self.chain._nonces.pop(self.address, None)  # re-read the nonce from the node next time
+            self.renumber()
             raise ChainError(f"transaction rejected: {exc}") from exc
         except (ConnectionError, OSError) as exc:
             raise ChainError(f"chain unreachable: {exc}") from exc
@@ -321,6 +321,11 @@ class Transactor:
             return self.chain.w3.eth.get_transaction_receipt(tx_hash)
         except (TransactionNotFound, TimeExhausted):
             return None
+
+    def renumber(self) -> None:
+        """Forget the locally numbered next nonce: the next transaction asks the node again (after one
+        was refused, or signed and never sent)."""
+        self.chain._nonces.pop(self.address, None)
 
     def confirmed_nonce(self) -> int:
         """How many of this account's transactions are mined: a stored transaction with a lower
@@ -350,7 +355,7 @@ class Transactor:
             except REVERTS as exc:
                 raise decode_revert(exc) from None
             except (Web3RPCError, ValueError) as exc:
-                self.chain._nonces.pop(self.address, None)  # re-read the nonce from the node next time
+                self.renumber()
                 raise ChainError(f"transaction rejected: {exc}") from exc
             self.chain._nonces[self.address] = nonce + 1
         if not wait:

@@ -169,8 +169,8 @@ def quote_or_none(gw: Gateway) -> tuple[int, int] | None:
     must not hold the database's write lock), or None if the chain cannot say now: the request
     then reads it again only if it needs it (a replay does not)."""
     try:
-        return gw.alliance.registry.rate(gw.brand_address)
-    except ChainError:
+        return _rate(gw)
+    except (ChainRejected, ChainUnavailable):
         return None
 
 

@@ -340,7 +340,7 @@ class _Round:
         except _Overtaken as exc:
             # Another sender took these rows meanwhile (a lease that expired under us): nothing of
             # ours was stored, so nothing is broadcast; numbering starts again from the node.
-            self.tx.chain._nonces.pop(self.tx.address, None)
+            self.tx.renumber()
             raise ChainError(f"{exc}: another sender took this row; it is finished there") from None
         # Committed: every signed transaction is on disk before it can reach the chain.
         if self.gw.before_broadcast is not None:

@@ -263,6 +263,14 @@ def queue_redemption(brand, m, auth: dict) -> str:
         return row.redemption_ref
 
 
+def chain_rows(brand: Brand, model, refs: list[str]) -> list:
+    """The exchange or redemption rows of these refs, in their order."""
+    column = model.exchange_ref if model.__tablename__ == "exchanges" else model.redemption_ref
+    with brand.gw.sessions() as session:
+        rows = {getattr(r, column.key): r for r in session.scalars(select(model).where(column.in_(refs)))}
+    return [rows[ref] for ref in refs]
+
+
 def db_balance(brand: Brand, member_ref: str) -> tuple[int, int, int]:
     """(Member.balance, sum of the member's ledger entries, sum of open lots) read from the database."""
     from gateway.models import LedgerEntry, Member, PointLot

@@ -13,6 +13,7 @@ from harness import (
     Clock,
     authorise,
     balance,
+    chain_rows,
     consent,
     db_balance,
     enrol,
@@ -177,13 +178,6 @@ def test_redemption_survives_a_crash(env, crash):
         assert report["ok"] and report["chain"]["pending"]["redemptions"] == 0, report
 
 
-def _chain_rows(brand, model, refs: list[str]) -> list:
-    column = model.exchange_ref if model is Exchange else model.redemption_ref
-    with brand.gw.sessions() as session:
-        rows = {getattr(r, column.key): r for r in session.scalars(select(model).where(column.in_(refs)))}
-    return [rows[ref] for ref in refs]
-
-
 @pytest.mark.parametrize("crash", ["before_broadcast", "after_broadcast"])
 def test_a_batch_survives_a_crash(env, crash):
     """Two batches (a mintBatch of two exchanges, a redeemBatch of two redemptions) stored, then the
@@ -204,7 +198,7 @@ def test_a_batch_survives_a_crash(env, crash):
     _arm(brand, crash)
     with pytest.raises(Crash) if crash == "before_broadcast" else nullcontext():
         assert chain_ops.retry_pending(brand.gw) == {"pending": 4}  # (after_broadcast: the crash is a send failure)
-    exchanges, redemptions = _chain_rows(brand, Exchange, xrefs), _chain_rows(brand, Redemption, rrefs)
+    exchanges, redemptions = chain_rows(brand, Exchange, xrefs), chain_rows(brand, Redemption, rrefs)
     assert {r.status for r in exchanges + redemptions} == {"pending"}
     assert len({r.tx_hash for r in exchanges}) == 1 and len({r.tx_hash for r in redemptions}) == 1  # stored, one per batch
     minted = [len(alliance.points.issued_logs(bytes.fromhex(ref), from_block=alliance.manifest.deployed_block)) for ref in xrefs]
@@ -213,7 +207,7 @@ def test_a_batch_survives_a_crash(env, crash):
 
     brand = _restart(state)
     with brand.client:  # the lifespan runs the outbox recovery
-        assert {r.status for r in _chain_rows(brand, Exchange, xrefs) + _chain_rows(brand, Redemption, rrefs)} == {"confirmed"}
+        assert {r.status for r in chain_rows(brand, Exchange, xrefs) + chain_rows(brand, Redemption, rrefs)} == {"confirmed"}
     for ref in xrefs:
         assert len(alliance.points.issued_logs(bytes.fromhex(ref), from_block=alliance.manifest.deployed_block)) == 1
     assert [alliance.points.balance_of(m["wallet"].address) for m in ms] == [15, 15, 30, 30]
@@ -246,7 +240,7 @@ def test_a_stored_batch_that_reverts_fails_each_row_with_the_reason(env):
             pass
     finally:
         alliance.registry.reinstate(world.gov(), brand.gw.brand_address)
-    rows = _chain_rows(brand, Exchange, refs)
+    rows = chain_rows(brand, Exchange, refs)
     assert [r.status for r in rows] == ["failed"] * 3
     assert all("BrandNotActive" in r.failure for r in rows), [r.failure for r in rows]
     assert [db_balance(brand, m["member_ref"]) for m in ms] == [(s,) * 3 for s in starts]

@@ -11,6 +11,7 @@ import pytest
 from harness import (
     Clock,
     authorise,
+    chain_rows,
     consent,
     db_balance,
     enrol,
@@ -57,13 +58,6 @@ def _member(brand, clock, state) -> dict:
     return m
 
 
-def _rows(brand, model, refs: list[str]) -> list:
-    column = model.exchange_ref if model is Exchange else model.redemption_ref
-    with brand.gw.sessions() as session:
-        by_ref = {getattr(r, column.key): r for r in session.scalars(select(model).where(column.in_(refs)))}
-    return [by_ref[ref] for ref in refs]
-
-
 def test_pending_exchanges_and_redemptions_go_out_in_one_transaction_each(env):
     world, brand, clock, state = env
     points = world.alliance.points
@@ -72,7 +66,7 @@ def test_pending_exchanges_and_redemptions_go_out_in_one_transaction_each(env):
 
     refs = [queue_exchange(brand, m, 20, f"batch-{i}") for i, m in enumerate(ms)]
     assert chain_ops.retry_pending(brand.gw) == {"confirmed": 5}
-    rows = _rows(brand, Exchange, refs)
+    rows = chain_rows(brand, Exchange, refs)
     assert {r.status for r in rows} == {"confirmed"} and len({r.tx_hash for r in rows}) == 1  # one mintBatch
     assert [points.balance_of(m["wallet"].address) for m in ms] == [20] * 5
 
@@ -83,7 +77,7 @@ def test_pending_exchanges_and_redemptions_go_out_in_one_transaction_each(env):
     auths.append(authorise(world.alliance, ms[4]["wallet"], brand, 500, deadline))
     refs = [queue_redemption(brand, m, auth) for m, auth in zip(ms, auths)]
     assert chain_ops.retry_pending(brand.gw) == {"confirmed": 4, "failed": 1}
-    rows = _rows(brand, Redemption, refs)
+    rows = chain_rows(brand, Redemption, refs)
     assert len({r.tx_hash for r in rows}) == 1  # the refused one rode in the same transaction
     assert [r.status for r in rows] == ["confirmed"] * 4 + ["failed"]
     assert rows[4].failure == "InsufficientPoints"
@@ -108,7 +102,7 @@ def test_a_row_the_contracts_refuse_is_split_out_of_its_batch(env):
     with transaction(brand.gw.sessions) as session:  # a row the contract cannot mint exactly
         session.execute(update(Exchange).where(Exchange.exchange_ref == refs[3]).values(brand_points=101))
     assert chain_ops.retry_pending(brand.gw) == {"confirmed": 5, "failed": 1}
-    rows = _rows(brand, Exchange, refs)
+    rows = chain_rows(brand, Exchange, refs)
     assert rows[3].status == "failed" and rows[3].failure.startswith("InexactExchange")
     assert all(r.status == "confirmed" for i, r in enumerate(rows) if i != 3)
     assert 2 <= len({r.tx_hash for i, r in enumerate(rows) if i != 3}) <= 3
@@ -154,7 +148,7 @@ def test_one_process_sends_at_a_time(env):
             with pytest.raises(NotLeader):
                 chain_ops.sender(other).round()
             assert chain_ops.retry_pending(other) == {}
-            assert _rows(brand, Exchange, [ref])[0].tx_hash is None  # nothing signed by the other
+            assert chain_rows(brand, Exchange, [ref])[0].tx_hash is None  # nothing signed by the other
         # Given back at the end of the holder's work: the other takes it at once.
         assert chain_ops.retry_pending(other) == {"confirmed": 1}
         # A holder that dies keeps the lease until it expires; then the other sends.
