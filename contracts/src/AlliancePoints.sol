@@ -6,6 +6,7 @@ import {ERC20Pausable} from "@openzeppelin/contracts/token/ERC20/extensions/ERC2
 import {Pausable} from "@openzeppelin/contracts/utils/Pausable.sol";
 import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
 import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
+import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
 import {IERC1271} from "@openzeppelin/contracts/interfaces/IERC1271.sol";
 import {AccessControlDefaultAdminRules} from "@openzeppelin/contracts/access/extensions/AccessControlDefaultAdminRules.sol";
 import {IAlliancePoints, IAllianceRegistry, ISettlement} from "./IAlliance.sol";
@@ -34,7 +35,8 @@ contract AlliancePoints is IAlliancePoints, ERC20Pausable, EIP712, AccessControl
     ///         batch run out of gas.
     uint256 public constant ERC1271_GAS = 50_000;
 
-    /// @notice A used nonce: what its redemption burned, how much of it was refunded, and when.
+    /// @notice A used nonce: what its redemption burned, how much of it was refunded, and when (the
+    ///         shape `redemptionOf` answers in; stored packed, see `_records`).
     struct Record {
         uint96 amount;
         uint96 refunded;
@@ -47,7 +49,11 @@ contract AlliancePoints is IAlliancePoints, ERC20Pausable, EIP712, AccessControl
     /// @notice Seconds after a redemption during which the brand may refund it.
     uint64 public immutable refundWindow;
 
-    mapping(address owner => mapping(uint32 brandId => mapping(uint256 nonce => Record))) private _records;
+    /// @dev The records of a member's nonces 2k and 2k+1 at a brand share one slot, a 128-bit half
+    ///      each: amount (48 bits) | refunded (48) | time (32). A cancelled nonce has a time and no
+    ///      amount. A member who redeems at a brand again writes a slot already written, which costs
+    ///      some 17,000 gas less than a fresh one.
+    mapping(address owner => mapping(uint32 brandId => mapping(uint256 pair => uint256 halves))) private _records;
 
     /// @param governor Holder of the admin and governance roles.
     /// @param adminDelay Seconds a transfer of the admin role must wait before it can be accepted.
@@ -149,13 +155,13 @@ contract AlliancePoints is IAlliancePoints, ERC20Pausable, EIP712, AccessControl
     function refund(address owner, uint256 nonce, uint256 amount) external {
         uint32 id = _activeId();
         if (amount == 0) revert ZeroAmount();
-        Record storage rec = _records[owner][id][nonce];
-        uint256 redeemedAt = rec.redeemedAt;
-        if (redeemedAt == 0) revert NotRefundable(owner, msg.sender, nonce);
+        uint256 entry = _entry(owner, id, nonce);
+        (uint256 burned, uint256 refunded, uint256 redeemedAt) = _unpack(entry);
+        if (burned == 0) revert NotRefundable(owner, msg.sender, nonce);
         if (block.timestamp > redeemedAt + refundWindow) revert RefundWindowClosed(redeemedAt, refundWindow);
-        uint256 refundable = rec.amount - rec.refunded;
+        uint256 refundable = burned - refunded;
         if (amount > refundable) revert RefundTooLarge(amount, refundable);
-        rec.refunded += uint96(amount);
+        _setEntry(owner, id, nonce, entry + (amount << 32));
         _mint(owner, amount);
         uint64 epoch = settlement.recordIssue(id, amount);
         emit Refunded(owner, msg.sender, nonce, amount, epoch);
@@ -166,9 +172,8 @@ contract AlliancePoints is IAlliancePoints, ERC20Pausable, EIP712, AccessControl
         // slither-disable-next-line unused-return: a member may cancel at a suspended brand too: only admission (id != 0) matters
         (uint32 id,) = registry.brandOf(brand);
         if (id == 0) revert NotAdmitted(brand);
-        Record storage rec = _records[msg.sender][id][nonce];
-        if (rec.redeemedAt != 0 || rec.cancelled) revert NonceAlreadyUsed(msg.sender, brand, nonce);
-        rec.cancelled = true;
+        if (_entry(msg.sender, id, nonce) != 0) revert NonceAlreadyUsed(msg.sender, brand, nonce);
+        _setEntry(msg.sender, id, nonce, _now());
         emit AuthorizationCancelled(msg.sender, brand, nonce);
     }
 
@@ -199,21 +204,21 @@ contract AlliancePoints is IAlliancePoints, ERC20Pausable, EIP712, AccessControl
 
     /// @notice The record of nonce `nonce` of `owner` at the brand `brand` acts or acted for.
     function redemptionOf(address owner, address brand, uint256 nonce) external view returns (Record memory) {
-        return _records[owner][registry.idOf(brand)][nonce];
+        (uint256 burned, uint256 refunded, uint256 at) = _unpack(_entry(owner, registry.idOf(brand), nonce));
+        if (burned == 0) return Record(0, 0, 0, at != 0);
+        return Record(uint96(burned), uint96(refunded), uint48(at), false);
     }
 
     /// @notice True if the nonce was redeemed or cancelled (it can never be used again).
     function isNonceUsed(address owner, address brand, uint256 nonce) public view returns (bool) {
-        Record storage rec = _records[owner][registry.idOf(brand)][nonce];
-        return rec.redeemedAt != 0 || rec.cancelled;
+        return _entry(owner, registry.idOf(brand), nonce) != 0;
     }
 
     /// @notice Used nonces 256*word .. 256*word+255 as a bitmap, for wallets that pick a free nonce.
     function usedNonces(address owner, address brand, uint256 word) external view returns (uint256 bits) {
-        mapping(uint256 => Record) storage records = _records[owner][registry.idOf(brand)];
+        uint32 id = registry.idOf(brand);
         for (uint256 i; i < 256; ++i) {
-            Record storage rec = records[word * 256 + i];
-            if (rec.redeemedAt != 0 || rec.cancelled) bits |= 1 << i;
+            if (_entry(owner, id, word * 256 + i) != 0) bits |= 1 << i;
         }
     }
 
@@ -241,9 +246,8 @@ contract AlliancePoints is IAlliancePoints, ERC20Pausable, EIP712, AccessControl
         if (r.brand != msg.sender) return WrongBrand.selector;
         if (block.timestamp > r.deadline) return AuthorizationExpired.selector;
         if (r.amount == 0) return ZeroAmount.selector;
-        if (r.amount > type(uint96).max) return AmountTooLarge.selector;
-        Record storage rec = _records[r.owner][id][r.nonce];
-        if (rec.redeemedAt != 0 || rec.cancelled) return NonceAlreadyUsed.selector;
+        if (r.amount > type(uint48).max) return AmountTooLarge.selector;
+        if (_entry(r.owner, id, r.nonce) != 0) return NonceAlreadyUsed.selector;
         if (!_signedBy(r, signature)) return InvalidSignature.selector;
         if (balanceOf(r.owner) < r.amount) return InsufficientPoints.selector;
         return bytes4(0);
@@ -260,9 +264,30 @@ contract AlliancePoints is IAlliancePoints, ERC20Pausable, EIP712, AccessControl
     }
 
     function _redeem(Redemption calldata r, uint32 id, uint64 epoch) private {
-        _records[r.owner][id][r.nonce] = Record(uint96(r.amount), 0, uint48(block.timestamp), false);
+        _setEntry(r.owner, id, r.nonce, (r.amount << 80) | _now());
         _burn(r.owner, r.amount);
         emit Redeemed(r.owner, msg.sender, r.nonce, r.amount, epoch);
+    }
+
+    /// @dev The packed record of (`owner`, brand `id`, `nonce`); zero while the nonce is unused.
+    function _entry(address owner, uint32 id, uint256 nonce) private view returns (uint256) {
+        return uint128(_records[owner][id][nonce >> 1] >> ((nonce & 1) << 7));
+    }
+
+    /// @dev Replace the record of (`owner`, brand `id`, `nonce`), leaving its neighbour's half as it is.
+    function _setEntry(address owner, uint32 id, uint256 nonce, uint256 entry) private {
+        uint256 shift = (nonce & 1) << 7;
+        uint256 halves = _records[owner][id][nonce >> 1];
+        _records[owner][id][nonce >> 1] = (halves & ~(uint256(type(uint128).max) << shift)) | (entry << shift);
+    }
+
+    /// @dev A record's time: 32 bits last until 2106, and a later chain reverts rather than wraps.
+    function _now() private view returns (uint256) {
+        return SafeCast.toUint32(block.timestamp);
+    }
+
+    function _unpack(uint256 entry) private pure returns (uint256 burned, uint256 refunded, uint256 at) {
+        return (entry >> 80, uint48(entry >> 32), uint32(entry));
     }
 
     function _signedBy(Redemption calldata r, bytes calldata signature) private view returns (bool) {

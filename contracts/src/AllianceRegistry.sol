@@ -17,10 +17,9 @@ contract AllianceRegistry is IAllianceRegistry, AccessControlDefaultAdminRules {
     /// @notice Shortest notice governance may set for a rate change.
     uint64 public constant MIN_RATE_NOTICE = 1 days;
 
-    /// @dev Slot 0 is everything `brandOf` reads; slot 1 everything the rate reads.
+    /// @dev Slot 0 holds the account and rate version; slot 1 everything else the rate reads.
     struct Brand {
         address account;
-        Status status;
         uint32 rateVersion; // version of `rate`
         uint48 admittedAt;
         uint64 rate; // brand points per AP, in force since version `rateVersion`
@@ -31,9 +30,16 @@ contract AllianceRegistry is IAllianceRegistry, AccessControlDefaultAdminRules {
     }
 
     mapping(uint32 id => Brand) private _brands;
-    /// @dev Permanent: a rotated-out account keeps its id, so history stays attributable and the
-    ///      account can never be admitted again.
-    mapping(address account => uint32 id) private _ids;
+    /// @dev What an account is: its brand's id (permanent: a rotated-out account keeps it, so
+    ///      history stays attributable and the account can never be admitted again) and the brand's
+    ///      status while the account is current (None once rotated out). One slot, because every
+    ///      mint and redemption asks `brandOf`.
+    struct Seat {
+        uint32 id;
+        Status status;
+    }
+
+    mapping(address account => Seat) private _seats;
     uint32 private _count;
 
     uint64 private _notice;
@@ -59,12 +65,11 @@ contract AllianceRegistry is IAllianceRegistry, AccessControlDefaultAdminRules {
     function admit(address account, string calldata name, uint64 rate) external onlyRole(GOVERNOR_ROLE) returns (uint32 id) {
         if (account == address(0)) revert ZeroAddress();
         if (rate == 0) revert InvalidRate();
-        if (_ids[account] != 0) revert AlreadyAdmitted(account);
+        if (_seats[account].id != 0) revert AlreadyAdmitted(account);
         id = ++_count;
-        _ids[account] = id;
+        _seats[account] = Seat(id, Status.Active);
         Brand storage b = _brands[id];
         b.account = account;
-        b.status = Status.Active;
         b.rateVersion = 1;
         b.admittedAt = uint48(block.timestamp);
         b.rate = rate;
@@ -76,17 +81,19 @@ contract AllianceRegistry is IAllianceRegistry, AccessControlDefaultAdminRules {
     /// @notice Stop a brand from minting, redeeming, refunding and withdrawing. It keeps its
     ///         collateral and settlement record and still settles at every epoch close.
     function suspend(address account, string calldata reason) external onlyRole(GOVERNOR_ROLE) {
-        (uint32 id, Brand storage b) = _current(account);
-        if (b.status != Status.Active) revert BrandNotActive(account);
-        b.status = Status.Suspended;
+        Seat storage seat = _seat(account);
+        if (seat.status != Status.Active) revert BrandNotActive(account);
+        seat.status = Status.Suspended;
+        uint32 id = seat.id;
         emit BrandSuspended(id, account, reason);
     }
 
     /// @notice Let a suspended brand act again.
     function reinstate(address account) external onlyRole(GOVERNOR_ROLE) {
-        (uint32 id, Brand storage b) = _current(account);
-        if (b.status != Status.Suspended) revert BrandNotSuspended(account);
-        b.status = Status.Active;
+        Seat storage seat = _seat(account);
+        if (seat.status != Status.Suspended) revert BrandNotSuspended(account);
+        seat.status = Status.Active;
+        uint32 id = seat.id;
         emit BrandReinstated(id, account);
     }
 
@@ -95,10 +102,12 @@ contract AllianceRegistry is IAllianceRegistry, AccessControlDefaultAdminRules {
     ///         the old account can do nothing more, and authorisations signed for it are void.
     function rotate(address previous, address account) external onlyRole(GOVERNOR_ROLE) {
         if (account == address(0)) revert ZeroAddress();
-        if (_ids[account] != 0) revert AlreadyAdmitted(account);
-        (uint32 id, Brand storage b) = _current(previous);
-        _ids[account] = id;
-        b.account = account;
+        if (_seats[account].id != 0) revert AlreadyAdmitted(account);
+        Seat storage old = _seat(previous);
+        uint32 id = old.id;
+        _seats[account] = Seat(id, old.status);
+        old.status = Status.None;
+        _brands[id].account = account;
         emit BrandRotated(id, previous, account);
     }
 
@@ -147,15 +156,14 @@ contract AllianceRegistry is IAllianceRegistry, AccessControlDefaultAdminRules {
 
     /// @inheritdoc IAllianceRegistry
     function brandOf(address account) public view returns (uint32 id, Status status) {
-        id = _ids[account];
-        Brand storage b = _brands[id];
-        if (id == 0 || b.account != account) return (0, Status.None);
-        return (id, b.status);
+        Seat memory seat = _seats[account];
+        if (seat.status == Status.None) return (0, Status.None);
+        return (seat.id, seat.status);
     }
 
     /// @inheritdoc IAllianceRegistry
     function idOf(address account) external view returns (uint32) {
-        return _ids[account];
+        return _seats[account].id;
     }
 
     /// @inheritdoc IAllianceRegistry
@@ -213,7 +221,7 @@ contract AllianceRegistry is IAllianceRegistry, AccessControlDefaultAdminRules {
         Brand storage b;
         (id, b) = _current(account);
         (rate, rateVersion) = _rate(b);
-        return (id, b.name, b.status, b.admittedAt, rate, rateVersion);
+        return (id, b.name, _seats[account].status, b.admittedAt, rate, rateVersion);
     }
 
     /// @notice Number of brands ever admitted (ids run from 1 to this).
@@ -232,9 +240,14 @@ contract AllianceRegistry is IAllianceRegistry, AccessControlDefaultAdminRules {
     // ------------------------------------------------------------------ internals
 
     function _current(address account) private view returns (uint32 id, Brand storage b) {
-        id = _ids[account];
+        id = _seat(account).id;
         b = _brands[id];
-        if (id == 0 || b.account != account) revert UnknownBrand(account);
+    }
+
+    /// @dev The seat of a current account.
+    function _seat(address account) private view returns (Seat storage seat) {
+        seat = _seats[account];
+        if (seat.status == Status.None) revert UnknownBrand(account);
     }
 
     function _rate(Brand storage b) private view returns (uint64, uint32) {

@@ -137,6 +137,7 @@ interface IAlliancePoints is IAllianceErrors {
     error AuthorizationExpired(uint256 deadline, uint256 nowTs);
     error InvalidSignature();
     error NonceAlreadyUsed(address owner, address brand, uint256 nonce);
+    /// @notice A single redemption above 2^48 - 1 AP (its record keeps 48 bits).
     error AmountTooLarge(uint256 amount);
     error NotRefundable(address owner, address brand, uint256 nonce);
     error RefundWindowClosed(uint256 redeemedAt, uint256 window);

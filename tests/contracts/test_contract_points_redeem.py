@@ -62,6 +62,38 @@ def test_redeem_nonces_are_unordered_and_per_brand(funded):
     assert w.points.balance_of(m.address) == 996
 
 
+def test_neighbouring_nonces_share_a_record_slot_without_touching_each_other(funded):
+    """Records of nonces 2k and 2k+1 are two halves of one storage slot: a redemption, a refund or a
+    cancellation of one leaves the other's record as it was."""
+    w = funded
+    m = w.members[0]
+    even, first = w.redeem(m, w.b, 300, nonce=4)
+    odd, second = w.redeem(m, w.b, 200, nonce=5)
+    at = [w.chain.w3.eth.get_block(r["blockNumber"])["timestamp"] for r in (first, second)]
+    w.refund(w.b, odd, 200)  # all of the odd one back
+    w.refund(w.b, even, 1)
+    assert w.points.redemption(m.address, w.b.address, 4) == RedemptionRecord(300, 1, at[0], False)
+    assert w.points.redemption(m.address, w.b.address, 5) == RedemptionRecord(200, 200, at[1], False)
+    with reverts("RefundTooLarge", amount=1, refundable=0):
+        w.refund(w.b, odd, 1)
+    w.grant_gas(m)
+    w.points.cancel_authorization(w.t(m), w.b.address, 7)  # the odd half of a fresh slot
+    assert w.points.redemption(m.address, w.b.address, 7) == RedemptionRecord(0, 0, 0, True)
+    assert not w.points.is_nonce_used(m.address, w.b.address, 6)
+    w.redeem(m, w.b, 5, nonce=6)
+    assert w.points.redemption(m.address, w.b.address, 7).cancelled
+    assert w.points.contract.functions.usedNonces(m.address, w.b.address, 0).call() == 0b1111_0000
+    assert w.points.balance_of(m.address) == 1_000 - 300 - 200 + 201 - 5
+
+
+def test_a_redemption_above_48_bits_is_refused(funded):
+    """A record keeps 48 bits of the amount: anything larger is refused, never truncated."""
+    w = funded
+    r = w.authorise(w.members[0], w.b, 2**48)
+    with reverts("AmountTooLarge", amount=2**48):
+        w.points.redeem(w.t(w.b), r)
+
+
 def test_redeem_at_another_brand_is_wrong_brand(funded):
     w = funded
     r = w.authorise(w.members[0], w.b, 10)

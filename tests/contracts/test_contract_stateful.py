@@ -50,7 +50,7 @@ from contracts.client import BrandStatus, Redemption
 from contracts_testkit import EPOCH, FAR, MAX_UINT, MIN_EPOCH, REFUND_WINDOW, SPARE_TOKENS, VPP, World
 
 ZERO_ADDRESS = "0x" + "00" * 20
-UINT96_MAX = 2**96 - 1
+MAX_REDEMPTION = 2**48 - 1  # AlliancePoints keeps 48 bits of each redemption's amount
 #: Seconds a rule's transactions may take on chain time (a block each): no time-dependent outcome
 #: (rate in force, refund window, epoch lengths) may flip within this of "now" when a rule predicts.
 SLACK = 120
@@ -335,7 +335,7 @@ def make_machine(w: World):
             elif how == "zero":
                 a.amount = 0
             elif how == "huge":
-                a.amount = UINT96_MAX + 1
+                a.amount = MAX_REDEMPTION + 1
             elif how == "expired":
                 a.deadline = t - 1 - other % 1000
             elif how == "wrong_brand":  # signed for another brand, or for this brand's former account
@@ -361,7 +361,7 @@ def make_machine(w: World):
                 return "AuthorizationExpired"
             if a.amount == 0:
                 return "ZeroAmount"
-            if a.amount > UINT96_MAX:
+            if a.amount > MAX_REDEMPTION:
                 return "AmountTooLarge"
             if (a.owner, brand_id, a.nonce) in used:
                 return "NonceAlreadyUsed"
