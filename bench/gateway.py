@@ -76,12 +76,12 @@ def prepare(workdir: Path, database_url: str) -> tuple[dict[str, str], str, list
 
 
 class Server:
-    def __init__(self, env: dict[str, str]):
+    def __init__(self, env: dict[str, str], workers: int = 1):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "gateway.app:create_app", "--factory", "--host", "127.0.0.1", "--port", str(self.port),
-             "--workers", "1", "--log-level", "warning", "--no-access-log"],
+             "--workers", str(workers), "--log-level", "warning", "--no-access-log"],
             cwd=ROOT, env=os.environ | env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -140,7 +140,7 @@ def ingest(database_url: str) -> dict:
         return {"single": single, "bulk": {"events": accepted, "seconds": round(bulk_s, 2), "events_per_s": round(accepted / bulk_s)}}
 
 
-def redemptions(members: int = REDEEMING_MEMBERS, per_member: int = 4) -> dict:
+def redemptions(members: int = REDEEMING_MEMBERS, per_member: int = 4, database_url: str | None = None, workers: int = 1) -> dict:
     """Cross-brand redemption end to end on anvil: members exchange points into AP at a grocer, then
     redeem them at a cafe whose gateway runs as its own uvicorn process. Each request carries one
     member's signed authorisation; the gateway submits it, waits for the receipt and credits points."""
@@ -158,7 +158,8 @@ def redemptions(members: int = REDEEMING_MEMBERS, per_member: int = 4) -> dict:
         many = Throttles(enrol_per_address=Throttle(burst=10 * members, period_s=3600),
                          code_per_address=Throttle(burst=10 * members, period_s=3600))
         grocer = local.add_brand("grocery", BrandTerms("Bench Grocery", rate=10, credit_limit=10**9, collateral=10**15), throttles=many)
-        cafe = local.add_brand("cafe", BrandTerms("Bench Cafe", rate=50, credit_limit=10**9, collateral=10**15), throttles=many)
+        cafe = local.add_brand("cafe", BrandTerms("Bench Cafe", rate=50, credit_limit=10**9, collateral=10**15), database_url,
+                               throttles=many)
         requests = []
         for i in range(members):
             wallet = Account.create()
@@ -179,7 +180,7 @@ def redemptions(members: int = REDEEMING_MEMBERS, per_member: int = 4) -> dict:
         s = cafe.gateway.settings
         server = Server({"GATEWAY_BRAND_ID": s.brand_id, "GATEWAY_BRAND_NAME": s.brand_name, "GATEWAY_DATABASE_URL": s.database_url,
                          "GATEWAY_KEYS_DIR": str(s.keys_dir), "GATEWAY_MANIFEST": str(s.manifest), "GATEWAY_CHAIN_URL": anvil_url,
-                         "GATEWAY_OUTBOX_INTERVAL_S": "0", "GATEWAY_ANCHOR_INTERVAL_S": "0"})
+                         "GATEWAY_OUTBOX_INTERVAL_S": "0", "GATEWAY_ANCHOR_INTERVAL_S": "0"}, workers)
         try:
             result = load(server.url, "/v1/me/redemptions", {}, requests, seconds=300, concurrency=REDEMPTION_CONCURRENCY, once=True)
         finally:

@@ -79,9 +79,9 @@ async def exchange(body: ExchangeRequest, response: Response, key: str = Depends
             return row.exchange_ref, replayed
 
     ref, replayed = await run_in_threadpool(accept)
-    row = await alliance.settle(gw, alliance.EXCHANGE_JOB, ref)
-    response.status_code = status.HTTP_200_OK if replayed else (status.HTTP_202_ACCEPTED if row.status == "pending" else status.HTTP_201_CREATED)
-    return _exchange_out(row, replayed)
+    out = await alliance.settle(gw, alliance.EXCHANGE_JOB, ref, lambda session, row: _exchange_out(row, replayed))
+    response.status_code = status.HTTP_200_OK if replayed else (status.HTTP_202_ACCEPTED if out.status == "pending" else status.HTTP_201_CREATED)
+    return out
 
 
 @router.get("/exchanges/{exchange_ref}", response_model=ExchangeResponse, responses=problems(*AUTH, 404, 503),
@@ -111,19 +111,18 @@ async def redeem(body: Authorisation, response: Response, who: Principal = Depen
     auth = RedemptionAuth(body.owner, body.brand, body.amount, body.nonce, body.deadline, bytes.fromhex(body.signature[2:]))
 
     def accept() -> tuple[str, bool]:
+        now = gw.now()
+        verified = alliance.verify_redemption(gw, auth, now)  # before the write lock: it is pure CPU
         quote = alliance.quote_or_none(gw)
         with transaction(gw.sessions) as session:
-            row, replayed = alliance.accept_redemption(session, gw, own_member(session, who), auth, gw.now(), quote)
+            row, replayed = alliance.accept_redemption(session, gw, own_member(session, who), verified, now, quote)
             return row.redemption_ref, replayed
 
-    def balance(member_id: int) -> int:
-        with reading(gw.sessions) as session:
-            return session.get(Member, member_id).balance
-
     ref, replayed = await run_in_threadpool(accept)
-    row = await alliance.settle(gw, alliance.REDEMPTION_JOB, ref)
-    response.status_code = status.HTTP_200_OK if replayed else (status.HTTP_202_ACCEPTED if row.status == "pending" else status.HTTP_201_CREATED)
-    return _redemption_out(row, await run_in_threadpool(balance, row.member_id), replayed)
+    out = await alliance.settle(gw, alliance.REDEMPTION_JOB, ref,
+                                lambda session, row: _redemption_out(row, session.get(Member, row.member_id).balance, replayed))
+    response.status_code = status.HTTP_200_OK if replayed else (status.HTTP_202_ACCEPTED if out.status == "pending" else status.HTTP_201_CREATED)
+    return out
 
 
 @router.get("/redemptions/{redemption_ref}", response_model=RedemptionResponse, responses=problems(*AUTH, 404, 503),

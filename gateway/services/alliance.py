@@ -6,7 +6,10 @@ from __future__ import annotations
 import logging
 import secrets
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 from eth_account import Account
 from eth_account.messages import encode_defunct, encode_typed_data
@@ -32,6 +35,7 @@ log = logging.getLogger("gateway")
 CHALLENGE_TTL = timedelta(minutes=10)
 SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 RETRY_CHAIN_S = 5  # what a 503 for an unreachable chain tells the client to wait
+T = TypeVar("T")
 
 
 def canonical_signature(signature: bytes) -> None:
@@ -202,24 +206,24 @@ def retry_pending(gw: Gateway) -> dict[str, int]:
                                    for job in (EXCHANGE_JOB, REDEMPTION_JOB))}
 
 
-async def settle(gw: Gateway, job: ChainJob, ref: str):
+async def settle(gw: Gateway, job: ChainJob, ref: str, view: Callable[[Session, object], T]) -> T:
     """Wait for the brand's sender to take the row as far as it can now, and turn its outcome into the
-    API's answer: the row (confirmed, or still pending), or why not."""
+    API's answer: `view` of the row (confirmed, or still pending) in one read, or why not."""
     try:
         await sender(gw).settle(job, ref)
     except ChainError:
         log.warning("%s %s: the chain is unreachable; kept for the outbox", job.name, ref, exc_info=True)
         raise ChainUnavailable("the alliance chain cannot be reached; the operation is kept and completed when it can be "
                                "(look it up by its ref)", ref=ref, retry_after_s=RETRY_CHAIN_S) from None
-    row = await run_in_threadpool(_read, gw, job, ref)
-    if row.status == "failed":
-        raise ChainRejected(f"the alliance contracts refused it: {row.failure}", ref=ref)
-    return row
+    return await run_in_threadpool(_read, gw, job, ref, view)
 
 
-def _read(gw: Gateway, job: ChainJob, ref: str):
+def _read(gw: Gateway, job: ChainJob, ref: str, view: Callable[[Session, object], T]) -> T:
     with reading(gw.sessions) as session:
-        return session.scalars(select(job.model).where(getattr(job.model, job.ref_column) == ref)).one()
+        row = session.scalars(select(job.model).where(getattr(job.model, job.ref_column) == ref)).one()
+        if row.status == "failed":
+            raise ChainRejected(f"the alliance contracts refused it: {row.failure}", ref=ref)
+        return view(session, row)
 
 
 # ---------------------------------------------------------------- redemption (AP -> brand points here)
@@ -282,10 +286,16 @@ REDEMPTION_JOB = ChainJob(Redemption, "redemption_ref", lambda row: None, _redem
                           _redemption_search, _redemptions_succeed, _redemption_fail)
 
 
-def accept_redemption(session: Session, gw: Gateway, member: Member, auth: RedemptionAuth, now: datetime,
-                      quote: tuple[int, int] | None = None) -> tuple[Redemption, bool]:
-    """Check a member's signed authorisation here (a clear 4xx, no gas spent on a bad one) and queue it.
-    `quote` as for `request_exchange`."""
+@dataclass(frozen=True)
+class VerifiedRedemption:
+    """A member's authorisation whose signature was checked, by `verify_redemption`."""
+    auth: RedemptionAuth
+    owner: str  # the signer, checksummed
+
+
+def verify_redemption(gw: Gateway, auth: RedemptionAuth, now: datetime) -> VerifiedRedemption:
+    """Check a member's signed authorisation here (a clear 4xx, no gas spent on a bad one). Pure CPU,
+    so a request does it before its write transaction, not while holding the write lock."""
     if to_checksum_address(auth.brand) != gw.brand_address:
         raise GatewayError("the authorisation names another brand")
     if auth.amount <= 0:
@@ -301,7 +311,14 @@ def accept_redemption(session: Session, gw: Gateway, member: Member, auth: Redem
         raise GatewayError("malformed signature") from None
     if signer != to_checksum_address(auth.owner):
         raise Forbidden("the signature is not by the owner of the points")
-    owner, nonce = to_checksum_address(auth.owner), str(auth.nonce)
+    return VerifiedRedemption(auth, signer)
+
+
+def accept_redemption(session: Session, gw: Gateway, member: Member, verified: VerifiedRedemption, now: datetime,
+                      quote: tuple[int, int] | None = None) -> tuple[Redemption, bool]:
+    """Queue a verified authorisation for the brand's sender. `quote` as for `request_exchange`."""
+    auth = verified.auth
+    owner, nonce = verified.owner, str(auth.nonce)
     existing = session.scalars(select(Redemption).where(Redemption.owner == owner, Redemption.nonce == nonce)
                                .with_for_update()).first()
     if existing is not None and existing.status != "failed":

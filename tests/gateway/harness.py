@@ -259,7 +259,8 @@ def queue_exchange(brand, m, ap: int, key: str) -> str:
 
 def queue_redemption(brand, m, auth: dict) -> str:
     with transaction(brand.gw.sessions) as session:
-        row, _ = chain_ops.accept_redemption(session, brand.gw, _member_row(session, m), RedemptionAuth.from_dict(auth), brand.gw.now())
+        row, _ = chain_ops.accept_redemption(session, brand.gw, _member_row(session, m),
+                                            chain_ops.verify_redemption(brand.gw, RedemptionAuth.from_dict(auth), brand.gw.now()), brand.gw.now())
         return row.redemption_ref
 
 
