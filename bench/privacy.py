@@ -10,6 +10,8 @@ Keys (targets in brackets):
   proof_verify_us                      one inclusion proof, 1M-leaf tree     [<= 50 us]
   receipts_per_s                       sign+verify pairs, one thread         [>= 5,000]
   receipts_per_s_all_cores             the same, one thread per core         (throughput of a gateway)
+  kek_rotation_s_100k                  re-wrap 100,000 data keys in the local key store under a new
+                                       KEK and destroy the old one           [<= 10 s]
 Each figure is the best of a few repeats, so a busy machine shows up as noise
 rather than as a systematic bias; ``load_avg_1m`` records how busy it was.
 """
@@ -156,6 +158,23 @@ def bench_receipts(threads: int = 1) -> float:
     return len(receipts) / best_seconds(run)
 
 
+def bench_kek_rotation(count: int = 100_000) -> float:
+    """One rotation of a LocalKeyStore holding `count` data keys (seconds; one run: it is long)."""
+    import tempfile
+
+    from privacy.keystore import LocalKeyStore
+
+    with tempfile.TemporaryDirectory() as tmp:
+        store = LocalKeyStore(Path(tmp))
+        vault = Vault(*store.keks(), reload=store.keks)
+        store.put_many([(f"member-{i}", vault.new_data_key(f"member-{i}")) for i in range(count)])
+        start = time.perf_counter()
+        rotation = store.rotate(vault)
+        seconds = time.perf_counter() - start
+        assert rotation is not None and rotation.rewrapped == count and store.keks()[1] == rotation.new_kek_id
+        return seconds
+
+
 def main() -> None:
     rng = random.Random(20250101)
     hashed, full = bench_pseudonyms(rng)
@@ -163,6 +182,7 @@ def main() -> None:
     root_s, verify_us = bench_merkle(rng)
     receipts = bench_receipts()
     receipts_cores = bench_receipts(threads=os.cpu_count() or 1)
+    rotation_s = bench_kek_rotation()
     print(
         json.dumps(
             {
@@ -173,6 +193,7 @@ def main() -> None:
                 "proof_verify_us": round(verify_us, 2),
                 "receipts_per_s": round(receipts),  # one thread
                 "receipts_per_s_all_cores": round(receipts_cores),
+                "kek_rotation_s_100k": round(rotation_s, 2),
                 "cores": os.cpu_count(),
                 # Context for the figures: on a shared 2-core machine other jobs move them.
                 "load_avg_1m": os.getloadavg()[0],

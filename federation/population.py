@@ -11,7 +11,7 @@ brand's key and appended to the brand's hash-chained consent log, exactly as
 What is *not* simulated, on purpose:
 
 * **No PII.** Simulated members are not a real enrolment: they get a random ``member_ref`` and no
-  ``member_identifiers`` / ``data_keys`` / ``pii_fields`` rows (encrypting a fake name for 100,000
+  ``member_identifiers`` / ``pii_fields`` rows and no data key (encrypting a fake name for 100,000
   members through the vault would cost minutes and teach the models nothing).  They cannot log
   in; everything else (ledger, consents, purchases, tiers, alliance activity) is complete.
 * Exchanges and redemptions are recorded as *confirmed history* (``status = confirmed``, no

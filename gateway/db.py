@@ -45,6 +45,8 @@ def make_engine(url: str) -> Engine:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
+            # Deleted content is overwritten, not left in free pages for a forensic read (erasure).
+            cursor.execute("PRAGMA secure_delete=ON")
             # 16 MiB of page cache per connection (SQLite's default is 2): the indexes a purchase
             # writes (idempotency keys, refs, member/time) then stay in memory; ~15% more ingest.
             cursor.execute("PRAGMA cache_size=-16384")
@@ -117,6 +119,21 @@ def _checkpoint_in_background(engine: Engine, database: str) -> None:
                 conn.close()
 
     threading.Thread(target=run, name=f"sqlite-checkpoint {database}", daemon=True).start()
+
+
+def scrub_wal(engine: Engine) -> bool:
+    """After an erasure or a key rotation: copy SQLite's WAL into the database and truncate it to zero
+    bytes, so the WAL keeps no image of a page from before (the database file's deleted content is
+    already overwritten: secure_delete). False if a reader held it back (the background checkpoint
+    and the next scrub finish it). PostgreSQL: nothing to do here (see the README on VACUUM)."""
+    if engine.dialect.name != "sqlite":
+        return True
+    raw = engine.raw_connection()  # autocommit (isolation_level None): a checkpoint runs outside a transaction
+    try:
+        busy, _, _ = raw.driver_connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    finally:
+        raw.close()
+    return busy == 0
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

@@ -2,8 +2,9 @@
 
 Privacy: no raw identifier is stored. A member is found through `member_identifiers` by keyed
 pseudonym (HMAC with a versioned pepper); name and contact live only encrypted in `pii_fields` under
-a per-member data key (`data_keys`), so erasure destroys that key and those rows while the
-pseudonymous ledger, keyed by the random `member_ref`, stays and still balances.
+a per-member data key kept apart, in the brand's key store (privacy/keystore.py), so erasure destroys
+that key and those rows while the pseudonymous ledger, keyed by the random `member_ref`, stays and
+still balances.
 """
 
 from __future__ import annotations
@@ -107,14 +108,6 @@ class MemberIdentifier(Base):
     pseudonym: Mapped[str] = mapped_column(String(80), primary_key=True)  # "v<pepper>.<hmac hex>"
     member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), index=True)
     kind: Mapped[str] = mapped_column(String(8))  # phone | email | card
-
-
-class DataKey(Base):
-    __tablename__ = "data_keys"
-
-    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), primary_key=True)
-    kek_id: Mapped[str] = mapped_column(String(64))
-    record: Mapped[str] = mapped_column(Text)  # WrappedKey.to_record() as JSON
 
 
 class PiiField(Base):
@@ -366,7 +359,7 @@ class Exchange(ChainOperation, Base):
     idempotency_key: Mapped[str] = mapped_column(String(160), unique=True)
     request_hash: Mapped[str] = mapped_column(String(64))
     member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), index=True)
-    wallet_address: Mapped[str] = mapped_column(String(42))
+    wallet_address: Mapped[str | None] = mapped_column(String(42), nullable=True)  # None once the member is erased
     ap_amount: Mapped[int] = mapped_column(BigInteger)
     brand_points: Mapped[int] = mapped_column(BigInteger)
     rate: Mapped[int] = mapped_column(BigInteger)
@@ -385,11 +378,11 @@ class Redemption(ChainOperation, Base):
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     redemption_ref: Mapped[str] = mapped_column(String(36), unique=True)
     member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), index=True)
-    owner: Mapped[str] = mapped_column(String(42))
+    owner: Mapped[str | None] = mapped_column(String(42), nullable=True)  # None once the member is erased
     nonce: Mapped[str] = mapped_column(String(78))  # uint256 as decimal text
     deadline: Mapped[int] = mapped_column(BigInteger)
     ap_amount: Mapped[int] = mapped_column(BigInteger)
-    signature: Mapped[str] = mapped_column(String(200))
+    signature: Mapped[str | None] = mapped_column(String(200), nullable=True)  # None once the member is erased
     reward_points: Mapped[int] = mapped_column(BigInteger)
     rate: Mapped[int] = mapped_column(BigInteger)
     rate_version: Mapped[int] = mapped_column(Integer)

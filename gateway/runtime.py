@@ -28,6 +28,7 @@ from privacy.keys import (
     load_signing_key,
 )
 from privacy.pseudonyms import Pseudonymiser
+from privacy.keystore import KeyStore, LocalKeyStore, destroy_file
 from privacy.vault import Vault
 
 from .db import Base, make_engine, make_sessionmaker
@@ -49,6 +50,16 @@ def ensure_key_files(keys_dir: Path) -> None:
             fh.write("0x" + secrets.token_hex(32) + "\n")
 
 
+def open_keystore(keys_dir: Path) -> LocalKeyStore:
+    """The brand's data-key store in its keys directory. A KEK of an earlier layout (kek.key) becomes
+    the store's first KEK and its file is destroyed, so a rotation leaves no copy of it behind."""
+    legacy = keys_dir / KEK_FILE
+    store = LocalKeyStore(keys_dir, load_kek(legacy) if legacy.exists() else None)
+    if legacy.exists() and load_kek(legacy).kek_id in store.keks()[0]:
+        destroy_file(legacy)
+    return store
+
+
 def load_peppers(keys_dir: Path) -> dict[int, bytes]:
     """pepper.key is version 1; a rotation adds pepper.v2.key, pepper.v3.key, ... (newest is current)."""
     peppers = {1: load_pepper(keys_dir / PEPPER_FILE)}
@@ -66,6 +77,7 @@ class Gateway:
     sessions: sessionmaker[Session]
     pseudonymiser: Pseudonymiser
     vault: Vault
+    keystore: KeyStore  # the members' data keys, apart from this database (privacy/keystore.py)
     signing_key: SigningKey
     chain_account: LocalAccount
     alliance: Alliance | None  # None when the gateway runs without a chain (brand-local points only)
@@ -98,14 +110,14 @@ def build_gateway(settings: GatewaySettings, chain: Chain | None = None, create_
     keys_dir = settings.keys_dir
     ensure_key_files(keys_dir)
     peppers = load_peppers(keys_dir)
-    kek = load_kek(keys_dir / KEK_FILE)
+    keystore = open_keystore(keys_dir)
     if settings.database_url.startswith("sqlite:///"):
         Path(settings.database_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     engine = make_engine(settings.database_url)
     if create_schema:
         from .migrations import upgrade_to_head
 
-        upgrade_to_head(engine)
+        upgrade_to_head(engine, keystore)
     alliance = None
     if settings.manifest is not None:
         chain = chain or connect(settings.chain_url)
@@ -115,7 +127,8 @@ def build_gateway(settings: GatewaySettings, chain: Chain | None = None, create_
         engine=engine,
         sessions=make_sessionmaker(engine),
         pseudonymiser=Pseudonymiser(peppers, max(peppers), default_region=settings.default_region),
-        vault=Vault({kek.kek_id: kek}, kek.kek_id),
+        vault=Vault(*keystore.keks(), reload=keystore.keks),
+        keystore=keystore,
         signing_key=load_signing_key(keys_dir / SIGNING_KEY_FILE),
         chain_account=Account.from_key((keys_dir / CHAIN_KEY_FILE).read_text().strip()),
         alliance=alliance,

@@ -129,6 +129,9 @@ class GatewaySettings(BaseSettings):
     purchases_per_member_per_minute: int = Field(10, ge=1)  # anti-farming: a burst of this many, then one per minute / this
     anchor_interval_s: int = Field(3600, ge=0)  # 0 turns scheduled anchoring off
     outbox_interval_s: float = Field(5.0, ge=0)  # 0 turns the background retry worker off
+    # The KEK wrapping the members' data keys is replaced this often, and the old one destroyed: an
+    # erasure is final (no copy of the erased key decrypts, in any file or backup) within this. 0: never.
+    kek_rotation_s: int = Field(86_400, ge=0)
     chain_batch_max: int = Field(100, ge=1, le=500)  # rows per chain transaction (a block holds ~600 redemptions)
     releases_dir: Path | None = None  # released alliance models (federation.releases) for campaign targeting
     # The request guard (gateway/guard.py): body sizes and JSON depth, refused before parsing.

@@ -41,7 +41,7 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -263,40 +263,58 @@ class Vault:
         *,
         cache_size: int = 1024,
         cache_ttl: float = 60.0,
+        reload: Callable[[], tuple[Mapping[str, KeyEncryptionKey], str]] | None = None,
     ) -> None:
+        if cache_size < 0 or cache_ttl <= 0:
+            raise VaultError("cache_size must be >= 0 and cache_ttl > 0")
+        self._cache = _DataKeyCache(cache_size, cache_ttl)
+        self._reload = reload
+        self.load_keks(keks, current_kek_id)
+
+    def load_keks(self, keks: Mapping[str, KeyEncryptionKey], current_kek_id: str) -> None:
+        """Hold exactly ``keks`` from now on (a KEK left out is forgotten, with every data key
+        cached under it), wrapping new data keys under ``current_kek_id``."""
         if not keks:
             raise KeyMaterialError("at least one key-encryption key is required")
-        self._keks: dict[str, AESGCM] = {}
+        ciphers: dict[str, AESGCM] = {}
         for kek_id, kek in keks.items():
             if not isinstance(kek, KeyEncryptionKey):
                 raise KeyMaterialError("keks must map ids to KeyEncryptionKey objects")
             if kek_id != kek.kek_id:
                 raise KeyMaterialError(f"kek mapping key {kek_id!r} differs from the key's own id")
-            self._keks[kek_id] = AESGCM(kek.key)
-        if current_kek_id not in self._keks:
+            ciphers[kek_id] = AESGCM(kek.key)
+        if current_kek_id not in ciphers:
             raise KeyMaterialError(f"current KEK {current_kek_id!r} is not among the keys")
-        if cache_size < 0 or cache_ttl <= 0:
-            raise VaultError("cache_size must be >= 0 and cache_ttl > 0")
-        self._current = current_kek_id
-        self._cache = _DataKeyCache(cache_size, cache_ttl)
+        self._ring = (ciphers, current_kek_id)  # one attribute: a reload swaps both at once
+        self._cache.clear()
+
+    def refresh(self) -> None:
+        """Read the KEKs again from where they are kept (another process rotated them)."""
+        if self._reload is not None:
+            self.load_keks(*self._reload())
 
     @property
     def current_kek_id(self) -> str:
         """The KEK new data keys are wrapped under."""
-        return self._current
+        return self._ring[1]
 
     def __repr__(self) -> str:
-        return f"Vault(kek_ids={sorted(self._keks)}, current={self._current!r})"
+        keks, current = self._ring
+        return f"Vault(kek_ids={sorted(keks)}, current={current!r})"
 
     # -- data keys ---------------------------------------------------------
 
     def _wrap(self, dek: bytes, dek_id: str, member_ref: bytes) -> WrappedKey:
         nonce = os.urandom(_NONCE_BYTES)
-        aad = _frame(_WRAP_LABEL, member_ref, dek_id.encode(), self._current.encode())
-        return WrappedKey(dek_id, self._current, nonce + self._keks[self._current].encrypt(nonce, dek, aad))
+        keks, current = self._ring
+        aad = _frame(_WRAP_LABEL, member_ref, dek_id.encode(), current.encode())
+        return WrappedKey(dek_id, current, nonce + keks[current].encrypt(nonce, dek, aad))
 
     def _unwrap_raw(self, wrapped: WrappedKey, member_ref: bytes) -> bytes:
-        kek = self._keks.get(wrapped.kek_id)
+        kek = self._ring[0].get(wrapped.kek_id)
+        if kek is None and self._reload is not None:
+            self.refresh()
+            kek = self._ring[0].get(wrapped.kek_id)
         if kek is None:
             raise UnknownKeyError(f"data key is wrapped under unknown KEK {wrapped.kek_id!r}")
         aad = _frame(_WRAP_LABEL, member_ref, wrapped.dek_id.encode(), wrapped.kek_id.encode())
@@ -331,7 +349,7 @@ class Vault:
         """
         if wrapped is None:
             raise KeyShreddedError("the member's data key has been shredded")
-        if wrapped.kek_id == self._current:
+        if wrapped.kek_id == self._ring[1]:
             return wrapped
         ref = _text("member_ref", member_ref)
         return self._wrap(self._unwrap_raw(wrapped, ref), wrapped.dek_id, ref)

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Iterator
 
 from sqlalchemy import create_engine, select
@@ -46,7 +46,7 @@ class Entry:
     kind: str  # exchange | redemption
     key: str
     amount: int
-    account: str  # the member's wallet (exchange) or the AP owner (redemption)
+    account: str | None  # the member's wallet (exchange) or the AP owner (redemption); None once the member is erased
     status: str = "confirmed"  # ledger: confirmed | refunded | pending | failed; chain: confirmed
     local_ref: str | None = None  # the gateway's own id, or the chain tx hash
     refunded: int = 0  # chain: AP refunded for this redemption
@@ -58,6 +58,10 @@ class Entry:
 
 def redemption_key(owner: str, nonce: int | str) -> str:
     return f"{checksum(owner)}:{int(nonce)}"
+
+
+def erased_redemption_key(tx_hash: str | None, nonce: int | str) -> str:
+    return f"tx:{(tx_hash or '').lower()}:{int(nonce)}"
 
 
 # ---------------------------------------------------------------------------------------- ledger side
@@ -77,10 +81,12 @@ class GatewayDatabase:
 
         with self.engine.connect() as conn:
             for ref, amount, wallet, status in conn.execute(select(Exchange.exchange_ref, Exchange.ap_amount, Exchange.wallet_address, Exchange.status)):
-                yield Entry("exchange", ref.lower().removeprefix("0x"), int(amount), checksum(wallet), status, ref)
-            for ref, owner, nonce, amount, status in conn.execute(select(Redemption.redemption_ref, Redemption.owner, Redemption.nonce,
-                                                                         Redemption.ap_amount, Redemption.status)):
-                yield Entry("redemption", redemption_key(owner, nonce), int(amount), checksum(owner), status, ref)
+                yield Entry("exchange", ref.lower().removeprefix("0x"), int(amount), wallet and checksum(wallet), status, ref)
+            for ref, owner, nonce, tx_hash, amount, status in conn.execute(select(
+                    Redemption.redemption_ref, Redemption.owner, Redemption.nonce, Redemption.tx_hash, Redemption.ap_amount, Redemption.status)):
+                # An erased member's redemption keeps no owner: it is found by its transaction and nonce.
+                key = redemption_key(owner, nonce) if owner else erased_redemption_key(tx_hash, nonce)
+                yield Entry("redemption", key, int(amount), owner and checksum(owner), status, ref)
 
 
 class ListLedger:
@@ -147,6 +153,9 @@ class BrandReconciliation:
 
 def compare(brand: str, name: str, ledger: Iterable[Entry], chain: Iterable[Entry]) -> BrandReconciliation:
     result = BrandReconciliation(brand, name)
+    chain = list(chain)
+    by_tx = {erased_redemption_key(e.local_ref, e.key.split(":")[1]): e.key for e in chain if e.kind == "redemption"}
+    ledger = [replace(e, key=by_tx.get(e.key, e.key)) if e.key.startswith("tx:") else e for e in ledger]
     ledger_by: dict[tuple[str, str], list[Entry]] = defaultdict(list)
     chain_by: dict[tuple[str, str], list[Entry]] = defaultdict(list)
     pending = done = 0
@@ -176,7 +185,7 @@ def compare(brand: str, name: str, ledger: Iterable[Entry], chain: Iterable[Entr
             issues.append({"kind": "missing_on_chain", "entry": kind, "key": key, "ledger": mine.to_dict()})
             continue
         theirs = on_chain[0]
-        fields = [f for f in ("amount", "account") if getattr(mine, f) != getattr(theirs, f)]
+        fields = [f for f in ("amount", "account") if getattr(mine, f) is not None and getattr(mine, f) != getattr(theirs, f)]
         if fields:
             issues.append({"kind": "different", "entry": kind, "key": key, "fields": fields, "ledger": mine.to_dict(),
                            "chain": theirs.to_dict()})

@@ -77,7 +77,7 @@ def run_maintenance(gw: Gateway, actor: str) -> dict:
         expired = ledger.expire_due(session, now)
         tiers.start_grace_where_due(session, gw.settings, now)
         downgraded = tiers.review(session, gw.settings, now)
-        enrolments = enrolment.expire(session, now)
+        enrolments = enrolment.expire(session, gw, now)
         throttle.forget_idle(session, now)
         audit.record(session, actor, "maintenance", now, expired=expired, downgraded=downgraded, enrolments_expired=enrolments)
     chain = alliance.retry_pending(gw) if gw.alliance else {}

@@ -23,8 +23,7 @@ def export_mine(who: Principal = Depends(allow("member")), gw: Gateway = Depends
 
 @router.post("/me/erasure", responses=problems(*AUTH, 409, 503), summary="Erase the member's personal data (crypto-shredding); the pseudonymous ledger stays")
 def erase_mine(who: Principal = Depends(allow("member")), gw: Gateway = Depends(gateway)) -> dict:
-    with transaction(gw.sessions) as session:
-        return rights.erase(session, gw, own_member(session, who), who.subject, gw.now())
+    return rights.erase_now(gw, lambda session: own_member(session, who), who.subject)
 
 
 @router.get("/members/{member_ref}/export", responses=problems(*AUTH, 404, 503),
@@ -39,5 +38,4 @@ def export_member(member_ref: str = MemberRefPath, who: Principal = Depends(allo
 @router.post("/members/{member_ref}/erasure", responses=problems(*AUTH, 404, 409, 503),
              summary="Erase on a member's request made through another channel (operator)")
 def erase_member(member_ref: str = MemberRefPath, who: Principal = Depends(allow("operator")), gw: Gateway = Depends(gateway)) -> dict:
-    with transaction(gw.sessions) as session:
-        return rights.erase(session, gw, members.get_by_ref(session, member_ref), who.subject, gw.now())
+    return rights.erase_now(gw, lambda session: members.get_by_ref(session, member_ref), who.subject)

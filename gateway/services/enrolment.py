@@ -22,10 +22,9 @@ from base64 import b64decode, b64encode
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
-from sqlalchemy import delete
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from privacy.vault import WrappedKey
 
 from ..db import as_utc, transaction
 from ..errors import CodeInvalid, Conflict, GatewayError, NotFound, NotifierDown
@@ -67,7 +66,7 @@ def start(gw: Gateway, *, identifiers: dict[str, str], name: str, birthday: date
     # The expensive, identical work outside any write transaction: the passphrase hash, the sealing.
     passphrase_hash = members.hash_passphrase(passphrase)
     member_ref = str(uuid.uuid4())
-    wrapped, ciphertexts = members.seal(gw, member_ref, identifiers, name, birthday)
+    ciphertexts = members.seal(gw, member_ref, identifiers, name, birthday)
     enrolment_id = str(uuid.uuid4())
     codes = {kind: f"{secrets.randbelow(10**6):06d}" for kind in identifiers}
     expires_at = now + timedelta(seconds=s.enrolment_code_ttl_s)
@@ -75,7 +74,7 @@ def start(gw: Gateway, *, identifiers: dict[str, str], name: str, birthday: date
         enrolled = {kind: members.find_by_identifier(session, gw, kind, value) is not None for kind, value in identifiers.items()}
         session.add(PendingEnrolment(id=enrolment_id, member_ref=member_ref, pseudonyms=json.dumps(pseudonyms),
                             code_hashes=json.dumps({k: _code_hash(enrolment_id, k, c) for k, c in codes.items()}),
-                            sealed=json.dumps({"key": wrapped.to_record(), "fields": {f: b64encode(c).decode() for f, c in ciphertexts.items()}}),
+                            sealed=json.dumps({"fields": {f: b64encode(c).decode() for f, c in ciphertexts.items()}}),
                             passphrase_hash=passphrase_hash, birth_month=birthday.month if birthday else None,
                             jurisdiction=jurisdiction or s.jurisdiction, channel=channel, attempts=0, created_at=now,
                             expires_at=expires_at))
@@ -119,7 +118,7 @@ def verify(gw: Gateway, enrolment_id: str, codes: dict[str, str], client: str, n
 def _check(session: Session, gw: Gateway, pending: PendingEnrolment | None, codes: dict[str, str], now: datetime):
     if pending is None or as_utc(pending.expires_at) <= now:
         if pending is not None:
-            session.delete(pending)  # its sealed data goes with its key
+            _discard(session, gw, pending)
         return NotFound("no such enrolment, or it has expired: enrol again")
     expected = json.loads(pending.code_hashes)
     matches = [hmac.compare_digest(expected[kind], _code_hash(pending.id, kind, codes.get(kind, ""))) for kind in sorted(expected)]
@@ -127,14 +126,13 @@ def _check(session: Session, gw: Gateway, pending: PendingEnrolment | None, code
         pending.attempts += 1
         left = gw.settings.enrolment_code_attempts - pending.attempts
         if left <= 0:
-            session.delete(pending)
+            _discard(session, gw, pending)
             return CodeInvalid("the code does not match, and no attempts are left: enrol again", attempts_left=0)
         return CodeInvalid(f"a code does not match; {left} attempt{'s' if left > 1 else ''} left", attempts_left=left)
     sealed = json.loads(pending.sealed)
     session.delete(pending)
     try:
         return members.create(session, gw, member_ref=pending.member_ref, pseudonyms=json.loads(pending.pseudonyms),
-                              wrapped=WrappedKey.from_record(sealed["key"]),
                               ciphertexts={f: b64decode(c) for f, c in sealed["fields"].items()},
                               birth_month=pending.birth_month, passphrase_hash=pending.passphrase_hash,
                               jurisdiction=pending.jurisdiction, channel=pending.channel,
@@ -144,6 +142,15 @@ def _check(session: Session, gw: Gateway, pending: PendingEnrolment | None, code
         return Conflict("you already have an account with one of these identifiers: log in instead")
 
 
-def expire(session: Session, now: datetime) -> int:
+def _discard(session: Session, gw: Gateway, pending: PendingEnrolment) -> None:
+    """Forget an enrolment: its sealed data, and the data key in the key store that opens it."""
+    gw.keystore.delete(pending.member_ref)
+    session.delete(pending)
+
+
+def expire(session: Session, gw: Gateway, now: datetime) -> int:
     """Maintenance: forget enrolments nobody verified in time (their sealed data with their key)."""
-    return session.execute(delete(PendingEnrolment).where(PendingEnrolment.expires_at <= now)).rowcount
+    expired = session.scalars(select(PendingEnrolment).where(PendingEnrolment.expires_at <= now)).all()
+    for pending in expired:
+        _discard(session, gw, pending)
+    return len(expired)

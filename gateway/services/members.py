@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -19,11 +18,12 @@ from sqlalchemy.orm import Session
 from privacy.errors import PrivacyError
 from privacy.masking import mask_card, mask_email, mask_name, mask_phone
 from privacy.receipts import LawfulBasis, Purpose
+from privacy.keystore import StaleKek
 from privacy.vault import WrappedKey
 
 from ..db import as_utc, reading, transaction
 from ..errors import Conflict, GatewayError, MemberNotActive, NotFound, RateLimited, Unauthorised
-from ..models import DataKey, Member, MemberIdentifier, MemberToken, PiiField
+from ..models import Member, MemberIdentifier, MemberToken, PiiField
 from ..runtime import Gateway
 from . import audit, consent, ledger, throttle
 
@@ -130,16 +130,25 @@ def check_birthday(birthday: date | None, now: datetime) -> None:
         raise GatewayError(f"birthday is more than {MAX_AGE_YEARS} years ago")
 
 
-def seal(gw: Gateway, member_ref: str, identifiers: dict[str, str], name: str, birthday: date | None) -> tuple[WrappedKey, dict[str, bytes]]:
-    """Personal data encrypted under a new data key for `member_ref` (the vault's envelope)."""
-    wrapped = gw.vault.new_data_key(member_ref)
+def seal(gw: Gateway, member_ref: str, identifiers: dict[str, str], name: str, birthday: date | None) -> dict[str, bytes]:
+    """Personal data encrypted under a new data key for `member_ref`; the key goes to the brand's key
+    store (apart from this database, so a copy of the database alone decrypts nothing)."""
+    for _ in range(3):
+        wrapped = gw.vault.new_data_key(member_ref)
+        try:
+            gw.keystore.put(member_ref, wrapped)
+            break
+        except StaleKek:
+            gw.vault.refresh()  # another process rotated the KEK meanwhile: wrap under the new one
+    else:
+        raise StaleKek("the key-encryption key keeps changing; try again")
     pii = {"name": name, **{kind: gw.pseudonymiser.normalise(kind, value) for kind, value in identifiers.items()}}
     if birthday:
         pii["birthday"] = birthday.isoformat()
-    return wrapped, gw.vault.encrypt_fields(wrapped, member_ref, pii)
+    return gw.vault.encrypt_fields(wrapped, member_ref, pii)
 
 
-def create(session: Session, gw: Gateway, *, member_ref: str, pseudonyms: dict[str, list[str]], wrapped: WrappedKey,
+def create(session: Session, gw: Gateway, *, member_ref: str, pseudonyms: dict[str, list[str]],
            ciphertexts: dict[str, bytes], birth_month: int | None, passphrase_hash: str | None, jurisdiction: str | None,
            channel: str, identity_proof: str, now: datetime) -> Enrolment:
     """The member, from identifiers already proven (pseudonymised: kind -> its pseudonyms, current
@@ -157,7 +166,6 @@ def create(session: Session, gw: Gateway, *, member_ref: str, pseudonyms: dict[s
     session.flush()
     for kind, candidates in pseudonyms.items():
         session.add(MemberIdentifier(pseudonym=candidates[0], member_id=member.id, kind=kind))
-    session.add(DataKey(member_id=member.id, kek_id=wrapped.kek_id, record=json.dumps(wrapped.to_record())))
     for field, ciphertext in ciphertexts.items():
         session.add(PiiField(member_id=member.id, field=field, ciphertext=ciphertext))
     # Minimal by default: only what running the programme needs, on the contract itself.
@@ -177,11 +185,15 @@ def enrol(session: Session, gw: Gateway, *, identifiers: dict[str, str], name: s
     check_birthday(birthday, now)
     pseudonyms = pseudonymise(gw, identifiers)
     member_ref = str(uuid.uuid4())
-    wrapped, ciphertexts = seal(gw, member_ref, identifiers, name, birthday)
-    return create(session, gw, member_ref=member_ref, pseudonyms=pseudonyms, wrapped=wrapped, ciphertexts=ciphertexts,
-                  birth_month=birthday.month if birthday else None,
-                  passphrase_hash=hash_passphrase(passphrase) if passphrase else None, jurisdiction=jurisdiction,
-                  channel=channel, identity_proof="staff", now=now)
+    ciphertexts = seal(gw, member_ref, identifiers, name, birthday)
+    try:
+        return create(session, gw, member_ref=member_ref, pseudonyms=pseudonyms, ciphertexts=ciphertexts,
+                      birth_month=birthday.month if birthday else None,
+                      passphrase_hash=hash_passphrase(passphrase) if passphrase else None, jurisdiction=jurisdiction,
+                      channel=channel, identity_proof="staff", now=now)
+    except BaseException:
+        gw.keystore.delete(member_ref)  # nobody was enrolled (a rollback after this is swept: sweep_keys)
+        raise
 
 
 def login(gw: Gateway, kind: str, value: str, passphrase: str, client: str, now: datetime) -> tuple[Member, str]:
@@ -248,14 +260,13 @@ def require_active(member: Member) -> None:
         raise MemberNotActive(f"the account is {member.status}")
 
 
-def wrapped_key(session: Session, member: Member) -> WrappedKey | None:
-    row = session.get(DataKey, member.id)
-    return None if row is None else WrappedKey.from_record(json.loads(row.record))
+def wrapped_key(gw: Gateway, member: Member) -> WrappedKey | None:
+    return gw.keystore.get(member.member_ref)
 
 
 def pii(session: Session, gw: Gateway, member: Member) -> dict[str, str]:
     """Decrypted personal data (empty once erased)."""
-    wrapped = wrapped_key(session, member)
+    wrapped = wrapped_key(gw, member)
     if wrapped is None:
         return {}
     fields = {r.field: r.ciphertext for r in session.scalars(select(PiiField).where(PiiField.member_id == member.id))}

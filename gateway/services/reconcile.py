@@ -29,6 +29,10 @@ def ledger_report(session: Session) -> dict[str, Any]:
             "account_totals": {k: int(v) for k, v in totals.items()}}
 
 
+def _hex(value) -> str:
+    return "0x" + bytes(value).hex()
+
+
 def chain_report(session: Session, gw: Gateway) -> dict[str, Any]:
     """Each confirmed exchange against the brand's Issued events (by reference) and each confirmed
     redemption against the Redeemed events at this brand (by owner and nonce): missing, extra, different."""
@@ -48,13 +52,15 @@ def chain_report(session: Session, gw: Gateway) -> dict[str, Any]:
         event = issued.get(x.exchange_ref)
         if event is None:
             issues.append({"kind": "exchange_missing_on_chain", "ref": x.exchange_ref})
-        elif event["args"]["amount"] != x.ap_amount or event["args"]["to"] != x.wallet_address:
+        elif event["args"]["amount"] != x.ap_amount or (x.wallet_address is not None and event["args"]["to"] != x.wallet_address):
             issues.append({"kind": "exchange_differs", "ref": x.exchange_ref, "ledger": x.ap_amount, "chain": event["args"]["amount"]})
     for ref in issued.keys() - seen_refs:
         issues.append({"kind": "mint_not_in_ledger", "ref": ref, "tx": issued[ref]["transactionHash"].hex()})
+    # An erased member's redemption keeps no owner: it is found by its transaction and nonce instead.
+    by_tx = {(_hex(e["transactionHash"]), key[1]): key for key, e in redeemed.items()}
     seen = set()
     for r in session.scalars(select(Redemption).where(Redemption.status.in_(("confirmed", "refunded")))):
-        key = (r.owner, r.nonce)
+        key = (r.owner, r.nonce) if r.owner is not None else by_tx.get((r.tx_hash, r.nonce), (None, r.nonce))
         seen.add(key)
         event = redeemed.get(key)
         if event is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -10,11 +11,12 @@ from sqlalchemy.orm import Session
 
 from privacy.receipts import Purpose
 
-from ..db import as_utc
+from ..db import as_utc, scrub_wal, transaction
 from ..errors import Conflict
 from ..models import (
     Action,
-    DataKey,
+    ChainTx,
+    Consent,
     Exchange,
     LedgerEntry,
     LedgerTxn,
@@ -29,7 +31,48 @@ from ..models import (
     WalletChallenge,
 )
 from ..runtime import Gateway
-from . import audit, consent, members
+from . import audit, consent, datakeys, members
+
+
+def _unlink(session: Session, member: Member) -> None:
+    """What stays after an erasure is what the books and the settlement need (amounts, references),
+    nothing that joins the member to another record: no wallet address (the same wallet may have an
+    account with personal data at another brand), no signature, and times to the day (a till's or a
+    card issuer's log matches an exact one). README: "What erasure keeps"."""
+    mid = member.id
+    # The signed transactions that carried them (their calldata holds the wallet and the signature),
+    # unless a pending row still needs one to be broadcast again.
+    hashes = {h for model in (Exchange, Redemption) for h in session.scalars(
+        select(model.tx_hash).where(model.member_id == mid, model.tx_hash.is_not(None)))}
+    needed = {h for model in (Exchange, Redemption) for h in session.scalars(
+        select(model.tx_hash).where(model.tx_hash.in_(hashes), model.status == "pending"))} if hashes else set()
+    if hashes - needed:
+        session.execute(delete(ChainTx).where(ChainTx.hash.in_(hashes - needed)))
+    for row in session.scalars(select(Exchange).where(Exchange.member_id == mid)):
+        row.wallet_address = None
+        row.created_at, row.updated_at = _day(row.created_at), _day(row.updated_at)
+    for row in session.scalars(select(Redemption).where(Redemption.member_id == mid)):
+        row.owner = row.signature = None
+        row.deadline = 0  # the member's own choice of time: not needed once the redemption is final
+        row.created_at, row.updated_at = _day(row.created_at), _day(row.updated_at)
+    for row in session.scalars(select(Purchase).where(Purchase.member_id == mid)):
+        row.occurred_at, row.received_at = _day(row.occurred_at), _day(row.received_at)
+    for row in session.scalars(select(Action).where(Action.member_id == mid)):
+        row.occurred_at = _day(row.occurred_at)
+    for row in session.scalars(select(TierChange).where(TierChange.member_id == mid)):
+        row.changed_at = _day(row.changed_at)
+    for row in session.scalars(select(PointLot).where(PointLot.member_id == mid)):
+        row.earned_at, row.expires_at = _day(row.earned_at), _day(row.expires_at)
+    txns = select(LedgerEntry.txn_id).where(LedgerEntry.member_id == mid)
+    for row in session.scalars(select(LedgerTxn).where(LedgerTxn.id.in_(txns))):
+        row.created_at = _day(row.created_at)
+    for row in session.scalars(select(Consent).where(Consent.member_id == mid)):
+        row.updated_at = _day(row.updated_at)
+    member.enrolled_at, member.tier_since = _day(member.enrolled_at), _day(member.tier_since)
+
+
+def _day(moment: datetime) -> datetime:
+    return as_utc(moment).replace(hour=0, minute=0, second=0, microsecond=0)
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -73,6 +116,15 @@ def export(session: Session, gw: Gateway, member: Member) -> dict[str, Any]:
     }
 
 
+def erase_now(gw: Gateway, pick: Callable[[Session], Member], actor: str) -> dict[str, Any]:
+    """`erase` in a transaction of its own, then SQLite's WAL truncated, so no image of a page from
+    before the erasure stays in it (the database file overwrites deleted content: secure_delete)."""
+    with transaction(gw.sessions) as session:
+        result = erase(session, gw, pick(session), actor, gw.now())
+    scrub_wal(gw.engine)
+    return result
+
+
 def erase(session: Session, gw: Gateway, member: Member, actor: str, now: datetime) -> dict[str, Any]:
     """Crypto-shred: withdraw every consent, destroy the data key, the encrypted PII, the identifier
     pseudonyms and the login; keep the pseudonymous ledger (it still balances, and settlement with
@@ -80,17 +132,28 @@ def erase(session: Session, gw: Gateway, member: Member, actor: str, now: dateti
     member = members.lock(session, member)
     if member.status == "erased":
         raise Conflict("the member is already erased")
+    for model in (Exchange, Redemption):
+        if session.scalar(select(model.id).where(model.member_id == member.id, model.status == "pending").limit(1)) is not None:
+            # Its wallet address and signature are what the chain sender still needs.
+            raise Conflict("an exchange or redemption of this member is still pending on chain: erase once it has settled")
     for purpose in Purpose:
         if consent.has_consent(session, member.id, purpose):
             consent.set_consent(session, gw, member, purpose, False, "api", now)
-    wrapped = members.wrapped_key(session, member)
+    wrapped = members.wrapped_key(gw, member)
     evidence = gw.vault.shred(wrapped, member.member_ref, now=now) if wrapped is not None else None
-    for model in (PiiField, DataKey, MemberIdentifier, MemberToken, WalletChallenge):
+    # The key goes first, from its own store: should this transaction then fail, the member's data
+    # is unreadable and the erasure is asked again (never the reverse: an erased member whose key lives).
+    gw.keystore.delete(member.member_ref)
+    for model in (PiiField, MemberIdentifier, MemberToken, WalletChallenge):
         session.execute(delete(model).where(model.member_id == member.id))
     member.status, member.erased_at = "erased", now
     member.passphrase_hash = member.birth_month = member.wallet_address = None
+    _unlink(session, member)
     session.flush()
     evidence_dict = evidence.to_dict() if evidence else None
-    audit.record(session, actor, "member.erased", now, member_ref=member.member_ref, evidence=evidence_dict)
-    return {"member_ref": member.member_ref, "erased_at": _iso(now), "evidence": evidence_dict,
-            "key_absent": session.get(DataKey, member.id) is None}
+    # Copies of the wrapped key outside the key store (its journal, backups of it) still open the data
+    # until the KEK that wrapped it is destroyed: at the next rotation, which is when this is final.
+    final = _iso(datakeys.final_by(gw, now))
+    audit.record(session, actor, "member.erased", now, member_ref=member.member_ref, evidence=evidence_dict, final_by=final)
+    return {"member_ref": member.member_ref, "erased_at": _iso(now), "final_by": final, "evidence": evidence_dict,
+            "key_absent": gw.keystore.get(member.member_ref) is None}

@@ -25,7 +25,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-from gateway.models import DataKey, MemberIdentifier, PiiField, PointLot
+from gateway.models import MemberIdentifier, PiiField, PointLot
 from gateway.services import rules
 from gateway.settings import CurrencyEarn, EarnRules, TierRule
 
@@ -326,10 +326,11 @@ def test_erasure_leaves_nothing_personal_and_books_balanced(brand, clock):
     assert export["balance"] == sum(line["amount"] for line in export["ledger"])
     profile = brand.client.get(f"/v1/members/{m['member_ref']}", headers=op).json()
     assert found(json.dumps(profile)) == [] and profile["personal_data"] == {}
-    # Nothing left in the vault tables either; the ledger still balances.
+    # Nothing left in the vault tables or the key store either; the ledger still balances.
     with brand.gw.sessions() as session:
-        for model in (PiiField, DataKey, MemberIdentifier):
+        for model in (PiiField, MemberIdentifier):
             assert session.scalars(select(model)).all() == [], model.__tablename__
+    assert brand.gw.keystore.get(m["member_ref"]) is None
     _ok(brand)
     # Nobody can log in with the old identifiers; a second erasure is refused; purchases too.
     for kind, value in (("phone", "+8613800000011"), ("email", personal["email"]), ("card", personal["card"])):
