@@ -190,12 +190,8 @@ def run(ov: dict, n: int, tmp: Path, name: str) -> dict:
 
 
 def federated(rec: dict, brands: list[BrandData]) -> dict:
-    """A release's scores on every brand's held-out rows; checks that the ClientApps trained on
-    exactly the rows the yardsticks use."""
-    trained = rec["metrics_per_round"][-1].get("train_examples") or {}
-    if trained:
-        expected = {b.brand_id: b.n_train for b in brands}
-        assert trained == expected, f"the ClientApps trained on other rows than the yardsticks: {trained} != {expected}"
+    """A release's scores on every brand's held-out rows (the ClientApps load their rows with the same
+    load_partition the yardsticks use; the release no longer carries the brands' counts)."""
     predict = _predictor(rec["model"], (Path(rec["_path"]).parent / rec["model_file"]).read_bytes())
     scores = {b.brand_id: predict(b.X_test) for b in brands}
     return {"auc": pooled_auc(brands, scores), "scores": scores, "wall_s": rec["_sim_wall_s"],

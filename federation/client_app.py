@@ -3,16 +3,19 @@
 What leaves a brand (and the tests inspect the real reply messages for it):
 
 * train replies: one ``ArrayRecord`` with the model (``w`` and ``b`` for logistic regression,
-  one uint8 array of booster bytes for XGBoost), one ``MetricRecord`` of scalars
-  (``num-examples``, training loss, the DP-SGD parameters the brand used), and a
-  ``ConfigRecord`` with the brand's id;
-* evaluate replies: a ``MetricRecord`` of scalars (count, loss, AUC, the DP-SGD parameters) and
-  two 100-bin score histograms (counts of positives / negatives per score bin) so the operator
-  can compute a pooled AUC from sums of counts.
+  one uint8 array of booster bytes for XGBoost), a ``MetricRecord`` with the brand's FedAvg weight
+  (``weight``: its training count plus Laplace noise of scale 1 / ``weight-dp-epsilon``; and
+  ``unit-weight``, 1, for client-level DP), and a ``ConfigRecord`` with the brand's id;
+* evaluate replies: two 100-bin score histograms (positives / negatives per score bin) with
+  Laplace noise of scale 1 / ``eval-dp-epsilon`` on every bin, from which the operator computes
+  each brand's and the pooled AUC.
 
-No feature row, row id or pseudonym is ever put in a reply.  With SecAgg+ the model is masked by
-Flower's ``secaggplus_mod`` before it leaves (the legacy fit path is used for that; the handlers
-below speak both the Message-API format and the legacy FitIns/FitRes format).
+What a reply never carries: a feature row, row id or pseudonym; and nothing that equals or reveals
+a brand's count of members: no example count, no loss, no DP-SGD sample rate, noise multiplier or
+step count (each brand calibrates its noise to the run's epsilon itself; its sample rate is
+batch / n). With SecAgg+ the model is masked by Flower's ``secaggplus_mod``, which also sums the
+brands' example counts as weights inside the masked vectors; the plain count the legacy FitRes
+needs for that is replaced by 1 before the reply leaves (``private_secaggplus_mod``).
 """
 
 from __future__ import annotations
@@ -34,13 +37,19 @@ from federation.data import BrandData, load_partition
 
 LR_KEYS = ("w", "b")
 DP_STATE = "alliance-dp-state"
+PLAIN_COUNT = "fitres.num_examples"  # where Flower's legacy FitRes keeps the example count
 
 
-def maybe_secaggplus_mod(msg: Message, ctxt: Context, call_next: Any) -> Message:
-    """Flower's ``secaggplus_mod`` for SecAgg+ rounds; a pass-through for every other message."""
-    if RECORD_KEY_CONFIGS in msg.content.config_records:
-        return secaggplus_mod(msg, ctxt, call_next)
-    return call_next(msg, ctxt)
+def private_secaggplus_mod(msg: Message, ctxt: Context, call_next: Any) -> Message:
+    """Flower's ``secaggplus_mod`` for SecAgg+ rounds (a pass-through for every other message),
+    after which the brand's example count, which the mod has just folded into the masked vector as
+    its weight, leaves the plain FitRes: it is set to 1."""
+    if RECORD_KEY_CONFIGS not in msg.content.config_records:
+        return call_next(msg, ctxt)
+    reply = secaggplus_mod(msg, ctxt, call_next)
+    if PLAIN_COUNT in reply.content.metric_records:
+        reply.content.metric_records[PLAIN_COUNT] = MetricRecord({"num_examples": 1})
+    return reply
 
 
 @functools.lru_cache(maxsize=256)
@@ -62,19 +71,6 @@ def dp_plan(cfg: dict[str, Any], n_train: int) -> models.DPSGD | None:
     return models.DPSGD(noise_multiplier=sigma, clip=float(cfg["dp-clip"]), sample_rate=q, steps=steps_round)
 
 
-def _dp_metrics(context: Context, plan: models.DPSGD | None) -> dict[str, float]:
-    steps = 0
-    if DP_STATE in context.state.config_records:
-        steps = int(context.state.config_records[DP_STATE]["steps"])
-    if plan is None:
-        return {"dp-noise-multiplier": 0.0, "dp-sample-rate": 0.0, "dp-steps": float(steps)}
-    return {
-        "dp-noise-multiplier": float(plan.noise_multiplier),
-        "dp-sample-rate": float(plan.sample_rate),
-        "dp-steps": float(steps),
-    }
-
-
 def _record_dp_steps(context: Context, n: int) -> None:
     prev = 0
     if DP_STATE in context.state.config_records:
@@ -86,20 +82,13 @@ def _brand_index(context: Context) -> int:
     return int(context.node_config.get("partition-id", -1))
 
 
-def bagging_eta_share(n_train: int, config: dict[str, Any]) -> float:
-    """The factor of this brand's eta in a FedXgbBagging round: its share of the round's rows.
+def bagging_eta_share(config: dict[str, Any]) -> float:
+    """The factor of this brand's eta in a FedXgbBagging round: 1 / the number of brands training.
 
     Bagging appends every brand's new tree to the global model, so at full eta a round of N brands
-    takes N boosting steps at once and overshoots.  Scaled by n_brand / n_alliance, the round's
-    trees add up to about one boosting step over the pooled rows.  The operator sends the rows the
-    brands reported in the previous round (``train-examples-total``) and the number of brands
-    training now (``train-brands``); round 1 has no count yet and splits equally.  (Equal 1/N
-    weights throughout, as in Flower's XGBoost example, would give a 200-row brand's tree the
-    weight of a 30,000-row brand's.)
-    """
-    total = float(config.get("train-examples-total", 0))
-    if total > 0:
-        return min(1.0, n_train / total)
+    takes N boosting steps at once and overshoots; scaled by 1/N the round's trees add up to about
+    one step, as in Flower's XGBoost example. (A share by rows would weigh a small brand's tree
+    less, but it needs the brands' row counts, which no brand reveals.)"""
     return 1.0 / max(1, int(config.get("train-brands", 1)))
 
 
@@ -111,7 +100,7 @@ def local_train(
     rng = np.random.default_rng([int(cfg["seed"]), _brand_index(context) + 1, server_round])
     if cfg["model"] == "xgb":
         bagging = cfg["strategy"] == "xgb-bagging"
-        eta = float(cfg["xgb-eta"]) * (bagging_eta_share(data.n_train, config) if bagging else 1.0)
+        eta = float(cfg["xgb-eta"]) * (bagging_eta_share(config) if bagging else 1.0)
         params = models.xgb_params(eta, int(cfg["xgb-max-depth"]), int(cfg["seed"]))
         blob = models.xgb_local_round(
             arrays["0"].tobytes(),
@@ -122,12 +111,11 @@ def local_train(
             return_only_new=bagging,
         )
         new = {"0": np.frombuffer(blob, dtype=np.uint8)}
-        loss = models.log_loss(data.y, models.xgb_predict(blob, data.X))
         plan = None
     else:
         plan = dp_plan(cfg, data.n_train)
         params = {k: np.asarray(arrays[k], dtype=np.float32) for k in LR_KEYS}
-        new, loss = models.lr_train(
+        new, _loss = models.lr_train(
             params,
             data.X,
             data.y,
@@ -144,9 +132,7 @@ def local_train(
         if _brand_index(context) == int(cfg["byzantine-brand"]):
             # A misbehaving brand (attack simulation): a large random update.
             new = {k: (v + rng.normal(0.0, 10.0, v.shape)).astype(np.float32) for k, v in new.items()}
-    metrics = {"num-examples": float(data.n_train), "unit-weight": 1.0, "train-loss": float(loss)}
-    metrics.update(_dp_metrics(context, plan))
-    return new, metrics
+    return new, {"weight": models.noisy_count(data.n_train, float(cfg["weight-dp-epsilon"])), "unit-weight": 1.0}
 
 
 def local_evaluate(cfg: dict[str, Any], data: BrandData, arrays: dict[str, np.ndarray], context: Context) -> dict[str, Any]:
@@ -155,19 +141,9 @@ def local_evaluate(cfg: dict[str, Any], data: BrandData, arrays: dict[str, np.nd
         p = models.xgb_predict(arrays["0"].tobytes(), data.X_test)
     else:
         p = models.lr_predict({k: arrays[k] for k in LR_KEYS}, data.X_test)
-    auc = models.roc_auc(data.y_test, p)
     pos, neg = models.score_histograms(data.y_test, p)
-    plan = dp_plan(cfg, data.n_train) if cfg["model"] != "xgb" else None
-    out: dict[str, Any] = {
-        "num-examples": float(len(data.y_test)),
-        "unit-weight": 1.0,
-        "loss": models.log_loss(data.y_test, p),
-        "auc": 0.5 if np.isnan(auc) else auc,
-        "hist-pos": pos,
-        "hist-neg": neg,
-    }
-    out.update(_dp_metrics(context, plan))
-    return out
+    noisy = models.noisy_histograms(pos, neg, float(cfg["eval-dp-epsilon"]))
+    return {"weight": 1.0, "unit-weight": 1.0, "hist-pos": noisy[0], "hist-neg": noisy[1]}
 
 
 def _legacy_arrays(params: Any, cfg: dict[str, Any]) -> dict[str, np.ndarray]:
@@ -186,7 +162,7 @@ def processing_ref(msg: Message, context: Context, stage: str) -> str:
 
 def build_client_app(overrides: dict[str, Any] | None = None) -> ClientApp:
     """The ClientApp; ``overrides`` are merged into the run config (for ``run_simulation``)."""
-    app = ClientApp(mods=[maybe_secaggplus_mod])
+    app = ClientApp(mods=[private_secaggplus_mod])
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:
@@ -199,8 +175,8 @@ def build_client_app(overrides: dict[str, Any] | None = None) -> ClientApp:
             fitres = FitRes(
                 status=Status(code=Code.OK, message="ok"),
                 parameters=ndarrays_to_parameters([new[k] for k in (LR_KEYS if cfg["model"] != "xgb" else ("0",))]),
-                num_examples=int(metrics["num-examples"]),
-                metrics={**{k: v for k, v in metrics.items()}, "brand-id": data.brand_id},
+                num_examples=data.n_train,  # the SecAgg+ weight: masked by the mod, then replaced by 1
+                metrics={"brand-id": data.brand_id},
             )
             return Message(compat.fitres_to_recorddict(fitres, keep_input=False), reply_to=msg)
         arrays = {k: v.numpy() for k, v in content["arrays"].items()}
@@ -224,15 +200,10 @@ def build_client_app(overrides: dict[str, Any] | None = None) -> ClientApp:
             ins = compat.recorddict_to_evaluateins(content, keep_input=True)
             m = local_evaluate(cfg, data, _legacy_arrays(ins.parameters, cfg), context)
             legacy = {k: v for k, v in m.items() if not isinstance(v, list)}
-            legacy["hist-pos"] = np.asarray(m["hist-pos"], dtype="<i8").tobytes()
-            legacy["hist-neg"] = np.asarray(m["hist-neg"], dtype="<i8").tobytes()
+            legacy["hist-pos"] = np.asarray(m["hist-pos"], dtype="<f8").tobytes()
+            legacy["hist-neg"] = np.asarray(m["hist-neg"], dtype="<f8").tobytes()
             legacy["brand-id"] = data.brand_id
-            res = EvaluateRes(
-                status=Status(code=Code.OK, message="ok"),
-                loss=float(m["loss"]),
-                num_examples=int(m["num-examples"]),
-                metrics=legacy,
-            )
+            res = EvaluateRes(status=Status(code=Code.OK, message="ok"), loss=0.0, num_examples=1, metrics=legacy)  # no count, no loss
             return Message(compat.evaluateres_to_recorddict(res), reply_to=msg)
         arrays = {k: v.numpy() for k, v in content["arrays"].items()}
         m = local_evaluate(cfg, data, arrays, context)

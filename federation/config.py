@@ -28,12 +28,17 @@ byzantine-brand      partition index of a misbehaving brand (simulation of an at
 xgb-local-rounds     trees a brand boosts per round (xgb-cyclic; xgb-bagging takes exactly 1:
                      Flower's bagging keeps one tree per reply)
 xgb-eta, xgb-max-depth   XGBoost learning rate and tree depth; under xgb-bagging each brand
-                     scales eta by its share of the round's training rows, so a round adds about
-                     one boosting step over the pooled rows (see ``client_app.bagging_eta_share``)
+                     scales eta by 1 / the round's number of brands, so a round adds about one
+                     boosting step (see ``client_app.bagging_eta_share``)
 dp-epsilon           record-level DP target epsilon for the whole run (0 = no record-level DP)
 dp-delta             delta of both guarantees
 dp-clip              per-member L2 clipping norm of DP-SGD
-dp-batch-size        expected Poisson batch (sample rate q = dp-batch-size / n_brand)
+dp-batch-size        expected Poisson batch (sample rate q = dp-batch-size / n_brand; q stays at the brand)
+weight-dp-epsilon    epsilon of the Laplace noise on the training count a brand sends as its FedAvg
+                     weight, per round (without SecAgg+; under SecAgg+ the true count is summed inside
+                     the masked vectors)
+eval-dp-epsilon      epsilon of the Laplace noise on each brand's evaluation histograms, per evaluation
+                     round (> 0: a brand's held-out count and score distribution never leave it exactly)
 client-dp-noise      client-level DP noise multiplier (Flower's server-side fixed clipping
                      wrapper; 0 = off)
 client-dp-clip       client-level clipping norm of a brand's update
@@ -83,6 +88,8 @@ DEFAULTS: dict[str, Any] = {
     "dp-delta": 1e-5,
     "dp-clip": 1.0,
     "dp-batch-size": 128,
+    "eval-dp-epsilon": 1.0,
+    "weight-dp-epsilon": 0.1,
     "client-dp-noise": 0.0,
     "client-dp-clip": 2.0,
     "secagg": False,
@@ -132,6 +139,9 @@ def effective(run_config: dict[str, Any] | None, overrides: dict[str, Any] | Non
     unknown = sorted(set(cfg) - set(DEFAULTS))
     if unknown:
         raise ValueError(f"unknown federation run-config keys: {unknown}")
+    for key in ("eval-dp-epsilon", "weight-dp-epsilon"):
+        if not float(cfg[key]) > 0:
+            raise ValueError(f"{key} must be > 0: without noise a brand's counts leave it exactly")
     return cfg
 
 

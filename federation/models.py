@@ -58,15 +58,31 @@ def score_histograms(y: np.ndarray, p: np.ndarray, bins: int = HIST_BINS) -> tup
     return [int(v) for v in pos], [int(v) for v in neg]
 
 
+def noisy_histograms(pos: list[int], neg: list[int], epsilon: float) -> tuple[list[float], list[float]]:
+    """The histograms with Laplace noise of scale 1/epsilon on every bin: epsilon-DP for the member
+    (adding or removing one moves one count of one bin by one). Unclipped, so sums stay unbiased;
+    the noise is drawn from the operating system's entropy, which the operator cannot replay."""
+    rng = np.random.default_rng()
+    scale = 1.0 / epsilon
+    return ([float(v) for v in np.asarray(pos) + rng.laplace(0.0, scale, len(pos))],
+            [float(v) for v in np.asarray(neg) + rng.laplace(0.0, scale, len(neg))])
+
+
+def noisy_count(n: int, epsilon: float) -> float:
+    """A count with Laplace noise of scale 1/epsilon (epsilon-DP for the member), at least 1."""
+    return float(max(1.0, n + np.random.default_rng().laplace(0.0, 1.0 / epsilon)))
+
+
 def auc_from_histograms(pos: np.ndarray, neg: np.ndarray) -> float:
     """AUC of pooled scores from summed per-bin counts (ties within a bin count one half)."""
     pos = np.asarray(pos, dtype=np.float64)
     neg = np.asarray(neg, dtype=np.float64)
     n_pos, n_neg = pos.sum(), neg.sum()
-    if n_pos == 0 or n_neg == 0:
+    if n_pos <= 0 or n_neg <= 0:
         return float("nan")
     neg_below = np.cumsum(neg) - neg
-    return float((np.sum(pos * neg_below) + 0.5 * np.sum(pos * neg)) / (n_pos * n_neg))
+    # Noisy counts (noisy_histograms) may push the estimate a little outside [0, 1].
+    return float(np.clip((np.sum(pos * neg_below) + 0.5 * np.sum(pos * neg)) / (n_pos * n_neg), 0.0, 1.0))
 
 
 # --------------------------------------------------------------------------- logistic regression

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from logging import INFO
 from typing import Any
 
@@ -47,69 +47,38 @@ XGB_STRATEGIES = ("xgb-bagging", "xgb-cyclic")
 
 
 class RunRecorder:
-    """Collects what the release record needs from the replies of every round."""
+    """Collects what the release record needs from the replies of every round: which brands took
+    part, and the evaluation histograms (noisy: the brands' counts never reach the operator)."""
 
     def __init__(self) -> None:
         self.rounds: dict[int, dict[str, Any]] = {}
         self.brands: set[str] = set()
-        self.dp: dict[str, dict[str, float]] = {}
+        self.evaluations = 0
 
     def _round(self, r: int) -> dict[str, Any]:
-        return self.rounds.setdefault(r, {"round": r, "train_brands": [], "evaluate_brands": [], "per_brand": {},
-                                          "train_examples": {}})
+        return self.rounds.setdefault(r, {"round": r, "train_brands": [], "evaluate_brands": [], "per_brand": {}})
 
-    def _dp(self, brand: str, m: dict[str, Any]) -> None:
-        if float(m.get("dp-noise-multiplier", 0.0)) > 0:
-            prev = self.dp.get(brand, {})
-            if float(m["dp-steps"]) >= float(prev.get("steps", -1)):
-                self.dp[brand] = {
-                    "noise_multiplier": float(m["dp-noise-multiplier"]),
-                    "sample_rate": float(m["dp-sample-rate"]),
-                    "steps": float(m["dp-steps"]),
-                }
-
-    def train(self, r: int, replies: list[tuple[str, dict[str, Any]]]) -> None:
+    def train(self, r: int, brands: list[str]) -> None:
         rec = self._round(r)
-        losses, weights = [], []
-        for brand, m in replies:
-            self.brands.add(brand)
-            rec["train_brands"].append(brand)
-            rec["train_examples"][brand] = int(m.get("num-examples", 0))
-            self._dp(brand, m)
-            losses.append(float(m.get("train-loss", np.nan)))
-            weights.append(float(m.get("num-examples", 1.0)))
-        if weights:
-            rec["train"] = {"train_loss": float(np.average(losses, weights=weights)), "num_brands": len(weights)}
+        self.brands.update(brands)
+        rec["train_brands"] = sorted(brands)
 
     def evaluate(self, r: int, replies: list[tuple[str, dict[str, Any]]]) -> dict[str, float]:
         rec = self._round(r)
         pos = np.zeros(models.HIST_BINS)
         neg = np.zeros(models.HIST_BINS)
-        aucs, losses, ns = [], [], []
         for brand, m in replies:
             rec["evaluate_brands"].append(brand)
-            self._dp(brand, m)
-            pos += np.asarray(m["hist-pos"], dtype=float)
-            neg += np.asarray(m["hist-neg"], dtype=float)
-            n = float(m["num-examples"])
-            rec["per_brand"][brand] = {"auc": float(m["auc"]), "loss": float(m["loss"]), "num_examples": int(n)}
-            aucs.append(float(m["auc"]))
-            losses.append(float(m["loss"]))
-            ns.append(n)
+            b_pos, b_neg = np.asarray(m["hist-pos"], dtype=float), np.asarray(m["hist-neg"], dtype=float)
+            pos += b_pos
+            neg += b_neg
+            rec["per_brand"][brand] = {"auc": models.auc_from_histograms(b_pos, b_neg)}
         out: dict[str, float] = {}
-        if ns:
-            out = {
-                "auc_pooled": models.auc_from_histograms(pos, neg),
-                "auc_mean_brand": float(np.average(aucs, weights=ns)),
-                "loss": float(np.average(losses, weights=ns)),
-                "num_examples": float(sum(ns)),
-            }
+        if replies:
+            self.evaluations += 1
+            out = {"auc_pooled": models.auc_from_histograms(pos, neg), "examples_noisy": round(float(pos.sum() + neg.sum()))}
             rec["evaluate"] = out
         return out
-
-    def train_examples(self, r: int) -> int:
-        """Training rows the brands reported in round ``r`` (0 before any reply)."""
-        return sum(self.rounds.get(r, {}).get("train_examples", {}).values())
 
     def metrics_per_round(self) -> list[dict[str, Any]]:
         return [self.rounds[r] for r in sorted(self.rounds)]
@@ -147,7 +116,7 @@ def _instrument(strategy: st.Strategy, recorder: RunRecorder) -> st.Strategy:
 
     def aggregate_train(server_round: int, replies: Iterable[Message]):  # type: ignore[no-untyped-def]
         replies = list(replies)
-        recorder.train(server_round, [(_brand_of(m), _metrics_of(m)) for m in replies if not m.has_error()])
+        recorder.train(server_round, [_brand_of(m) for m in replies if not m.has_error()])
         return inner_train(server_round, replies)
 
     def aggregate_evaluate(server_round: int, replies: Iterable[Message]):  # type: ignore[no-untyped-def]
@@ -165,18 +134,15 @@ def _instrument(strategy: st.Strategy, recorder: RunRecorder) -> st.Strategy:
     return strategy
 
 
-def _announce_row_counts(strategy: st.Strategy, recorder: RunRecorder) -> st.Strategy:
-    """Tell the brands of a bagging round how many brands train and how many rows they reported in
-    the previous round, so each scales its eta by its share of the rows
+def _announce_brand_count(strategy: st.Strategy) -> st.Strategy:
+    """Tell the brands of a bagging round how many brands train, so each scales its eta by 1/N
     (:func:`federation.client_app.bagging_eta_share`)."""
     inner = strategy.configure_train
 
     def configure_train(server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid):  # type: ignore[no-untyped-def]
         messages = list(inner(server_round, arrays, config, grid))
         for msg in messages:
-            record = msg.content.config_records[strategy.configrecord_key]
-            record["train-brands"] = len(messages)
-            record["train-examples-total"] = recorder.train_examples(server_round - 1)
+            msg.content.config_records[strategy.configrecord_key]["train-brands"] = len(messages)
         return messages
 
     strategy.configure_train = configure_train  # type: ignore[method-assign]
@@ -195,7 +161,8 @@ def build_strategy(cfg: dict[str, Any], num_nodes: int) -> st.Strategy:
         "min_train_nodes": min_nodes,
         "min_evaluate_nodes": min_nodes,
         "min_available_nodes": min_nodes,
-        "weighted_by_key": "unit-weight" if client_dp else "num-examples",
+        # A brand's weight is its count with Laplace noise (client_app): no brand sends its count.
+        "weighted_by_key": "unit-weight" if client_dp else "weight",
         "train_metrics_aggr_fn": _scalar_mean,
         "evaluate_metrics_aggr_fn": _scalar_mean,
     }
@@ -265,28 +232,30 @@ def _wait_for_brands(grid: Grid, n: int, timeout: float) -> int:
 
 
 def privacy_section(cfg: dict[str, Any], recorder: RunRecorder, client_dp_spent: Any = None) -> dict[str, Any]:
-    """The release record's privacy block; epsilon recomputed by the privacy core's accountant."""
-    from privacy.dp import PrivacyAccountant
-
+    """The release record's privacy block: what each epsilon covers and what it does not."""
     delta = float(cfg["dp-delta"])
     record_level = None
-    if float(cfg["dp-epsilon"]) > 0 and recorder.dp:
-        per_brand = {}
-        for brand, d in sorted(recorder.dp.items()):
-            acc = PrivacyAccountant(d["noise_multiplier"], d["sample_rate"], unit="member")
-            if int(d["steps"]) > 0:
-                acc.step(int(d["steps"]))
-            per_brand[brand] = acc.spent(delta).to_dict()
+    if float(cfg["dp-epsilon"]) > 0:
         record_level = {
             "unit": "member",
-            "target_epsilon": float(cfg["dp-epsilon"]),
-            "epsilon": max(v["epsilon"] for v in per_brand.values()),
+            "epsilon": float(cfg["dp-epsilon"]),
             "delta": delta,
             "clip": float(cfg["dp-clip"]),
             "mechanism": "DP-SGD (Poisson-subsampled Gaussian) inside each brand",
-            "accountant": "dp_accounting.rdp via privacy.dp.PrivacyAccountant",
-            "per_brand": per_brand,
+            "accountant": "dp_accounting.rdp via privacy.dp.PrivacyAccountant, run by each brand on its own sample rate "
+                          "(batch / its count, which stays at the brand) to calibrate its noise to this epsilon for the whole run",
+            "covers": "every model update a brand sent, so the released model: adding or removing one member's rows at one "
+                      "brand changes their distribution by at most this epsilon",
         }
+    evaluation = {
+        "unit": "member",
+        "epsilon_per_evaluation": float(cfg["eval-dp-epsilon"]),
+        "evaluations": recorder.evaluations,
+        "epsilon": float(cfg["eval-dp-epsilon"]) * recorder.evaluations,  # basic composition over the rounds
+        "delta": 0.0,
+        "mechanism": "Laplace noise of scale 1/epsilon on every bin of each brand's two score histograms",
+        "covers": "the evaluation histograms and every figure derived from them (AUCs, the approximate example total)",
+    }
     client_level = None
     if float(cfg["client-dp-noise"]) > 0:
         client_level = {
@@ -298,6 +267,15 @@ def privacy_section(cfg: dict[str, Any], recorder: RunRecorder, client_dp_spent:
             "accountant": "flwr RdpAccountant (no amplification)",
             "mechanism": "DifferentialPrivacyServerSideFixedClipping",
         }
+    train_rounds = sum(1 for r in recorder.rounds.values() if r["train_brands"])
+    weights = None if cfg["secagg"] else {
+        "unit": "member",
+        "epsilon_per_round": float(cfg["weight-dp-epsilon"]),
+        "rounds": train_rounds,
+        "epsilon": float(cfg["weight-dp-epsilon"]) * train_rounds,
+        "mechanism": "Laplace noise of scale 1/epsilon on the training count each brand sends as its FedAvg weight "
+                     "(under SecAgg+ the true counts are summed inside the masked vectors instead)",
+    }
     guarantee = "+".join(g for g, x in (("record-level", record_level), ("client-level", client_level)) if x) or "none"
     return {
         "guarantee": guarantee,
@@ -305,6 +283,13 @@ def privacy_section(cfg: dict[str, Any], recorder: RunRecorder, client_dp_spent:
         "delta": delta if guarantee != "none" else None,
         "record_level": record_level,
         "client_level": client_level,
+        "evaluation": evaluation,
+        "aggregation_weights": weights,
+        "not_covered": [
+            "which brands took part in which round (named in this record)",
+            "the model updates themselves when record-level DP is off (without SecAgg+ the operator sees each brand's update)",
+            "what the released model is then used for (scoring runs at each brand on its own consented members)",
+        ],
     }
 
 
@@ -317,7 +302,7 @@ def _initial_arrays(cfg: dict[str, Any], dim: int) -> dict[str, np.ndarray]:
 def _run_message_api(grid: Grid, cfg: dict[str, Any], dim: int, num_nodes: int, recorder: RunRecorder):  # type: ignore[no-untyped-def]
     strategy = _instrument(build_strategy(cfg, num_nodes), recorder)
     if cfg["strategy"] == "xgb-bagging":
-        strategy = _announce_row_counts(strategy, recorder)
+        strategy = _announce_brand_count(strategy)
     result = strategy.start(
         grid=grid,
         initial_arrays=ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in _initial_arrays(cfg, dim).items()}),
@@ -358,15 +343,13 @@ def _run_secagg(grid: Grid, context: Context, cfg: dict[str, Any], dim: int, num
         replies = []
         for _, m in results:
             m = dict(m)
-            m["hist-pos"] = np.frombuffer(m["hist-pos"], dtype="<i8")
-            m["hist-neg"] = np.frombuffer(m["hist-neg"], dtype="<i8")
+            m["hist-pos"] = np.frombuffer(m["hist-pos"], dtype="<f8")
+            m["hist-neg"] = np.frombuffer(m["hist-neg"], dtype="<f8")
             replies.append((str(m["brand-id"]), m))
         out = recorder.evaluate(rounds_seen["eval"], replies)
         # Under SecAgg+ the fit replies are masked; the brands that trained are those the
         # workflow aggregated, which the evaluate round (all sampled brands) reports.
-        recorder.train(rounds_seen["eval"], replies)
-        recorder.rounds[rounds_seen["eval"]].pop("train", None)
-        recorder.rounds[rounds_seen["eval"]]["train_examples"] = {}  # masked: the counts were not seen
+        recorder.train(rounds_seen["eval"], [brand for brand, _ in replies])
         return out
 
     def fit_metrics(results: list[tuple[int, dict[str, Any]]]) -> dict[str, Any]:
@@ -402,16 +385,37 @@ def _run_secagg(grid: Grid, context: Context, cfg: dict[str, Any], dim: int, num
     return {"w": params[0], "b": params[1]}, None
 
 
-def build_server_app(overrides: dict[str, Any] | None = None, gateways: dict[str, Any] | None = None) -> ServerApp:
+class _WireTap:
+    """The Grid, with every reply the operator receives handed to `tap` first."""
+
+    def __init__(self, grid: Grid, tap: Callable[[Message], None]):
+        self._grid, self._tap = grid, tap
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._grid, name)
+
+    def send_and_receive(self, messages: Iterable[Message], *args: Any, **kwargs: Any) -> list[Message]:
+        replies = list(self._grid.send_and_receive(messages, *args, **kwargs))
+        for reply in replies:
+            self._tap(reply)
+        return replies
+
+
+def build_server_app(overrides: dict[str, Any] | None = None, gateways: dict[str, Any] | None = None,
+                     wire_tap: Callable[[Message], None] | None = None) -> ServerApp:
     """The ServerApp; ``overrides`` are merged into the run config (for ``run_simulation``).
 
     ``gateways`` (brand id -> :class:`gateway.runtime.Gateway`, in this process): publish every
     release to them; the per-brand result goes next to the record as ``<version>.published.json``.
+    ``wire_tap`` sees every reply exactly as the operator receives it (what a curious operator could
+    keep: the tests assert that none of it reveals a brand's counts).
     """
     app = ServerApp()
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
+        if wire_tap is not None:
+            grid = _WireTap(grid, wire_tap)  # type: ignore[assignment]
         cfg, context = resolve(context, overrides)
         started = time.monotonic()
         names = feature_names_for(cfg)

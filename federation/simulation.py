@@ -36,9 +36,11 @@ def simulate(
     client_cpus: float = 1.0,
     verbose: bool = False,
     gateways: dict[str, Any] | None = None,
+    wire_tap: Any = None,
 ) -> dict[str, Any]:
     """Run one federated training in simulation; returns the release record (plus ``_path``, and
-    ``_published``, the per-brand audit entry and anchor, when ``gateways`` are given)."""
+    ``_published``, the per-brand audit entry and anchor, when ``gateways`` are given). ``wire_tap``
+    sees every reply the operator receives (``server_app.build_server_app``)."""
     os.environ.setdefault("FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION", "1")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -51,7 +53,7 @@ def simulate(
     before = {p.name for p in rdir.glob("*.release.json")} if rdir.exists() else set()
     t0 = time.monotonic()
     run_simulation(
-        server_app=build_server_app(ov, gateways=gateways),
+        server_app=build_server_app(ov, gateways=gateways, wire_tap=wire_tap),
         client_app=build_client_app(ov),
         num_supernodes=num_brands,
         backend_config=backend_config(num_cpus, client_cpus),  # type: ignore[arg-type]

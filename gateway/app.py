@@ -37,7 +37,7 @@ from .routes import admin, alliance, audit, campaigns, consent, members, points,
 from .runtime import Gateway, build_gateway
 from .schemas import BrandInfo, Health, Problem, ProblemType
 from .services import anchoring, purchases
-from .services import datakeys
+from .services import datakeys, peppers
 from .services.alliance import retry_pending
 from .settings import GatewaySettings
 
@@ -89,6 +89,8 @@ def create_app(settings: GatewaySettings | None = None, *, gateway: Gateway | No
                 tasks.append(asyncio.create_task(_every(s.outbox_interval_s, lambda: retry_pending(gw), "outbox")))
             if background and s.anchor_interval_s:
                 tasks.append(asyncio.create_task(_every(s.anchor_interval_s, lambda: _anchor_all(gw), "anchoring")))
+        if background:
+            tasks.append(asyncio.create_task(_every(60, lambda: peppers.rekey(gw), "pepper re-keying")))
         if background and s.kek_rotation_s:
             tasks.append(asyncio.create_task(_every(min(60, s.kek_rotation_s), lambda: datakeys.rotate(gw, "scheduler", only_if_due=True),
                                                     "KEK rotation")))

@@ -181,3 +181,41 @@ def deposit(amount: int = typer.Argument(..., min=1, help="settlement-token unit
         raise typer.Exit(1) from None
     position = gw.alliance.settlement.open_position(gw.brand_address)
     console.print(f"deposited {amount}; free collateral now {position.free_collateral}")
+
+
+rotate_app = typer.Typer(pretty_exceptions_show_locals=False, no_args_is_help=True,
+                         help="Rotate the key-encryption key or the pepper now (the KEK also rotates on its own schedule).")
+app.add_typer(rotate_app, name="rotate")
+
+
+@rotate_app.command("kek")
+def rotate_kek() -> None:
+    """Re-wrap every member data key under a new KEK now and destroy the old one (every erasure so far becomes final)."""
+    from .services import datakeys
+
+    rotation = datakeys.rotate(_gateway(), "cli")
+    typer.echo(json.dumps({"kek_id": rotation.new_kek_id, "destroyed": list(rotation.destroyed_kek_ids), "rewrapped": rotation.rewrapped}))
+
+
+@rotate_app.command("pepper")
+def rotate_pepper() -> None:
+    """Make a new pepper current and re-key every identifier to it; then `retire-pepper` the old one."""
+    from .services import peppers
+
+    gw = _gateway()
+    version = peppers.rotate(gw, "cli")
+    done = peppers.rekey(gw)
+    typer.echo(json.dumps({"current": version, "rekeyed": done.rekeyed, "not_rekeyed": done.left}))
+
+
+@app.command("retire-pepper")
+def retire_pepper(version: int = typer.Argument(..., min=1, help="the old pepper's version")) -> None:
+    """Destroy an old pepper once no identifier or enrolment in progress uses it."""
+    from .errors import GatewayError
+    from .services import peppers
+
+    try:
+        peppers.retire(_gateway(), version, "cli")
+    except GatewayError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    typer.echo(json.dumps({"retired": version}))

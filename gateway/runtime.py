@@ -61,8 +61,9 @@ def open_keystore(keys_dir: Path) -> LocalKeyStore:
 
 
 def load_peppers(keys_dir: Path) -> dict[int, bytes]:
-    """pepper.key is version 1; a rotation adds pepper.v2.key, pepper.v3.key, ... (newest is current)."""
-    peppers = {1: load_pepper(keys_dir / PEPPER_FILE)}
+    """pepper.key is version 1; a rotation adds pepper.v2.key, pepper.v3.key, ... (newest is current);
+    a retired one is gone (services/peppers.py)."""
+    peppers = {1: load_pepper(keys_dir / PEPPER_FILE)} if (keys_dir / PEPPER_FILE).exists() else {}
     for path in keys_dir.glob("pepper.v*.key"):
         match = _PEPPER_VERSION.match(path.name)
         if match:

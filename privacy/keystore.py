@@ -57,6 +57,8 @@ class KeyStore(Protocol):
 
     def get(self, member_ref: str) -> WrappedKey | None: ...
 
+    def get_many(self, member_refs: list[str]) -> dict[str, WrappedKey]: ...
+
     def put(self, member_ref: str, wrapped: WrappedKey) -> None:
         """Store a new data key; raises StaleKek unless it is wrapped under the current KEK."""
 
@@ -160,6 +162,15 @@ class LocalKeyStore:
     def get(self, member_ref: str) -> WrappedKey | None:
         row = self._db().execute("SELECT record FROM data_keys WHERE member_ref = ?", (member_ref,)).fetchone()
         return None if row is None else WrappedKey.from_record(_record(row[0]))
+
+    def get_many(self, member_refs: list[str]) -> dict[str, WrappedKey]:
+        found: dict[str, WrappedKey] = {}
+        for start in range(0, len(member_refs), 500):  # SQLite's bound-parameter limit
+            chunk = member_refs[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            found |= {ref: WrappedKey.from_record(_record(record)) for ref, record in
+                      self._db().execute(f"SELECT member_ref, record FROM data_keys WHERE member_ref IN ({marks})", chunk)}
+        return found
 
     def put(self, member_ref: str, wrapped: WrappedKey) -> None:
         self.put_many([(member_ref, wrapped)])

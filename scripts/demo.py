@@ -63,16 +63,15 @@ def federated_training(console: Console, workdir: Path, brands: dict) -> None:
                    len(brands), release_dir=workdir / "releases", gateways=gateways)
     last = rec["metrics_per_round"][-1]
     table = Table(title=f"Churn (no purchase in 90 days): {rec['rounds_completed']} FedAvg rounds, each brand on its own database")
-    for column in ("brand", "trained on (consented members)", "held out", "AUC"):
+    for column in ("brand", "held-out AUC (from noisy histograms)"):
         table.add_column(column, justify="left" if column == "brand" else "right")
     for bid in brands:
-        b = last["per_brand"][bid]
-        table.add_row(BRANDS[bid].name, str(last["train_examples"][bid]), str(b["num_examples"]), f"{b['auc']:.3f}")
+        table.add_row(BRANDS[bid].name, f"{last['per_brand'][bid]['auc']:.3f}")
     console.print(table)
-    privacy = rec["privacy"]["record_level"]
+    privacy = rec["privacy"]
     console.print(f"pooled held-out AUC {rec['final_metrics']['auc_pooled']:.3f}; record-level DP-SGD inside each brand: "
-                  f"epsilon {privacy['epsilon']:.2f} spent at delta {privacy['delta']:g} (target {privacy['target_epsilon']:g}, "
-                  "recomputed by the privacy accountant)")
+                  f"epsilon {privacy['record_level']['epsilon']:g} at delta {privacy['delta']:g} (each brand calibrates its noise "
+                  f"on its own count, which never leaves it); evaluation histograms: epsilon {privacy['evaluation']['epsilon']:g}")
     txs = ", ".join(f"{BRANDS[bid].name} {p['tx_hash'][:12]}..." for bid, p in sorted(rec["_published"].items()))
     console.print(f"release {rec['model_version']} (model sha256 {rec['model_sha256'][:16]}...) recorded in every brand's "
                   f"audit log and anchored on chain: {txs}")

@@ -10,7 +10,7 @@ from ..errors import Conflict
 from ..models import ApiKey
 from ..runtime import Gateway
 from ..schemas import MAX_DB_INT, AnchorRequest, ApiKeyInfo, ApiKeyIssued, ApiKeyRequest
-from ..services import alliance, anchoring, audit, enrolment, ledger, throttle, tiers
+from ..services import alliance, anchoring, audit, datakeys, enrolment, ledger, peppers, throttle, tiers
 from . import AUTH, gateway, problems
 
 router = APIRouter(prefix="/v1/admin", tags=["operator"])
@@ -81,4 +81,7 @@ def run_maintenance(gw: Gateway, actor: str) -> dict:
         throttle.forget_idle(session, now)
         audit.record(session, actor, "maintenance", now, expired=expired, downgraded=downgraded, enrolments_expired=enrolments)
     chain = alliance.retry_pending(gw) if gw.alliance else {}
-    return {"points_expired": expired, "tiers_downgraded": downgraded, "enrolments_expired": enrolments, "chain_operations": chain}
+    rekeyed = peppers.rekey(gw)
+    swept = datakeys.sweep(gw, now)
+    return {"points_expired": expired, "tiers_downgraded": downgraded, "enrolments_expired": enrolments, "chain_operations": chain,
+            "identifiers_rekeyed": rekeyed.rekeyed, "orphan_data_keys_destroyed": swept}
