@@ -417,7 +417,7 @@ def write_brand(gw: Any, ev: BrandEvents, seed: int, chunk: int = 50_000) -> dic
     from gateway.db import ids_taken, insert_many
     from gateway.services import consent as consent_svc
     from privacy.hashchain import HashChain
-    from privacy.receipts import LawfulBasis, Purpose, jcs_bytes
+    from privacy.receipts import LawfulBasis, Purpose, jcs_bytes, sign_receipt
 
     rng = brand_rng(seed, 505, ev.spec.brand_id)
     spec = ev.spec
@@ -544,7 +544,9 @@ def write_brand(gw: Any, ev: BrandEvents, seed: int, chunk: int = 50_000) -> dic
         mm = _M()
         mm.member_ref, mm.jurisdiction = refs[i], "CN"
         at = _at(day)
-        signed = consent_svc._receipt(gw, mm, purpose, granted, basis, basis_channel, at)
+        # Simulated history is signed in the earlier receipt format (it still verifies, and its flat
+        # JCS is built fast below); what a gateway issues today is a Kantara JWS receipt.
+        signed = sign_receipt(consent_svc.receipt_facts(gw, mm, purpose, granted, basis, basis_channel, at), gw.signing_key)
         # The consent log stores RFC 8785 JSON of the signed receipt and hashes RFC 8785 of
         # {"payload", "seq"}.  A receipt is a flat object of plain ASCII strings, for which JCS is
         # built directly (privacy.receipts.jcs_bytes); the first entry is checked against the

@@ -106,9 +106,11 @@ def login(brand: str = BRAND, phone: str = typer.Option(None), email: str = type
 def consent(purpose: str, brand: str = BRAND, withdraw: bool = typer.Option(False, "--withdraw"), home: Path = HOME) -> None:
     """Grant (or --withdraw) one purpose; the signed receipt is kept in the home directory."""
 
+    from privacy.receipts import load_receipt
+
     def go():
         body = _home(home).client(brand).consent(purpose, not withdraw)
-        path = home / "receipts" / f"{body['receipt']['receipt']['receipt_id']}.json"
+        path = home / "receipts" / f"{load_receipt(body['receipt']).receipt.receipt_id}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(body["receipt"], indent=2))
         return body | {"saved": str(path)}

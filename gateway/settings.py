@@ -120,6 +120,10 @@ class GatewaySettings(BaseSettings):
     timezone: str = "Asia/Shanghai"  # IANA name: the brand's calendar days (daily cap, member day, birthday month)
     policy_version: str = "2026-01"
     policy_text: str = "Loyalty privacy policy 2026-01: purposes, retention, rights."
+    # The controller every consent receipt names (Kantara CR v1.1: contact, address, policy URL).
+    controller_email: str = "privacy@brand.example"
+    controller_url: str = "https://brand.example"
+    policy_url: str = "https://brand.example/privacy"
     earn: EarnRules = EarnRules()
     tiers: list[TierRule] = DEFAULT_TIERS
     tier_window_days: int = Field(365, ge=30)

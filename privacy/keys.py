@@ -169,6 +169,11 @@ class SigningKey:
         """64-byte Ed25519 signature of ``data``."""
         return self._key.sign(data)
 
+    @property
+    def cryptography_key(self) -> Ed25519PrivateKey:
+        """The key for a library that signs with it in this process (PyJWT: JWS receipts)."""
+        return self._key
+
     def private_pem(self) -> bytes:
         """Unencrypted PKCS#8 PEM.  Secret: write it only to a 0600 file."""
         return self._key.private_bytes(

@@ -1,7 +1,10 @@
 """Signed consent receipts.
 
 Every grant or withdrawal of consent for one purpose is a :class:`ConsentReceipt`
-signed by the brand with Ed25519.  The member gets the :class:`SignedReceipt`
+signed by the brand with Ed25519. Receipts are issued as Kantara Consent Receipt
+v1.1 records (the shape ISO/IEC 27560 builds on) signed as compact JWS with EdDSA
+(:class:`JwsReceipt`, :func:`sign_kantara`); receipts of the earlier format (JCS,
+below) still verify, and :func:`load_receipt` reads either.  The member gets the :class:`SignedReceipt`
 as a JSON file and can later prove what they agreed to, and when, to anyone
 holding the brand's public key; the brand appends the same receipt to its
 hash-chained consent log.
@@ -21,7 +24,7 @@ import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import Enum, StrEnum
 from functools import cached_property
 from typing import Any, Final
@@ -34,7 +37,13 @@ from privacy.errors import ReceiptError, ReceiptSignatureError
 from privacy.keys import PublicKey, SigningKey
 
 __all__ = [
+    "KANTARA_FORMAT",
     "RECEIPT_TYPE",
+    "Controller",
+    "JwsReceipt",
+    "kantara_claims",
+    "load_receipt",
+    "sign_kantara",
     "Channel",
     "ConsentReceipt",
     "ConsentState",
@@ -354,14 +363,17 @@ def sign_receipt(receipt: ConsentReceipt, signing_key: SigningKey | Ed25519Priva
     return SignedReceipt(receipt, _b64url(key.sign(receipt.canonical_bytes())))
 
 
-def verify_receipt(signed: SignedReceipt, public_key: PublicKey | Ed25519PublicKey | bytes) -> None:
-    """Return if ``signed`` verifies under ``public_key``; raise :class:`ReceiptSignatureError` otherwise."""
+def verify_receipt(signed: SignedReceipt | JwsReceipt, public_key: PublicKey | Ed25519PublicKey | bytes) -> None:
+    """Return if ``signed`` (either format) verifies under ``public_key``; raise
+    :class:`ReceiptSignatureError` otherwise."""
     if isinstance(public_key, PublicKey):
         key = public_key
     elif isinstance(public_key, Ed25519PublicKey):
         key = PublicKey(public_key)
     else:
         key = PublicKey.from_raw(public_key)
+    if isinstance(signed, JwsReceipt):
+        return _verify_jws(signed, key)
     if signed.receipt.key_id != key.key_id:
         raise ReceiptSignatureError(f"receipt was signed with key {signed.receipt.key_id}, not with key {key.key_id}")
     signature = _b64url_decode(signed.signature)
@@ -369,3 +381,159 @@ def verify_receipt(signed: SignedReceipt, public_key: PublicKey | Ed25519PublicK
         raise ReceiptSignatureError("an Ed25519 signature is 64 bytes in canonical base64url")
     if not key.verify(signature, signed.receipt.canonical_bytes()):
         raise ReceiptSignatureError("receipt signature does not verify")
+
+
+# ---------------------------------------------------------------------------
+# Kantara Consent Receipt v1.1 (the record ISO/IEC 27560 builds on), as a compact JWS
+# ---------------------------------------------------------------------------
+
+KANTARA_FORMAT: Final = "kantara-cr-1.1+jws"
+KANTARA_VERSION: Final = "KI-CR-v1.1.0"
+_JWS_TYPE: Final = "kantara-cr+jwt"
+ALLIANCE_CHAIN: Final = ("the alliance chain, a public blockchain whose records are permanent and readable by anyone "
+                         "(wallet address, amounts, exchange reference), and the alliance operator")
+
+
+@dataclass(frozen=True)
+class Controller:
+    """The brand as the data controller a receipt names."""
+
+    name: str
+    email: str
+    url: str
+    policy_url: str
+    language: str = "en"
+
+
+# Per purpose: Kantara purpose and PII categories (the specification's appendix lists), whether a
+# third party receives data, and who.
+PURPOSE_TERMS: Final[dict[Purpose, dict[str, Any]]] = {
+    Purpose.LOYALTY_CORE: {"purposeCategory": ["2 - Contracted Service"], "piiCategory": ["2 - Contact", "7 - Financial", "14 - Membership"],
+                           "primaryPurpose": True, "thirdPartyDisclosure": False, "thirdPartyName": ""},
+    Purpose.ALLIANCE_EXCHANGE: {"purposeCategory": ["10 - 3rd Party Sharing for Core Function"],
+                                "piiCategory": ["5 - Network/Service", "7 - Financial"], "primaryPurpose": False,
+                                "thirdPartyDisclosure": True, "thirdPartyName": ALLIANCE_CHAIN},
+    Purpose.FEDERATED_TRAINING: {"purposeCategory": ["13 - Other"], "piiCategory": ["15 - Behavioral", "16 - Profiling"],
+                                 "primaryPurpose": False, "thirdPartyDisclosure": True,
+                                 "thirdPartyName": "the alliance operator (model updates only, with differential privacy; no row leaves the brand)"},
+    Purpose.MARKETING: {"purposeCategory": ["6 - Marketing"], "piiCategory": ["2 - Contact", "15 - Behavioral"], "primaryPurpose": False,
+                        "thirdPartyDisclosure": False, "thirdPartyName": ""},
+    Purpose.OVERLAP_ANALYTICS: {"purposeCategory": ["13 - Other"], "piiCategory": ["14 - Membership"], "primaryPurpose": False,
+                                "thirdPartyDisclosure": True,
+                                "thirdPartyName": "the other alliance brands (private set intersection: counts only)"},
+}
+_TERMINATION: Final = "until withdrawn: the member withdraws at any time (app, or PUT /v1/me/consents/{purpose}), and the processing stops at once"
+
+
+def kantara_claims(receipt: ConsentReceipt, controller: Controller) -> dict[str, Any]:
+    """The receipt's facts in the Kantara CR v1.1 shape. Kantara has no withdrawal, lawful basis or
+    policy digest: they are added as ``state``, ``lawfulBasis``, ``policyVersion``,
+    ``policySha256`` and ``issuer``."""
+    terms = PURPOSE_TERMS[receipt.purpose]
+    consent_based = receipt.lawful_basis is LawfulBasis.CONSENT
+    return {
+        "version": KANTARA_VERSION,
+        "jurisdiction": receipt.jurisdiction,
+        "consentTimestamp": int(parse_rfc3339(receipt.issued_at).timestamp()),
+        "collectionMethod": receipt.channel.value,
+        "consentReceiptID": receipt.receipt_id,
+        "publicKey": receipt.key_id,  # the key id: the brand's key itself is pinned by whoever verifies
+        "language": controller.language,
+        "piiPrincipalId": receipt.pseudonym,
+        "piiControllers": [{"piiController": controller.name, "contact": controller.email, "email": controller.email,
+                            "piiControllerUrl": controller.url}],
+        "policyUrl": controller.policy_url,
+        "services": [{"service": f"{controller.name} loyalty programme", "purposes": [{
+            "purpose": receipt.purpose.value,
+            "purposeCategory": terms["purposeCategory"],
+            "consentType": "EXPLICIT" if consent_based else "NOT REQUIRED",
+            "piiCategory": terms["piiCategory"],
+            "primaryPurpose": terms["primaryPurpose"],
+            "termination": _TERMINATION if consent_based else "for as long as the membership lasts",
+            "thirdPartyDisclosure": terms["thirdPartyDisclosure"],
+            "thirdPartyName": terms["thirdPartyName"],
+        }]}],
+        "sensitive": False,
+        "spiCat": [],
+        "state": receipt.state.value,
+        "lawfulBasis": receipt.lawful_basis.value,
+        "policyVersion": receipt.policy_version,
+        "policySha256": receipt.policy_sha256,
+        "issuer": receipt.issuer,
+    }
+
+
+def _facts(claims: Mapping[str, Any]) -> ConsentReceipt:
+    """The ConsentReceipt a Kantara receipt states (its own fields are checked on construction)."""
+    try:
+        (service,) = claims["services"]
+        (purpose,) = service["purposes"]
+        return ConsentReceipt(
+            receipt_id=claims["consentReceiptID"], pseudonym=claims["piiPrincipalId"], purpose=purpose["purpose"],
+            state=claims["state"], policy_version=claims["policyVersion"], policy_sha256=claims["policySha256"],
+            lawful_basis=claims["lawfulBasis"], jurisdiction=claims["jurisdiction"], channel=claims["collectionMethod"],
+            issued_at=format_rfc3339(datetime.fromtimestamp(int(claims["consentTimestamp"]), UTC)),
+            issuer=claims["issuer"], key_id=claims["publicKey"])
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:
+        if isinstance(exc, ReceiptError):
+            raise
+        raise ReceiptError(f"not a consent receipt of this alliance: {type(exc).__name__}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class JwsReceipt:
+    """A receipt as a Kantara CR v1.1 record signed by the brand as a compact JWS (EdDSA, Ed25519)."""
+
+    receipt: ConsentReceipt
+    claims: dict[str, Any]
+    jws: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"format": ..., "jws": "<header>.<payload>.<signature>", "receipt": {claims}}``: the
+        claims beside the JWS are for reading; verification checks they are the signed ones."""
+        return {"format": KANTARA_FORMAT, "jws": self.jws, "receipt": self.claims}
+
+    def to_json(self) -> str:
+        return rfc8785.dumps(self.to_dict()).decode("utf-8")
+
+    @classmethod
+    def from_dict(cls, data: object) -> JwsReceipt:
+        if not isinstance(data, dict) or set(data) != {"format", "jws", "receipt"} or data["format"] != KANTARA_FORMAT:
+            raise ReceiptError(f"a {KANTARA_FORMAT} receipt has exactly format, jws and receipt")
+        if not isinstance(data["jws"], str) or not isinstance(data["receipt"], dict):
+            raise ReceiptError("jws must be a string and receipt an object")
+        return cls(_facts(data["receipt"]), data["receipt"], data["jws"])
+
+
+def sign_kantara(receipt: ConsentReceipt, controller: Controller, signing_key: SigningKey) -> JwsReceipt:
+    """Sign ``receipt`` in the Kantara shape; its ``key_id`` must name ``signing_key``."""
+    import jwt
+
+    if receipt.key_id != signing_key.key_id:
+        raise ReceiptError(f"receipt names key {receipt.key_id} but the signing key is {signing_key.key_id}")
+    claims = kantara_claims(receipt, controller)
+    token = jwt.encode(claims, signing_key.cryptography_key, algorithm="EdDSA", headers={"kid": signing_key.key_id, "typ": _JWS_TYPE})
+    return JwsReceipt(receipt, claims, token)
+
+
+def _verify_jws(signed: JwsReceipt, key: PublicKey) -> None:
+    import jwt
+
+    try:
+        header = jwt.get_unverified_header(signed.jws)
+        if header.get("alg") != "EdDSA" or header.get("kid") != key.key_id:
+            raise ReceiptSignatureError(f"receipt was signed with key {header.get('kid')} ({header.get('alg')}), not with key {key.key_id}")
+        claims = jwt.decode(signed.jws, key.cryptography_key, algorithms=["EdDSA"], options={"verify_exp": False, "verify_aud": False})
+    except jwt.PyJWTError as exc:
+        raise ReceiptSignatureError(f"receipt signature does not verify: {exc}") from None
+    if claims != signed.claims:
+        raise ReceiptSignatureError("the receipt shown beside the JWS is not the one signed")
+    if signed.receipt.key_id != key.key_id:
+        raise ReceiptSignatureError(f"receipt names key {signed.receipt.key_id}, not key {key.key_id}")
+
+
+def load_receipt(data: object) -> SignedReceipt | JwsReceipt:
+    """Either format from its dict form: a Kantara JWS receipt, or an earlier JCS-signed one."""
+    if isinstance(data, dict) and "jws" in data:
+        return JwsReceipt.from_dict(data)
+    return SignedReceipt.from_json(json.dumps(data))

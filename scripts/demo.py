@@ -13,7 +13,6 @@ the compliance audit that closes the demo covers those training reads too.
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from contracts.deploy import BrandTerms
 from gateway.local import LocalAlliance
 from privacy.keys import PublicKey
 from privacy.merkle import verify_inclusion
-from privacy.receipts import SignedReceipt, verify_receipt
+from privacy.receipts import load_receipt, verify_receipt
 from settlement.audit import GatewayAccess, verify
 from settlement.epochs import close_epoch
 from settlement.reports import build_report, write_report
@@ -188,7 +187,7 @@ def run(workdir: Path = typer.Option(Path("var/demo"), help="where the brands' d
     auditor = grocery.headers("auditor")
     proof = grocery.http.get("/v1/audit/logs/consent-log/1/proof", headers=auditor).json()
     key = PublicKey.from_pem(grocery.http.get("/v1/brand").json()["receipt_public_key_pem"].encode())
-    verify_receipt(SignedReceipt.from_json(json.dumps(proof["entry"]["payload"])), key)
+    verify_receipt(load_receipt(proof["entry"]["payload"]), key)
     anchor = local.alliance.anchor.anchor(grocery.address, "consent-log", proof["anchor"]["period"])
     from privacy.hashchain import entry_body
 

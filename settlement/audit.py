@@ -44,7 +44,8 @@ from contracts.client import Alliance, AnchorClient
 from privacy.hashchain import ChainEntry, entry_body, verify_chain
 from privacy.keys import PublicKey
 from privacy.merkle import MerkleTree, verify_consistency, verify_inclusion
-from privacy.receipts import SignedReceipt, verify_receipt
+from privacy.errors import ReceiptError
+from privacy.receipts import load_receipt, verify_receipt
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 PASS, FAIL, SKIP = "pass", "fail", "skip"
@@ -252,7 +253,7 @@ def check_signatures(entries: list[ChainEntry], key: PublicKey, key_source: str)
     bad = []
     for e in entries:
         try:
-            verify_receipt(SignedReceipt.from_json(json.dumps(e.payload)), key)
+            verify_receipt(load_receipt(e.payload), key)  # either format: Kantara JWS, or the earlier JCS
         except Exception as exc:  # malformed or not verifying: both are a forged receipt to the auditor
             bad.append({"seq": e.seq, "error": f"{type(exc).__name__}: {exc}"})
     evidence = {"key_id": key.key_id, "key_source": key_source, "checked": len(entries), "bad": bad[:50]}
@@ -277,7 +278,7 @@ def check_sampled(access: GatewayAccess, entries: list[ChainEntry], anchors: lis
             proof = access.get(f"/v1/audit/logs/consent-log/{seq}/proof")
             anchor = by_period.get(proof["anchor"]["period"])
             entry = proof["entry"]
-            receipt = SignedReceipt.from_json(json.dumps(entry["payload"]))
+            receipt = load_receipt(entry["payload"])
             row["receipt_id"] = receipt.receipt.receipt_id
             row["same_as_log"] = entry["payload"] == entries[seq].payload
             try:
@@ -317,10 +318,10 @@ class ConsentTimeline:
     def __init__(self, entries: list[ChainEntry], row_times: dict[int, float] | None = None):
         self._events: dict[tuple[str, str], list[tuple[float, int, bool]]] = defaultdict(list)
         for e in entries:
-            r = e.payload.get("receipt", {})
             try:
+                r = load_receipt(e.payload).receipt.to_dict()  # either format
                 at = _ts(r["issued_at"])
-            except (KeyError, ValueError):
+            except (ReceiptError, KeyError, ValueError):
                 continue
             # The receipt's second-resolution time is the signed truth; the gateway's row time refines
             # it within that second (and is used only when it agrees with the receipt).

@@ -33,7 +33,8 @@ from gateway.guard import Limits, RequestGuard
 from privacy.hashchain import entry_body
 from privacy.kanon import suppress_below_k
 from privacy.merkle import verify_inclusion
-from privacy.receipts import SignedReceipt, verify_receipt
+from privacy.errors import ReceiptError
+from privacy.receipts import JwsReceipt, load_receipt, verify_receipt
 
 from . import audit as audit_mod
 from .epochs import derive, verify_state
@@ -138,8 +139,11 @@ class Console:
         for g in self.c.gateways:
             current: dict[tuple[str, str], bool] = {}
             for e in audit_mod.fetch_log(g, "consent-log"):
-                r = e.payload.get("receipt", {})
-                current[r.get("pseudonym"), r.get("purpose")] = r.get("state") == "granted"
+                try:
+                    r = load_receipt(e.payload).receipt
+                except ReceiptError:
+                    continue  # a malformed entry: the audit's signature check reports it
+                current[r.pseudonym, r.purpose.value] = r.state.value == "granted"
             granted = {p: sum(1 for (m, purpose), v in current.items() if purpose == p and v) for p in PURPOSES}
             withdrawn = {p: sum(1 for (m, purpose), v in current.items() if purpose == p and not v) for p in PURPOSES}
             out.append({"brand": g.brand_id, "granted": suppress_below_k(granted, self.c.k),
@@ -153,7 +157,7 @@ class Console:
         anchor = anchors.get(proof["anchor"]["period"])
         key, key_source = audit_mod._public_key(g)
         payload = proof["entry"]["payload"]
-        signed = SignedReceipt.from_json(json.dumps(payload))
+        signed = load_receipt(payload)
         try:
             verify_receipt(signed, key)
             signature_ok, signature_error = True, None
@@ -161,7 +165,9 @@ class Console:
             signature_ok, signature_error = False, str(exc)
         included = anchor is not None and proof["tree_size"] == anchor["size"] and verify_inclusion(
             entry_body(seq, payload), seq, anchor["size"], [bytes.fromhex(p) for p in proof["proof"]], bytes.fromhex(anchor["root"]))
-        return {"brand": brand_id, "address": g.address, "seq": seq, "receipt": signed.receipt.to_dict(), "signature": signed.signature,
+        return {"brand": brand_id, "address": g.address, "seq": seq, "receipt": signed.receipt.to_dict(),
+                "format": payload.get("format", "loyalty-alliance receipt v1 (JCS)"),
+                "signature": signed.jws if isinstance(signed, JwsReceipt) else signed.signature,
                 "signature_ok": signature_ok, "signature_error": signature_error, "key_id": key.key_id, "key_source": key_source,
                 "proof": proof["proof"], "tree_size": proof["tree_size"], "entry_hash": proof["entry"]["entry_hash"],
                 "anchor_chain": anchor, "anchor_claimed": proof["anchor"], "included": included,
@@ -279,7 +285,10 @@ def create_console(config: ConsoleConfig) -> FastAPI:
             anchors = audit_mod.chain_anchors(config.alliance, g.address, "consent-log", config.store)
             covered = anchors[-1]["size"] if anchors else 0
             for e in audit_mod.fetch_log(g, "consent-log")[:200]:
-                r = e.payload.get("receipt", {})
+                try:
+                    r = load_receipt(e.payload).receipt.to_dict()
+                except ReceiptError:
+                    r = {}  # malformed: shown without its facts, and failed by the audit's signature check
                 rows.append({"brand": g.brand_id, "seq": e.seq, "purpose": r.get("purpose"), "state": r.get("state"),
                              "issued_at": r.get("issued_at"), "anchored": e.seq < covered})
         return render(request, "receipts.html", rows=rows)

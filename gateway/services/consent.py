@@ -9,7 +9,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from privacy.receipts import ConsentReceipt, LawfulBasis, Purpose, SignedReceipt, policy_digest, sign_receipt
+from privacy.receipts import ConsentReceipt, Controller, JwsReceipt, LawfulBasis, Purpose, SignedReceipt, load_receipt, policy_digest, sign_kantara
 
 from ..errors import ConsentRequired
 from ..models import Consent, ConsentLogEntry, Member
@@ -20,9 +20,17 @@ PURPOSES = tuple(p.value for p in Purpose)
 
 
 def _receipt(gw: Gateway, member: Member, purpose: Purpose, granted: bool, basis: LawfulBasis, channel: str,
-             now: datetime) -> SignedReceipt:
+             now: datetime) -> JwsReceipt:
     s = gw.settings
-    receipt = ConsentReceipt.create(
+    controller = Controller(s.brand_name, s.controller_email, s.controller_url, s.policy_url)
+    return sign_kantara(receipt_facts(gw, member, purpose, granted, basis, channel, now), controller, gw.signing_key)
+
+
+def receipt_facts(gw: Gateway, member: Member, purpose: Purpose, granted: bool, basis: LawfulBasis, channel: str,
+                  now: datetime) -> ConsentReceipt:
+    """What a receipt for this change states (signed by `_receipt`)."""
+    s = gw.settings
+    return ConsentReceipt.create(
         # The member_ref, not the identifier pseudonym: after erasure nothing in the log (which can
         # never be edited) still points at a person.
         pseudonym=member.member_ref,
@@ -37,11 +45,10 @@ def _receipt(gw: Gateway, member: Member, purpose: Purpose, granted: bool, basis
         key_id=gw.signing_key.key_id,
         issued_at=now.strftime("%Y-%m-%dT%H:%M:%SZ"),
     )
-    return sign_receipt(receipt, gw.signing_key)
 
 
 def set_consent(session: Session, gw: Gateway, member: Member, purpose: Purpose, granted: bool, channel: str,
-                now: datetime, basis: LawfulBasis = LawfulBasis.CONSENT) -> tuple[SignedReceipt, bool]:
+                now: datetime, basis: LawfulBasis = LawfulBasis.CONSENT) -> tuple[JwsReceipt | SignedReceipt, bool]:
     """Grant or withdraw; returns (receipt, changed). Repeating the current state under the same
     policy changes nothing and returns the receipt already given (idempotent)."""
     current = session.get(Consent, (member.id, purpose.value), with_for_update=True)
@@ -50,7 +57,7 @@ def set_consent(session: Session, gw: Gateway, member: Member, purpose: Purpose,
         if existing.receipt.policy_version == gw.settings.policy_version:
             return existing, False
     signed = _receipt(gw, member, purpose, granted, basis, channel, now)
-    entry = logs.append(session, ConsentLogEntry, json.loads(signed.to_json()), now, member_id=member.id)
+    entry = logs.append(session, ConsentLogEntry, signed.to_dict(), now, member_id=member.id)
     if current is None:
         session.add(Consent(member_id=member.id, purpose=purpose.value, granted=granted,
                             receipt_id=signed.receipt.receipt_id, log_seq=entry.seq, updated_at=now))
@@ -59,8 +66,9 @@ def set_consent(session: Session, gw: Gateway, member: Member, purpose: Purpose,
     return signed, True
 
 
-def receipt_of(session: Session, seq: int) -> SignedReceipt:
-    return SignedReceipt.from_json(session.get(ConsentLogEntry, seq).payload)
+def receipt_of(session: Session, seq: int) -> JwsReceipt | SignedReceipt:
+    """The receipt of a consent-log entry: a Kantara JWS receipt, or one of the earlier format."""
+    return load_receipt(json.loads(session.get(ConsentLogEntry, seq).payload))
 
 
 def has_consent(session: Session, member_id: int, purpose: Purpose | str) -> bool:
@@ -90,4 +98,6 @@ def current(session: Session, member_id: int) -> dict[str, bool]:
 
 def history(session: Session, member_id: int) -> list[dict]:
     rows = session.scalars(select(ConsentLogEntry).where(ConsentLogEntry.member_id == member_id).order_by(ConsentLogEntry.seq))
-    return [{"seq": r.seq, "entry_hash": r.entry_hash, **json.loads(r.payload)} for r in rows]
+    # "consent": the receipt's facts in one shape whatever its format (Kantara JWS, or the earlier one).
+    return [{"seq": r.seq, "entry_hash": r.entry_hash, "consent": load_receipt(payload).receipt.to_dict(), **payload}
+            for r in rows for payload in [json.loads(r.payload)]]

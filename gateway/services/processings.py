@@ -27,6 +27,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from privacy.receipts import load_receipt
 from sqlalchemy import and_, insert, or_, select, text
 from sqlalchemy.engine import Connection
 
@@ -190,7 +191,7 @@ def _consent_in_force(conn: Connection, purpose: str, wanted: list[tuple[int, da
     rows = conn.execute(select(ConsentLogEntry.seq, ConsentLogEntry.member_id, ConsentLogEntry.payload, ConsentLogEntry.created_at)
                         .where(ConsentLogEntry.member_id.in_({m for m, _ in wanted})).order_by(ConsentLogEntry.seq))
     for seq, member_id, payload, created_at in rows:
-        if json.loads(payload).get("receipt", {}).get("purpose") == purpose:
+        if load_receipt(json.loads(payload)).receipt.purpose.value == purpose:
             history[member_id].append((as_utc(created_at), seq))
     return [max((seq for at, seq in history.get(m, []) if at <= moment), default=None) for m, moment in wanted]
 

@@ -27,11 +27,12 @@ from harness import (
 from privacy.hashchain import ChainEntry
 from privacy.keys import PublicKey
 from privacy.merkle import verify_inclusion
-from privacy.receipts import SignedReceipt, verify_receipt
+from privacy.receipts import KANTARA_FORMAT, load_receipt, verify_receipt
 
 
 def _verify(receipt: dict, public_key: PublicKey) -> None:
-    verify_receipt(SignedReceipt.from_json(json.dumps(receipt)), public_key)
+    assert receipt["format"] == KANTARA_FORMAT
+    verify_receipt(load_receipt(receipt), public_key)
 
 
 def test_member_journey_across_two_brands(request, db_backend, tmp_path, clock):
@@ -59,7 +60,7 @@ def test_member_journey_across_two_brands(request, db_backend, tmp_path, clock):
     assert brand_a["address"] == a.gw.brand_address and brand_a["rate"] == 100
     granted = consent(a, m, "alliance_exchange")
     assert granted["changed"] is True and granted["receipt"]["receipt"]["state"] == "granted"
-    assert granted["receipt"]["receipt"]["pseudonym"] == m["member_ref"]
+    assert granted["receipt"]["receipt"]["piiPrincipalId"] == m["member_ref"]
     _verify(granted["receipt"], key_a)
     forged = json.loads(json.dumps(granted["receipt"]))
     forged["receipt"]["purpose"] = "marketing"
@@ -147,7 +148,7 @@ def test_member_journey_across_two_brands(request, db_backend, tmp_path, clock):
     assert verify_inclusion(leaf_entry.leaf(), proof["leaf_index"], proof["tree_size"], path, on_chain.root)
     assert not verify_inclusion(leaf_entry.leaf(), 0, proof["tree_size"], path, on_chain.root)
     # The anchored entry is the member's alliance_exchange grant, and its receipt is the brand's.
-    assert entry["payload"]["receipt"]["purpose"] == "alliance_exchange"
+    assert entry["payload"]["receipt"]["services"][0]["purposes"][0]["purpose"] == "alliance_exchange"
     _verify(entry["payload"], key_a)
     assert a.client.get("/v1/audit/logs/consent-log/verification", headers=a.as_("auditor")).json()["ok"] is True
     # Nothing new: a second anchor is refused politely.

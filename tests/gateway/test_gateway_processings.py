@@ -35,7 +35,7 @@ def _members(brand, clock, n: int = 4) -> list[dict]:
 
 def _seq(brand, member: dict, purpose: str) -> int:
     history = brand.client.get("/v1/me/consents/history", headers=member["auth"]).json()
-    return [h["seq"] for h in history if h["receipt"]["purpose"] == purpose][-1]
+    return [h["seq"] for h in history if h["consent"]["purpose"] == purpose][-1]
 
 
 def _listing(brand, limit: int = 5000, **params) -> list[dict]:

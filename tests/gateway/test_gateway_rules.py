@@ -284,7 +284,7 @@ def test_consent_defaults_withdrawal_and_frozen_member(brand, clock):
     assert r.status_code == 409 and r.json()["code"] == "member_not_active"
     assert brand.client.get("/v1/me/export", headers=auth).status_code == 200
     history = brand.client.get("/v1/me/consents/history", headers=auth).json()
-    assert [(h["receipt"]["purpose"], h["receipt"]["state"]) for h in history] == [
+    assert [(h["consent"]["purpose"], h["consent"]["state"]) for h in history] == [
         ("loyalty_core", "granted"), ("marketing", "granted"), ("marketing", "withdrawn")]
     # Withdrawing loyalty_core stops earning at once.
     assert brand.client.post(f"/v1/members/{m['member_ref']}/status", json={"status": "active", "reason": "cleared"},

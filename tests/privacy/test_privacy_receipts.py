@@ -360,3 +360,77 @@ def test_any_valid_receipt_signs_round_trips_and_verifies(receipt: ConsentReceip
     assert again == signed
     verify_receipt(again, BRAND_KEY.public_key)
     assert receipt.canonical_bytes() == rfc8785.dumps({"type": RECEIPT_TYPE, **receipt.to_dict()})
+
+
+# ---------------------------------------------------------------------- Kantara CR v1.1 as compact JWS
+
+
+def _kantara(purpose: str = "alliance_exchange", state: str = "granted"):
+    from privacy.receipts import Controller, sign_kantara
+
+    key = SigningKey.generate()
+    receipt = ConsentReceipt.create(pseudonym="4f1c2a9e-member-ref", purpose=purpose, state=state, policy_version="2026-01",
+                                    policy_sha256="ab" * 32, lawful_basis="consent", jurisdiction="CN", channel="app",
+                                    issuer="grocery", key_id=key.key_id, issued_at="2026-05-04T13:37:21Z")
+    controller = Controller("Grocery", "privacy@grocery.example", "https://grocery.example", "https://grocery.example/privacy")
+    return key, receipt, sign_kantara(receipt, controller, key)
+
+
+def test_kantara_receipt_has_every_field_and_is_a_compact_eddsa_jws():
+    import jwt
+
+    key, receipt, signed = _kantara()
+    header = jwt.get_unverified_header(signed.jws)
+    assert signed.jws.count(".") == 2 and header == {"alg": "EdDSA", "kid": key.key_id, "typ": "kantara-cr+jwt"}
+    c = signed.claims
+    assert c["version"] == "KI-CR-v1.1.0" and c["jurisdiction"] == "CN" and c["consentTimestamp"] == 1777901841
+    assert c["collectionMethod"] == "app" and c["consentReceiptID"] == receipt.receipt_id and c["publicKey"] == key.key_id
+    assert c["language"] == "en" and c["piiPrincipalId"] == "4f1c2a9e-member-ref" and c["policyUrl"] == "https://grocery.example/privacy"
+    assert c["piiControllers"] == [{"piiController": "Grocery", "contact": "privacy@grocery.example", "email": "privacy@grocery.example",
+                                    "piiControllerUrl": "https://grocery.example"}]
+    (purpose,) = c["services"][0]["purposes"]
+    assert purpose["purpose"] == "alliance_exchange" and purpose["consentType"] == "EXPLICIT" and purpose["purposeCategory"]
+    assert purpose["piiCategory"] and purpose["termination"].startswith("until withdrawn")
+    assert purpose["thirdPartyDisclosure"] is True and "public" in purpose["thirdPartyName"] and "permanent" in purpose["thirdPartyName"]
+    assert "alliance operator" in purpose["thirdPartyName"]
+    assert c["sensitive"] is False and c["spiCat"] == []
+    assert (c["state"], c["lawfulBasis"], c["policyVersion"], c["policySha256"], c["issuer"]) == ("granted", "consent", "2026-01", "ab" * 32, "grocery")
+
+
+def test_kantara_receipt_round_trips_verifies_and_refuses_tampering():
+    from privacy.receipts import load_receipt
+
+    key, receipt, signed = _kantara(state="withdrawn")
+    loaded = load_receipt(json.loads(signed.to_json()))
+    assert loaded.receipt == receipt
+    verify_receipt(loaded, key.public_key)
+    with pytest.raises(ReceiptSignatureError):
+        verify_receipt(loaded, SigningKey.generate().public_key)  # another brand's key
+    shown = json.loads(signed.to_json())
+    shown["receipt"]["state"] = "granted"  # the readable copy beside the JWS
+    with pytest.raises(ReceiptSignatureError, match="not the one signed"):
+        verify_receipt(load_receipt(shown), key.public_key)
+    header, payload, sig = signed.jws.split(".")
+    forged = json.loads(base64.urlsafe_b64decode(payload + "=="))
+    forged["state"] = "granted"
+    body = base64.urlsafe_b64encode(json.dumps(forged).encode()).rstrip(b"=").decode()
+    with pytest.raises(ReceiptSignatureError):
+        verify_receipt(load_receipt({"format": "kantara-cr-1.1+jws", "jws": f"{header}.{body}.{sig}", "receipt": forged}), key.public_key)
+
+
+def test_receipts_of_both_formats_verify_and_the_auditor_checks_both():
+    from privacy.hashchain import HashChain
+    from privacy.receipts import load_receipt
+    from settlement.audit import check_signatures
+
+    key, _, new = _kantara()
+    old = sign_receipt(ConsentReceipt.create(pseudonym="m-old", purpose="marketing", state="granted", policy_version="2025-01",
+                                             policy_sha256="cd" * 32, lawful_basis="consent", jurisdiction="CN", channel="web",
+                                             issuer="grocery", key_id=key.key_id), key)
+    for signed in (old, new):
+        verify_receipt(load_receipt(json.loads(signed.to_json())), key.public_key)
+    chain = HashChain()
+    entries = [chain.append(json.loads(s.to_json())) for s in (old, new)]
+    assert check_signatures(entries, key.public_key, "pinned").status == "pass"
+    other = SigningKey.generate()
+    assert check_signatures(entries, other.public_key, "pinned").status == "fail"

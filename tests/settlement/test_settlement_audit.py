@@ -99,7 +99,8 @@ def test_forged_receipt_is_caught(gateway_world):
     with tampered(w.db_path("cafe")) as db:
         last = db.execute("SELECT seq, payload, entry_hash, created_at FROM consent_log ORDER BY seq DESC LIMIT 1").fetchone()
         payload = json.loads(last[1])
-        payload["receipt"]["purpose"] = "marketing" if payload["receipt"]["purpose"] != "marketing" else "federated_training"
+        purpose = payload["receipt"]["services"][0]["purposes"][0]  # a Kantara receipt beside its JWS
+        purpose["purpose"] = "marketing" if purpose["purpose"] != "marketing" else "federated_training"
         seq = last[0] + 1
         body = rfc8785.dumps({"seq": seq, "payload": payload})
         h = hashlib.sha256(bytes.fromhex(last[2]) + body).hexdigest()
@@ -119,7 +120,7 @@ def test_anchor_that_does_not_extend_the_previous_one_is_caught(gateway_world):
     try:
         with tampered(w.db_path("airline")) as db:
             payload = json.loads(db.execute("SELECT payload FROM consent_log WHERE seq = 0").fetchone()[0])
-            payload["receipt"]["channel"] = "pos" if payload["receipt"]["channel"] != "pos" else "web"
+            payload["receipt"]["collectionMethod"] = "pos" if payload["receipt"]["collectionMethod"] != "pos" else "web"
             db.execute("UPDATE consent_log SET payload = ? WHERE seq = 0", (rfc8785.dumps(payload).decode(),))
             db.commit()
             rehash(db)
