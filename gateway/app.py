@@ -16,7 +16,7 @@ from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from contracts.chain import Chain, ChainError, ContractRevert
-from privacy.receipts import policy_digest
+from privacy.receipts import PURPOSE_TEXT, policy_digest
 
 from .auth import ApiKeyCache
 from .errors import (
@@ -131,7 +131,8 @@ def create_app(settings: GatewaySettings | None = None, *, gateway: Gateway | No
         return BrandInfo(brand_id=s.brand_id, name=s.brand_name, address=gw.brand_address, policy_version=s.policy_version,
                          policy_sha256=policy_digest(s.policy_text), policy_text=s.policy_text,
                          receipt_key_id=gw.signing_key.key_id,
-                         receipt_public_key_pem=gw.signing_key.public_key.to_pem().decode(), **_chain_facts(gw))
+                         receipt_public_key_pem=gw.signing_key.public_key.to_pem().decode(),
+                         purposes={p.value: text for p, text in PURPOSE_TEXT.items()}, **_chain_facts(gw))
 
     for module in (members, consent, points, alliance, rights, audit, admin, campaigns):
         app.include_router(module.router)

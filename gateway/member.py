@@ -1,6 +1,11 @@
 """A member's side of the alliance: the client a member's app (or the `alliance member` command)
-uses to talk to brand gateways, and the device's store. The wallet key is made and kept on the
-member's device (an encrypted keystore); the brands only ever see its address and its signatures."""
+uses to talk to brand gateways, and the device's store. The wallet is made and kept on the member's
+device (an encrypted keystore); the brands only ever see its addresses and its signatures.
+
+The wallet is hierarchical deterministic (BIP-32/BIP-44 over a BIP-39 seed): every exchange mints
+to a fresh address by default, so the public chain alone does not tie a member's exchanges
+together. What stays linkable: the brand that exchanges sees the address it mints to, and the brand
+where a member redeems sees (and links to the account there) each address redeemed from."""
 
 from __future__ import annotations
 
@@ -13,8 +18,10 @@ from typing import Any
 
 import httpx
 from eth_account import Account
+from eth_account.hdaccount.mnemonic import Mnemonic
 from eth_account.messages import encode_defunct
 from eth_account.signers.local import LocalAccount
+from eth_account.types import Language
 
 from contracts.client import Redemption
 
@@ -74,9 +81,34 @@ class MemberClient:
         return self._call("POST", "/v1/me/wallet", json={"challenge_id": challenge["challenge_id"],
                                                           "signature": "0x" + bytes(signature).hex()})["wallet_address"]
 
-    def exchange(self, ap_amount: int, idempotency_key: str | None = None) -> dict:
+    def exchange(self, ap_amount: int, idempotency_key: str | None = None, to: LocalAccount | None = None) -> dict:
+        """Exchange brand points into AP minted to the linked wallet; with `to`, link that address
+        first (a fresh address per exchange keeps the member's exchanges apart on chain)."""
+        if to is not None and self.linked_wallet() != to.address:
+            self.link_wallet(to)
         return self._call("POST", "/v1/me/exchanges", json={"ap_amount": ap_amount},
                           headers={"Idempotency-Key": idempotency_key or str(uuid.uuid4())})
+
+    def redeem_from(self, accounts: list[LocalAccount], ap_amount: int, signed: "SignedNonces | None" = None) -> list[dict]:
+        """Redeem `ap_amount` AP here from the wallet's addresses, largest holding first: each address
+        redeemed from is linked here first (this brand then knows those addresses are one member's)."""
+        holdings = []
+        for account in accounts:
+            balance = self._call("GET", "/v1/redemption-nonce", params={"owner": account.address})["balance"]
+            if balance > 0:
+                holdings.append((balance, account))
+        if sum(b for b, _ in holdings) < ap_amount:
+            raise ValueError(f"the wallet holds {sum(b for b, _ in holdings)} AP, fewer than {ap_amount}")
+        done, left = [], ap_amount
+        for balance, account in sorted(holdings, key=lambda h: -h[0]):
+            if left == 0:
+                break
+            amount = min(balance, left)
+            if self.linked_wallet() != account.address:
+                self.link_wallet(account)  # the brand credits only the member who controls the wallet
+            done.append(self.redeem(self.authorise(account, amount, signed=signed)))
+            left -= amount
+        return done
 
     def authorise(self, wallet: LocalAccount, ap_amount: int, valid_for_s: int = 3600,
                   signed: "SignedNonces | None" = None) -> Redemption:
@@ -141,32 +173,81 @@ class SignedNonces:
         os.replace(tmp, self.path)
 
 
+HD_PATH = "m/44'/60'/0'/0/{}"  # BIP-44, Ethereum's coin type: address i of the wallet
+SEED_KIND = "bip39-entropy"  # what an HD wallet's keystore encrypts (a wallet made before holds one key)
+
+
 class MemberHome:
-    """The member's device: an encrypted wallet keystore and one session per brand."""
+    """The member's device: an encrypted wallet keystore, the addresses used, and one session per brand."""
 
     def __init__(self, root: Path):
         self.root = root
         self.keystore = root / "wallet.json"
+        self.addresses_file = root / "addresses.json"
         self.sessions_file = root / "sessions.json"
         self.signed = SignedNonces(root / "signed-nonces.json")
 
     def create_wallet(self, passphrase: str) -> str:
+        """A new HD wallet: 32 bytes of BIP-39 entropy in a standard (Web3 Secret Storage) keystore,
+        marked as a seed. Returns its first address."""
         if self.keystore.exists():
             raise FileExistsError(f"a wallet already exists at {self.keystore}")
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        account = Account.create()
+        keystore = Account.encrypt(os.urandom(32), passphrase) | {"x-alliance-kind": SEED_KIND}
+        keystore.pop("address", None)  # the entropy is no key: the address the container would name means nothing
         fd = os.open(self.keystore, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as fh:
-            json.dump(Account.encrypt(account.key, passphrase), fh)
-        return account.address
+            json.dump(keystore, fh)
+        return self.wallet(passphrase).address
 
-    def wallet(self, passphrase: str) -> LocalAccount:
+    def recovery_phrase(self, passphrase: str) -> str:
+        """The 24 words that restore every address of the wallet."""
+        keystore, secret = self._open(passphrase)
+        if keystore.get("x-alliance-kind") != SEED_KIND:
+            raise ValueError("this wallet holds a single key, not a seed: it has no recovery phrase")
+        return Mnemonic(Language.ENGLISH).to_mnemonic(secret)
+
+    def _open(self, passphrase: str) -> tuple[dict, bytes]:
         if not self.keystore.exists():
             raise FileNotFoundError(f"no wallet at {self.keystore}: run `alliance member wallet` first")
+        keystore = json.loads(self.keystore.read_text())
         try:
-            return Account.from_key(Account.decrypt(json.loads(self.keystore.read_text()), passphrase))
+            return keystore, bytes(Account.decrypt(keystore, passphrase))
         except ValueError:
             raise PermissionError("wrong wallet passphrase") from None
+
+    def wallet(self, passphrase: str, index: int = 0) -> LocalAccount:
+        """Address `index` of the wallet (a single-key wallet has only the one)."""
+        keystore, secret = self._open(passphrase)
+        if keystore.get("x-alliance-kind") != SEED_KIND:
+            return Account.from_key(secret)
+        Account.enable_unaudited_hdwallet_features()
+        return Account.from_mnemonic(Mnemonic(Language.ENGLISH).to_mnemonic(secret), account_path=HD_PATH.format(index))
+
+    def addresses(self) -> list[dict[str, Any]]:
+        """The wallet's addresses used so far: index, address, what for."""
+        return json.loads(self.addresses_file.read_text()) if self.addresses_file.exists() else []
+
+    def fresh_address(self, passphrase: str, used_for: str) -> LocalAccount:
+        """The wallet's next unused address, recorded as used for `used_for` (a single-key wallet
+        has no other address: it answers its one)."""
+        used = self.addresses()
+        index = 1 + max((a["index"] for a in used), default=0)  # address 0 is the one `link` uses
+        account = self.wallet(passphrase, index)
+        if json.loads(self.keystore.read_text()).get("x-alliance-kind") == SEED_KIND:
+            self._write(self.addresses_file, used + [{"index": index, "address": account.address, "used_for": used_for}])
+        return account
+
+    def accounts(self, passphrase: str) -> list[LocalAccount]:
+        """Every address used so far, and address 0."""
+        indices = sorted({0} | {a["index"] for a in self.addresses()})
+        return list({acct.address: acct for acct in (self.wallet(passphrase, i) for i in indices)}.values())
+
+    def _write(self, path: Path, data: Any) -> None:
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(data, fh, indent=2)
 
     def sessions(self) -> dict[str, dict]:
         return json.loads(self.sessions_file.read_text()) if self.sessions_file.exists() else {}
@@ -185,10 +266,7 @@ class MemberHome:
         return enrolment_id
 
     def _save(self, sessions: dict) -> None:
-        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(self.sessions_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            json.dump(sessions, fh, indent=2)
+        self._write(self.sessions_file, sessions)
 
     def client(self, brand_url: str) -> MemberClient:
         session = self.sessions().get(brand_url)

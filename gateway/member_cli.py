@@ -43,7 +43,7 @@ def _run(fn):
     except httpx.HTTPError as exc:
         console.print(f"[red]cannot reach the gateway[/red]: {exc}")
         raise typer.Exit(1) from None
-    except (KeyError, FileNotFoundError, FileExistsError, PermissionError) as exc:
+    except (KeyError, FileNotFoundError, FileExistsError, PermissionError, ValueError) as exc:
         console.print(f"[red]{exc.args[0] if exc.args else exc}[/red]")
         raise typer.Exit(1) from None
     if result is not None:
@@ -53,7 +53,7 @@ def _run(fn):
 @app.command()
 def wallet(home: Path = HOME, passphrase: str = typer.Option(..., prompt=True, hide_input=True, confirmation_prompt=True,
                                                               envvar="ALLIANCE_WALLET_PASSPHRASE")) -> None:
-    """Create the wallet key on this device (an encrypted keystore)."""
+    """Create the wallet on this device: an HD seed (BIP-39/BIP-44) in an encrypted keystore; prints its first address."""
     _run(lambda: {"address": _home(home).create_wallet(passphrase), "keystore": str(_home(home).keystore)})
 
 
@@ -119,15 +119,28 @@ def consent(purpose: str, brand: str = BRAND, withdraw: bool = typer.Option(Fals
 
 
 @app.command()
+def recovery(home: Path = HOME, passphrase: str = WALLET_PASS) -> None:
+    """Print the wallet's 24-word recovery phrase (it restores every address; keep it offline)."""
+    _run(lambda: {"recovery_phrase": _home(home).recovery_phrase(passphrase)})
+
+
+@app.command()
 def link(brand: str = BRAND, home: Path = HOME, passphrase: str = WALLET_PASS) -> None:
     """Link the wallet to the brand account by signing its challenge (needs alliance_exchange consent)."""
     _run(lambda: {"wallet_address": _home(home).client(brand).link_wallet(_home(home).wallet(passphrase))})
 
 
 @app.command()
-def exchange(ap_amount: int = typer.Argument(..., min=1), brand: str = BRAND, home: Path = HOME) -> None:
-    """Exchange brand points into alliance points minted to the linked wallet."""
-    _run(lambda: _home(home).client(brand).exchange(ap_amount))
+def exchange(ap_amount: int = typer.Argument(..., min=1), brand: str = BRAND, home: Path = HOME, passphrase: str = WALLET_PASS,
+             same_address: bool = typer.Option(False, "--same-address", help="mint to the linked address instead of a fresh one")) -> None:
+    """Exchange brand points into alliance points, minted to a fresh address of the wallet (linked first)."""
+
+    def go():
+        member_home = _home(home)
+        to = None if same_address else member_home.fresh_address(passphrase, f"exchange at {brand}")
+        return member_home.client(brand).exchange(ap_amount, to=to)
+
+    _run(go)
 
 
 @app.command()
@@ -137,11 +150,8 @@ def redeem(ap_amount: int = typer.Argument(..., min=1), at: str = typer.Option(.
 
     def go():
         member_home = _home(home)
-        client = member_home.client(at)
-        wallet = member_home.wallet(passphrase)
-        if client.linked_wallet() != wallet.address:
-            client.link_wallet(wallet)  # the brand credits only the member who controls the wallet
-        return client.redeem(client.authorise(wallet, ap_amount, signed=member_home.signed))
+        done = member_home.client(at).redeem_from(member_home.accounts(passphrase), ap_amount, signed=member_home.signed)
+        return done[0] if len(done) == 1 else {"redemptions": done}
 
     _run(go)
 

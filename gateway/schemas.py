@@ -87,6 +87,7 @@ class BrandInfo(BaseModel):
     policy_text: str
     receipt_key_id: str
     receipt_public_key_pem: str
+    purposes: dict[str, str] = Field(description="what a member consents to, per purpose (the text each receipt carries)")
     chain_status: Literal["ok", "unreachable", "not_admitted", "not_configured"] = Field(
         description="ok: the chain figures below are current; otherwise they are null (or only what is known without the chain)")
     chain_id: int | None = None
@@ -352,13 +353,14 @@ class Authorisation(Strict):
 
 
 class RedemptionNonce(BaseModel):
-    """What a wallet signs a redemption at this brand with."""
+    """What a wallet signs a redemption at this brand with, and the AP it holds."""
 
     owner: str
     brand: str
     nonce: int
     chain_id: int
     points_contract: str
+    balance: int  # the owner's AP on chain (a wallet of many addresses picks the ones to redeem from)
 
 
 class RedemptionResponse(BaseModel):

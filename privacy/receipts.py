@@ -38,6 +38,7 @@ from privacy.keys import PublicKey, SigningKey
 
 __all__ = [
     "KANTARA_FORMAT",
+    "PURPOSE_TEXT",
     "RECEIPT_TYPE",
     "Controller",
     "JwsReceipt",
@@ -422,6 +423,20 @@ PURPOSE_TERMS: Final[dict[Purpose, dict[str, Any]]] = {
                                 "thirdPartyDisclosure": True,
                                 "thirdPartyName": "the other alliance brands (private set intersection: counts only)"},
 }
+# What a member is told before consenting to each purpose (and what each receipt's purpose means).
+PURPOSE_TEXT: Final[dict[Purpose, str]] = {
+    Purpose.LOYALTY_CORE: "Run your membership: points for purchases, your tier, your balance and history.",
+    Purpose.ALLIANCE_EXCHANGE: (
+        "Exchange points with the alliance's other brands. The alliance chain is public and permanent: anyone can read the "
+        "wallet address points are minted to or redeemed from, the amounts, when, and the exchange reference; it never "
+        "holds your name, contact or member number. Your wallet mints every exchange to a fresh address, so the chain "
+        "alone does not tie your exchanges together; the brand you exchange at sees the address it mints to, and the "
+        "brand you redeem at links each address you redeem from to your account there."),
+    Purpose.FEDERATED_TRAINING: ("Let your purchase history help train models with the other brands: it never leaves this brand; "
+                                 "only model updates do, with differential privacy."),
+    Purpose.MARKETING: "Offers and messages from this brand, chosen from your purchases.",
+    Purpose.OVERLAP_ANALYTICS: "Count how many members this brand shares with another, without either learning who they are.",
+}
 _TERMINATION: Final = "until withdrawn: the member withdraws at any time (app, or PUT /v1/me/consents/{purpose}), and the processing stops at once"
 
 
@@ -445,6 +460,7 @@ def kantara_claims(receipt: ConsentReceipt, controller: Controller) -> dict[str,
         "policyUrl": controller.policy_url,
         "services": [{"service": f"{controller.name} loyalty programme", "purposes": [{
             "purpose": receipt.purpose.value,
+            "purposeDescription": PURPOSE_TEXT[receipt.purpose],
             "purposeCategory": terms["purposeCategory"],
             "consentType": "EXPLICIT" if consent_based else "NOT REQUIRED",
             "piiCategory": terms["piiCategory"],

@@ -56,7 +56,8 @@ class Deployed:
     governor: LocalAccount
     base: dict[str, str]  # environment of the governance commands
     member: dict[str, str]  # environment of the member CLI
-    wallet: str
+    wallet: str  # address 0 of the member's HD wallet (the one `member link` links)
+    exchange_address: str = ""  # the fresh address `member exchange` minted to
     urls: dict[str, str] = field(default_factory=dict)
     addresses: dict[str, str] = field(default_factory=dict)
     operator_keys: dict[str, str] = field(default_factory=dict)
@@ -147,6 +148,10 @@ def deployed(anvil_url, tmp_path_factory):
         assert json.loads(run("member", "link", "--brand", urls["grocery"], env=member))["wallet_address"] == d.wallet
         exchange = json.loads(run("member", "exchange", str(EXCHANGED_AP), "--brand", urls["grocery"], env=member))
         assert exchange["status"] == "confirmed" and exchange["brand_points"] == EXCHANGED_AP * BRANDS["grocery"]
+        # Minted to a fresh address of the wallet, not the one linked before: the chain does not tie
+        # this exchange to the member's other addresses.
+        d.exchange_address = exchange["wallet_address"]
+        assert d.exchange_address != d.wallet
 
         enrol_by_cli(d, "airline")
         run("member", "consent", "alliance_exchange", "--brand", urls["airline"], env=member)
@@ -162,7 +167,8 @@ def deployed(anvil_url, tmp_path_factory):
 def test_alliance_across_processes(deployed):
     """The cross-brand redemption as the chain and the member's brands see it."""
     alliance = deployed.alliance()
-    assert alliance.points.balance_of(deployed.wallet) == EXCHANGED_AP - REDEEMED_AP
+    assert alliance.points.balance_of(deployed.exchange_address) == EXCHANGED_AP - REDEEMED_AP  # redeemed from there
+    assert alliance.points.balance_of(deployed.wallet) == 0
     # The airline's welcome points (100) and the redemption's reward.
     assert json.loads(run("member", "balance", "--brand", deployed.urls["airline"], env=deployed.member))["points"] == \
         100 + REDEEMED_AP * BRANDS["airline"]

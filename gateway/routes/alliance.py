@@ -148,7 +148,8 @@ def redemption_nonce(owner: str = Query(pattern=r"^0x[0-9a-fA-F]{40}$"),
     _need_chain(gw)
     try:
         nonce = gw.alliance.points.free_nonce(owner, gw.brand_address, reserved)
+        balance = gw.alliance.points.balance_of(owner)
     except ChainError:
         raise ChainUnavailable("the alliance chain cannot be reached", retry_after_s=alliance.RETRY_CHAIN_S) from None
     return RedemptionNonce(owner=owner, brand=gw.brand_address, nonce=nonce, chain_id=alliance.chain_id(gw),
-                           points_contract=gw.alliance.points.address)
+                           points_contract=gw.alliance.points.address, balance=balance)

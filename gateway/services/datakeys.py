@@ -40,9 +40,12 @@ def rotate(gw: Gateway, actor: str, only_if_due: bool = False) -> Rotation | Non
     return rotation
 
 
-def final_by(gw: Gateway, now: datetime) -> datetime:
+def final_by(gw: Gateway, now: datetime) -> datetime | None:
     """When an erasure made `now` becomes final: the next rotation destroys the KEK that wrapped the
-    erased key (every copy of it, in any file or backup, then decrypts nothing)."""
+    erased key (every copy of it, in any file or backup, then decrypts nothing). None when no
+    rotation is scheduled (GATEWAY_KEK_ROTATION_S=0): final only once an operator rotates."""
+    if not gw.settings.kek_rotation_s:
+        return None
     due = datetime.fromtimestamp(gw.keystore.rotated_at() + gw.settings.kek_rotation_s, UTC)
     return max(due, now)
 

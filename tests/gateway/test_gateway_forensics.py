@@ -16,14 +16,14 @@ import pytest
 from eth_utils import to_checksum_address
 from sqlalchemy import select
 
-from gateway.models import Member, Purchase
+from gateway.models import Exchange, Member, Purchase
 from gateway.services import datakeys
 from privacy.errors import VaultError
 from privacy.vault import Vault, WrappedKey
 from settlement.reconcile import Entry, compare, erased_redemption_key, redemption_key
 
-from harness import (authorise, balance, consent, db_balance, enrol, exchange, link_wallet, new_wallet, new_world, purchase,
-                     reconciliation, start_local_brand, start_world_brand)
+from harness import (authorise, balance, chain_rows, consent, db_balance, enrol, exchange, link_wallet, maintenance, new_wallet,
+                     new_world, purchase, queue_exchange, reconciliation, start_local_brand, start_world_brand)
 
 BASE64_RUN = re.compile(rb"[A-Za-z0-9+/]{80,}")  # a wrapped key (nonce, key, tag: 60 bytes) is 80 of them
 HEX_RUN = re.compile(rb"[0-9a-f]{32,}")  # a data-key id is 32 hex digits
@@ -187,3 +187,31 @@ def test_an_erased_redemption_reconciles_by_its_transaction():
     elsewhere = Entry("redemption", erased_redemption_key("0x" + "cd" * 32, 7), 30, None, "confirmed", "ref-1")
     assert {i["kind"] for i in compare(brand, "b", [elsewhere], chain).issues} == {"missing_on_chain", "missing_in_ledger"}
     assert not compare(brand, "b", [Entry("redemption", erased_redemption_key(tx, 7), 31, None, "confirmed", "r")], chain).ok
+
+
+def test_erasure_waits_for_the_members_pending_chain_operations(request, tmp_path, clock):
+    """The sender still needs a pending exchange's wallet address: erasure is refused until it settles."""
+    world = new_world(tmp_path)
+    a = start_world_brand(world, "grocery", 10, clock=clock)
+    request.addfinalizer(a.close)
+    m = enrol(a, "+8613812349999")
+    consent(a, m, "alliance_exchange")
+    assert purchase(a, m["member_ref"], 100_000, "till:pending", clock.now).status_code == 201
+    link_wallet(a, m, new_wallet())
+    ref = queue_exchange(a, m, 10, "pending-one")
+    r = a.client.post(f"/v1/members/{m['member_ref']}/erasure", headers=a.as_("operator"))
+    assert r.status_code == 409 and "pending" in r.json()["detail"]
+    assert a.gw.keystore.get(m["member_ref"]) is not None  # nothing was erased
+    assert chain_rows(a, Exchange, [ref])[0].wallet_address is not None
+    maintenance(a)  # the sender settles it
+    assert a.client.post(f"/v1/members/{m['member_ref']}/erasure", headers=a.as_("operator")).status_code == 200
+
+
+def test_without_scheduled_rotation_an_erasure_states_no_final_time(tmp_path):
+    brand = start_local_brand(tmp_path, "norotation", kek_rotation_s=0)
+    try:
+        m = enrol(brand, "unused", identifiers={"email": "norot@example.com"})
+        erased = brand.client.post(f"/v1/members/{m['member_ref']}/erasure", headers=brand.as_("operator")).json()
+        assert erased["final_by"] is None and erased["key_absent"] is True
+    finally:
+        brand.close()
