@@ -12,7 +12,7 @@ import os
 import secrets
 from dataclasses import dataclass
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, insert, select
 
 from privacy.errors import PrivacyError
 from privacy.keys import PEPPER_FILE
@@ -98,7 +98,9 @@ def rekey(gw: Gateway) -> Rekeyed:
                 gone = session.execute(delete(MemberIdentifier).where(MemberIdentifier.pseudonym.in_([m[0] for m in moves]))
                                        .returning(MemberIdentifier.pseudonym)).scalars().all()
                 still = set(gone)
-                session.add_all([MemberIdentifier(pseudonym=new, member_id=mid, kind=kind) for old, new, mid, kind in moves if old in still])
+                rows = [{"pseudonym": new, "member_id": mid, "kind": kind} for old, new, mid, kind in moves if old in still]
+                if rows:
+                    session.execute(insert(MemberIdentifier), rows)
             done += len(still)
 
 
