@@ -82,13 +82,20 @@ def _brand_index(context: Context) -> int:
     return int(context.node_config.get("partition-id", -1))
 
 
-def bagging_eta_share(config: dict[str, Any]) -> float:
-    """The factor of this brand's eta in a FedXgbBagging round: 1 / the number of brands training.
+def bagging_eta_share(n_train: int, config: dict[str, Any]) -> float:
+    """The factor of this brand's eta in a FedXgbBagging round: about its share of the round's rows.
 
     Bagging appends every brand's new tree to the global model, so at full eta a round of N brands
-    takes N boosting steps at once and overshoots; scaled by 1/N the round's trees add up to about
-    one step, as in Flower's XGBoost example. (A share by rows would weigh a small brand's tree
-    less, but it needs the brands' row counts, which no brand reveals.)"""
+    takes N boosting steps at once and overshoots.  Scaled by n_brand / n_alliance, the round's
+    trees add up to about one boosting step over the pooled rows.  The operator sends the sum of the
+    noisy counts the brands sent as weights in the previous round (``train-examples-total``: no
+    brand's count is in it exactly) and the number of brands training now (``train-brands``);
+    round 1 has no total yet and splits equally.  (Equal 1/N weights throughout, as in Flower's
+    XGBoost example, would give a 200-row brand's tree the weight of a 30,000-row brand's.)
+    """
+    total = float(config.get("train-examples-total", 0))
+    if total > 0:
+        return min(1.0, n_train / total)
     return 1.0 / max(1, int(config.get("train-brands", 1)))
 
 
@@ -100,7 +107,7 @@ def local_train(
     rng = np.random.default_rng([int(cfg["seed"]), _brand_index(context) + 1, server_round])
     if cfg["model"] == "xgb":
         bagging = cfg["strategy"] == "xgb-bagging"
-        eta = float(cfg["xgb-eta"]) * (bagging_eta_share(config) if bagging else 1.0)
+        eta = float(cfg["xgb-eta"]) * (bagging_eta_share(data.n_train, config) if bagging else 1.0)
         params = models.xgb_params(eta, int(cfg["xgb-max-depth"]), int(cfg["seed"]))
         blob = models.xgb_local_round(
             arrays["0"].tobytes(),

@@ -28,8 +28,9 @@ byzantine-brand      partition index of a misbehaving brand (simulation of an at
 xgb-local-rounds     trees a brand boosts per round (xgb-cyclic; xgb-bagging takes exactly 1:
                      Flower's bagging keeps one tree per reply)
 xgb-eta, xgb-max-depth   XGBoost learning rate and tree depth; under xgb-bagging each brand
-                     scales eta by 1 / the round's number of brands, so a round adds about one
-                     boosting step (see ``client_app.bagging_eta_share``)
+                     scales eta by about its share of the round's training rows (from the brands'
+                     noisy counts), so a round adds about one boosting step over the pooled rows
+                     (see ``client_app.bagging_eta_share``)
 dp-epsilon           record-level DP target epsilon for the whole run (0 = no record-level DP)
 dp-delta             delta of both guarantees
 dp-clip              per-member L2 clipping norm of DP-SGD

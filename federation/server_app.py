@@ -54,14 +54,20 @@ class RunRecorder:
         self.rounds: dict[int, dict[str, Any]] = {}
         self.brands: set[str] = set()
         self.evaluations = 0
+        self.weights: dict[int, float] = {}  # per round, the sum of the brands' noisy counts (their FedAvg weights)
 
     def _round(self, r: int) -> dict[str, Any]:
         return self.rounds.setdefault(r, {"round": r, "train_brands": [], "evaluate_brands": [], "per_brand": {}})
 
-    def train(self, r: int, brands: list[str]) -> None:
+    def train(self, r: int, brands: list[str], weights: list[float] = ()) -> None:
         rec = self._round(r)
         self.brands.update(brands)
         rec["train_brands"] = sorted(brands)
+        self.weights[r] = float(sum(weights))
+
+    def weight_total(self, r: int) -> float:
+        """The brands' noisy training counts of round ``r`` summed (0 before any reply)."""
+        return self.weights.get(r, 0.0)
 
     def evaluate(self, r: int, replies: list[tuple[str, dict[str, Any]]]) -> dict[str, float]:
         rec = self._round(r)
@@ -116,7 +122,8 @@ def _instrument(strategy: st.Strategy, recorder: RunRecorder) -> st.Strategy:
 
     def aggregate_train(server_round: int, replies: Iterable[Message]):  # type: ignore[no-untyped-def]
         replies = list(replies)
-        recorder.train(server_round, [_brand_of(m) for m in replies if not m.has_error()])
+        ok = [m for m in replies if not m.has_error()]
+        recorder.train(server_round, [_brand_of(m) for m in ok], [float(_metrics_of(m).get("weight", 0.0)) for m in ok])
         return inner_train(server_round, replies)
 
     def aggregate_evaluate(server_round: int, replies: Iterable[Message]):  # type: ignore[no-untyped-def]
@@ -134,15 +141,18 @@ def _instrument(strategy: st.Strategy, recorder: RunRecorder) -> st.Strategy:
     return strategy
 
 
-def _announce_brand_count(strategy: st.Strategy) -> st.Strategy:
-    """Tell the brands of a bagging round how many brands train, so each scales its eta by 1/N
+def _announce_row_counts(strategy: st.Strategy, recorder: RunRecorder) -> st.Strategy:
+    """Tell the brands of a bagging round how many brands train and the sum of the noisy counts they
+    sent as weights in the previous round, so each scales its eta by about its share of the rows
     (:func:`federation.client_app.bagging_eta_share`)."""
     inner = strategy.configure_train
 
     def configure_train(server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid):  # type: ignore[no-untyped-def]
         messages = list(inner(server_round, arrays, config, grid))
         for msg in messages:
-            msg.content.config_records[strategy.configrecord_key]["train-brands"] = len(messages)
+            record = msg.content.config_records[strategy.configrecord_key]
+            record["train-brands"] = len(messages)
+            record["train-examples-total"] = round(recorder.weight_total(server_round - 1))
         return messages
 
     strategy.configure_train = configure_train  # type: ignore[method-assign]
@@ -302,7 +312,7 @@ def _initial_arrays(cfg: dict[str, Any], dim: int) -> dict[str, np.ndarray]:
 def _run_message_api(grid: Grid, cfg: dict[str, Any], dim: int, num_nodes: int, recorder: RunRecorder):  # type: ignore[no-untyped-def]
     strategy = _instrument(build_strategy(cfg, num_nodes), recorder)
     if cfg["strategy"] == "xgb-bagging":
-        strategy = _announce_brand_count(strategy)
+        strategy = _announce_row_counts(strategy, recorder)
     result = strategy.start(
         grid=grid,
         initial_arrays=ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in _initial_arrays(cfg, dim).items()}),

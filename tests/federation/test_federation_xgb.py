@@ -17,7 +17,7 @@ from federation import models
 from federation.client_app import bagging_eta_share, build_client_app
 from federation.config import effective
 from federation.data import load_partition
-from federation.server_app import RunRecorder, _announce_brand_count, _instrument, build_strategy
+from federation.server_app import RunRecorder, _announce_row_counts, _instrument, build_strategy
 
 pytestmark = pytest.mark.usefixtures("task_identity")
 
@@ -43,35 +43,38 @@ class _Grid:
         return [pid + 1 for pid in range(BRANDS)]
 
 
-def test_eta_share_is_one_over_the_brands_training() -> None:
-    assert bagging_eta_share({"train-brands": 4}) == 0.25
-    assert bagging_eta_share({}) == 1.0  # a lone brand outside a bagging round: plain boosting
+def test_eta_share_is_the_brands_share_of_last_rounds_rows_and_equal_in_round_one() -> None:
+    assert bagging_eta_share(250, {"train-examples-total": 1000, "train-brands": 3}) == 0.25
+    assert bagging_eta_share(250, {"train-examples-total": 0, "train-brands": 4}) == 0.25
+    assert bagging_eta_share(250, {}) == 1.0  # a lone brand outside a bagging round: plain boosting
 
 
 def test_a_brands_tree_is_its_full_eta_tree_scaled_by_its_share() -> None:
     ctx = _ctx(0)
+    n = load_partition(ctx).n_train
     app = build_client_app()
 
-    def tree(brands: int) -> dict:
+    def tree(total: int) -> dict:
         msg = Message(RecordDict({"arrays": ArrayRecord({"0": Array(np.zeros(0, dtype=np.uint8))}),
-                                  "config": ConfigRecord({"server-round": 2, "train-brands": brands})}),
+                                  "config": ConfigRecord({"server-round": 2, "train-brands": BRANDS, "train-examples-total": total})}),
                       dst_node_id=1, message_type="train")
         reply = app(msg, ctx)
         assert not reply.has_error(), reply.error
         (only,) = _trees(reply.content["arrays"]["0"].numpy().tobytes())
         return only
 
-    full, quarter = tree(1), tree(4)
+    full, quarter = tree(n), tree(4 * n)
     assert full["split_indices"] == quarter["split_indices"]  # the same tree ...
     np.testing.assert_allclose(_leaves(quarter), 0.25 * _leaves(full), rtol=1e-5)  # ... at a quarter of the step
 
 
-def test_bagging_rounds_keep_every_brands_tree_and_announce_only_the_brand_count() -> None:
+def test_bagging_rounds_keep_every_brands_tree_and_announce_the_noisy_row_total() -> None:
     cfg = effective(BAGGING)
     recorder = RunRecorder()
-    strategy = _announce_brand_count(_instrument(build_strategy(cfg, BRANDS), recorder))
+    strategy = _announce_row_counts(_instrument(build_strategy(cfg, BRANDS), recorder), recorder)
     app = build_client_app()
     contexts = {pid + 1: _ctx(pid) for pid in range(BRANDS)}
+    n_rows = sum(load_partition(c).n_train for c in contexts.values())
     arrays = ArrayRecord({"0": Array(np.zeros(0, dtype=np.uint8))})
     rounds = 3
     for server_round in range(1, rounds + 1):
@@ -79,7 +82,10 @@ def test_bagging_rounds_keep_every_brands_tree_and_announce_only_the_brand_count
         assert len(messages) == BRANDS
         for msg in messages:
             config = msg.content["config"]
-            assert config["train-brands"] == BRANDS and "train-examples-total" not in config
+            assert config["train-brands"] == BRANDS
+            # the sum of the brands' noisy counts (their weights): near the rows, no brand's count in it
+            total = config["train-examples-total"]
+            assert total == 0 if server_round == 1 else abs(total - n_rows) < 150
         replies = [app(msg, contexts[msg.metadata.dst_node_id]) for msg in messages]
         arrays, _ = strategy.aggregate_train(server_round, replies)
     blob = arrays["0"].numpy().tobytes()
