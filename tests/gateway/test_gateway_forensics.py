@@ -25,8 +25,11 @@ from settlement.reconcile import Entry, compare, erased_redemption_key, redempti
 from harness import (authorise, balance, chain_rows, consent, db_balance, enrol, exchange, link_wallet, maintenance, new_wallet,
                      new_world, purchase, queue_exchange, reconciliation, start_local_brand, start_world_brand)
 
-BASE64_RUN = re.compile(rb"[A-Za-z0-9+/]{80,}")  # a wrapped key (nonce, key, tag: 60 bytes) is 80 of them
-HEX_RUN = re.compile(rb"[0-9a-f]{32,}")  # a data-key id is 32 hex digits
+# A wrapped key (nonce, key, tag: 60 bytes) is 80 base64 characters and a data-key id 32 hex digits;
+# a file packs values side by side, so a run may carry a few of a neighbour's characters (a UUID's
+# last group: 12), but a much longer run (a hash, a JWS) is another value.
+BASE64_RUN = re.compile(rb"(?<![A-Za-z0-9+/])[A-Za-z0-9+/]{80,100}(?![A-Za-z0-9+/])")
+HEX_RUN = re.compile(rb"(?<![0-9a-f])[0-9a-f]{32,44}(?![0-9a-f])")
 KEK_ID = re.compile(rb"kek-[0-9a-f]{16}")
 
 
