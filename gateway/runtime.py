@@ -50,11 +50,12 @@ def ensure_key_files(keys_dir: Path) -> None:
             fh.write("0x" + secrets.token_hex(32) + "\n")
 
 
-def open_keystore(keys_dir: Path) -> LocalKeyStore:
-    """The brand's data-key store in its keys directory. A KEK of an earlier layout (kek.key) becomes
-    the store's first KEK and its file is destroyed, so a rotation leaves no copy of it behind."""
+def open_keystore(keys_dir: Path, keystore_dir: Path | None = None) -> LocalKeyStore:
+    """The brand's data-key store (in `keystore_dir`, by default the keys directory). A KEK of an
+    earlier layout (kek.key) becomes the store's first KEK and its file is destroyed, so a rotation
+    leaves no copy of it behind."""
     legacy = keys_dir / KEK_FILE
-    store = LocalKeyStore(keys_dir, load_kek(legacy) if legacy.exists() else None)
+    store = LocalKeyStore(keystore_dir or keys_dir, load_kek(legacy) if legacy.exists() else None)
     if legacy.exists() and load_kek(legacy).kek_id in store.keks()[0]:
         destroy_file(legacy)
     return store
@@ -111,7 +112,7 @@ def build_gateway(settings: GatewaySettings, chain: Chain | None = None, create_
     keys_dir = settings.keys_dir
     ensure_key_files(keys_dir)
     peppers = load_peppers(keys_dir)
-    keystore = open_keystore(keys_dir)
+    keystore = open_keystore(keys_dir, settings.keystore_dir)
     if settings.database_url.startswith("sqlite:///"):
         Path(settings.database_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     engine = make_engine(settings.database_url)

@@ -114,7 +114,10 @@ class GatewaySettings(BaseSettings):
     database_url: str = "sqlite:///var/gateway.sqlite"
     chain_url: str = "embedded"
     manifest: Path | None = None  # deployment manifest of the alliance
-    keys_dir: Path = Path("var/keys")  # signing key, KEK, pepper, chain key (made by `gateway keys`)
+    keys_dir: Path = Path("var/keys")  # signing key, pepper, chain key (made by `gateway keys`)
+    # The members' data keys and the KEKs wrapping them (privacy/keystore.py): by default beside the
+    # other keys; point it at a volume of its own to keep it out of the database's and keys' backups.
+    keystore_dir: Path | None = None
     default_region: str = "CN"  # for phone numbers written without a country code
     jurisdiction: str = Field("CN", pattern=r"^[A-Z]{2}$")
     timezone: str = "Asia/Shanghai"  # IANA name: the brand's calendar days (daily cap, member day, birthday month)

@@ -85,6 +85,7 @@ class LocalKeyStore:
 
     def __init__(self, directory: Path, legacy_kek: KeyEncryptionKey | None = None):
         self.directory = Path(directory)
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.kek_dir = self.directory / KEKS_DIR
         self.kek_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.path = self.directory / STORE_FILE

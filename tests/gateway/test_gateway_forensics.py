@@ -210,6 +210,18 @@ def test_erasure_waits_for_the_members_pending_chain_operations(request, tmp_pat
     assert a.client.post(f"/v1/members/{m['member_ref']}/erasure", headers=a.as_("operator")).status_code == 200
 
 
+def test_the_key_store_can_live_apart_from_every_other_key(tmp_path):
+    brand = start_local_brand(tmp_path, "apart", keystore_dir=tmp_path / "vault-volume")
+    try:
+        m = enrol(brand, "unused", identifiers={"email": "apart@example.com"})
+        assert (tmp_path / "vault-volume" / "datakeys.sqlite").exists() and list((tmp_path / "vault-volume" / "keks").glob("*.key"))
+        keys_dir = brand.gw.settings.keys_dir
+        assert not (keys_dir / "datakeys.sqlite").exists() and not (keys_dir / "keks").exists() and not (keys_dir / "kek.key").exists()
+        assert brand.client.get(f"/v1/members/{m['member_ref']}/export", headers=brand.as_("operator")).json()["personal_data"]["email"]
+    finally:
+        brand.close()
+
+
 def test_without_scheduled_rotation_an_erasure_states_no_final_time(tmp_path):
     brand = start_local_brand(tmp_path, "norotation", kek_rotation_s=0)
     try:
