@@ -10,6 +10,8 @@ Keys (targets in brackets):
   proof_verify_us                      one inclusion proof, 1M-leaf tree     [<= 50 us]
   receipts_per_s                       sign+verify pairs, one thread         [>= 5,000]
   receipts_per_s_all_cores             the same, one thread per core         (throughput of a gateway)
+  receipts_jws_per_s                   the same for the receipts a gateway issues now: Kantara CR
+                                       v1.1 claims as a compact JWS, one thread (no target)
   rekey_identifiers_per_s              pepper rotation: identifiers re-keyed to the new pepper from the
                                        members' encrypted personal data (a gateway on SQLite, 10,000
                                        members with a phone and an e-mail)   [>= 5,000]
@@ -125,8 +127,11 @@ def bench_merkle(rng: random.Random) -> tuple[float, float]:
     return root_seconds, verify_us
 
 
-def bench_receipts(threads: int = 1) -> float:
+def bench_receipts(threads: int = 1, jws: bool = False) -> float:
+    from privacy.receipts import Controller, sign_kantara
+
     key = SigningKey.generate()
+    controller = Controller("Brand A", "privacy@brand-a.example", "https://brand-a.example", "https://brand-a.example/privacy")
     public = key.public_key
     digest = policy_digest("Privacy policy v3: we process your points and purchases to run the programme.")
     receipts = [
@@ -147,7 +152,7 @@ def bench_receipts(threads: int = 1) -> float:
 
     def work(chunk) -> None:
         for receipt in chunk:
-            verify_receipt(sign_receipt(receipt, key), public)
+            verify_receipt(sign_kantara(receipt, controller, key) if jws else sign_receipt(receipt, key), public)
 
     def run() -> None:
         # cryptography releases the GIL while signing and verifying, so the gateway's request threads
@@ -218,6 +223,7 @@ def main() -> None:
     root_s, verify_us = bench_merkle(rng)
     receipts = bench_receipts()
     receipts_cores = bench_receipts(threads=os.cpu_count() or 1)
+    receipts_jws = bench_receipts(jws=True)
     rotation_s = bench_kek_rotation()
     rekey_per_s = bench_rekey()
     print(
@@ -230,6 +236,7 @@ def main() -> None:
                 "proof_verify_us": round(verify_us, 2),
                 "receipts_per_s": round(receipts),  # one thread
                 "receipts_per_s_all_cores": round(receipts_cores),
+                "receipts_jws_per_s": round(receipts_jws),
                 "kek_rotation_s_100k": round(rotation_s, 2),
                 "rekey_identifiers_per_s": round(rekey_per_s),
                 "cores": os.cpu_count(),

@@ -397,6 +397,23 @@ def test_kantara_receipt_has_every_field_and_is_a_compact_eddsa_jws():
     assert (c["state"], c["lawfulBasis"], c["policyVersion"], c["policySha256"], c["issuer"]) == ("granted", "consent", "2026-01", "ab" * 32, "grocery")
 
 
+def test_kantara_jws_is_standard_both_ways():
+    """PyJWT (the reference) verifies what the brand signs, and verify_receipt refuses what PyJWT would."""
+    import jwt
+
+    from privacy.receipts import load_receipt
+
+    key, _, signed = _kantara()
+    assert jwt.decode(signed.jws, key.public_key.cryptography_key, algorithms=["EdDSA"]) == signed.claims
+    unsigned = jwt.encode(signed.claims, None, algorithm="none", headers={"kid": key.key_id})
+    with pytest.raises(ReceiptSignatureError):
+        verify_receipt(load_receipt({"format": "kantara-cr-1.1+jws", "jws": unsigned, "receipt": signed.claims}), key.public_key)
+    header, payload, sig = signed.jws.split(".")
+    for broken in (f"{header}.{payload}", f"{header}.{payload}.{sig}=", f"{header}.{payload}.{sig[:-4]}"):
+        with pytest.raises(ReceiptSignatureError):
+            verify_receipt(load_receipt({"format": "kantara-cr-1.1+jws", "jws": broken, "receipt": signed.claims}), key.public_key)
+
+
 def test_kantara_receipt_round_trips_verifies_and_refuses_tampering():
     from privacy.receipts import load_receipt
 
