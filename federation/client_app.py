@@ -36,7 +36,6 @@ from federation.config import resolve
 from federation.data import BrandData, load_partition
 
 LR_KEYS = ("w", "b")
-DP_STATE = "alliance-dp-state"
 PLAIN_COUNT = "fitres.num_examples"  # where Flower's legacy FitRes keeps the example count
 
 
@@ -69,13 +68,6 @@ def dp_plan(cfg: dict[str, Any], n_train: int) -> models.DPSGD | None:
     total = steps_round * int(cfg["num-rounds"])
     sigma = _calibrated_sigma(eps, float(cfg["dp-delta"]), q, total)
     return models.DPSGD(noise_multiplier=sigma, clip=float(cfg["dp-clip"]), sample_rate=q, steps=steps_round)
-
-
-def _record_dp_steps(context: Context, n: int) -> None:
-    prev = 0
-    if DP_STATE in context.state.config_records:
-        prev = int(context.state.config_records[DP_STATE]["steps"])
-    context.state.config_records[DP_STATE] = ConfigRecord({"steps": prev + n})
 
 
 def _brand_index(context: Context) -> int:
@@ -118,7 +110,6 @@ def local_train(
             return_only_new=bagging,
         )
         new = {"0": np.frombuffer(blob, dtype=np.uint8)}
-        plan = None
     else:
         plan = dp_plan(cfg, data.n_train)
         params = {k: np.asarray(arrays[k], dtype=np.float32) for k in LR_KEYS}
@@ -134,8 +125,6 @@ def local_train(
             dp=plan,
             rng=rng,
         )
-        if plan is not None:
-            _record_dp_steps(context, plan.steps)
         if _brand_index(context) == int(cfg["byzantine-brand"]):
             # A misbehaving brand (attack simulation): a large random update.
             new = {k: (v + rng.normal(0.0, 10.0, v.shape)).astype(np.float32) for k, v in new.items()}
