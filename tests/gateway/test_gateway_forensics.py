@@ -230,3 +230,51 @@ def test_without_scheduled_rotation_an_erasure_states_no_final_time(tmp_path):
         assert erased["final_by"] is None and erased["key_absent"] is True
     finally:
         brand.close()
+
+
+def test_a_database_of_the_earlier_layout_moves_its_data_keys_into_the_store(tmp_path):
+    """Migration 0008 on a gateway whose data keys sat in its database under `kek.key`: the keys move
+    into the key store (the old KEK becomes the store's first one, its file destroyed) and every
+    member's data still opens."""
+    import base64 as b64
+    import json as js
+
+    from alembic import command
+    from sqlalchemy import text
+
+    from gateway.migrations import alembic_config
+    from privacy.keys import load_kek
+    from privacy.vault import Vault as LegacyVault
+
+    brand = start_local_brand(tmp_path, "legacy")
+    m = enrol(brand, "unused", identifiers={"email": "legacy@example.com"})
+    settings, engine = brand.gw.settings, brand.gw.engine
+    brand.client.close()
+    # Back to the earlier layout: a data_keys table, a kek.key file, no key store.
+    command.downgrade(alembic_config(engine), "0007")
+    keys_dir = settings.keys_dir
+    shutil.rmtree(keys_dir / "keks")
+    (keys_dir / "datakeys.sqlite").unlink()
+    (keys_dir / "kek.key").write_bytes(b64.b64encode(bytes(range(32))) + b"\n")
+    kek = load_kek(keys_dir / "kek.key")
+    legacy = LegacyVault({kek.kek_id: kek}, kek.kek_id)
+    wrapped = legacy.new_data_key(m["member_ref"])
+    with engine.begin() as conn:
+        member_id = conn.execute(text("SELECT id FROM members WHERE member_ref = :r"), {"r": m["member_ref"]}).scalar_one()
+        conn.execute(text("INSERT INTO data_keys (member_id, kek_id, record) VALUES (:m, :k, :r)"),
+                     {"m": member_id, "k": kek.kek_id, "r": js.dumps(wrapped.to_record())})
+        for field, value in (("email", "legacy@example.com"), ("name", "Lee Gacy")):
+            conn.execute(text("UPDATE pii_fields SET ciphertext = :c WHERE member_id = :m AND field = :f"),
+                         {"c": legacy.encrypt_field(wrapped, m["member_ref"], field, value), "m": member_id, "f": field})
+    engine.dispose()
+
+    brand = start_local_brand(tmp_path, "legacy")  # upgrades to head with its key store
+    try:
+        assert not (keys_dir / "kek.key").exists()
+        assert brand.gw.keystore.get(m["member_ref"]) == wrapped and brand.gw.keystore.keks()[1] == kek.kek_id
+        with brand.gw.engine.connect() as conn:
+            assert "data_keys" not in {r[0] for r in conn.execute(text("SELECT name FROM sqlite_master WHERE type = 'table'"))}
+        export = brand.client.get(f"/v1/members/{m['member_ref']}/export", headers=brand.as_("operator")).json()
+        assert (export["personal_data"]["email"], export["personal_data"]["name"]) == ("legacy@example.com", "Lee Gacy")
+    finally:
+        brand.close()
