@@ -43,6 +43,7 @@ __all__ = [
     "load_pepper",
     "load_public_key",
     "load_signing_key",
+    "write_private",
 ]
 
 log = logging.getLogger(__name__)
@@ -318,7 +319,7 @@ class GeneratedKeyFiles:
     kek_id: str
 
 
-def _write_private(path: Path, data: bytes, overwrite: bool) -> None:
+def write_private(path: Path, data: bytes, overwrite: bool = False) -> None:
     """Create ``path`` as 0600 from the first byte on (no window where it is world-readable)."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
     target = path
@@ -363,10 +364,10 @@ def generate_key_files(
         existing = [str(p) for p in paths.values() if p.exists()]
         if existing:
             raise KeyMaterialError(f"refusing to overwrite existing key files: {', '.join(existing)}")
-    _write_private(paths[SIGNING_KEY_FILE], signing.private_pem(), overwrite)
-    _write_private(paths[PUBLIC_KEY_FILE], signing.public_key.to_pem(), overwrite)
-    _write_private(paths[KEK_FILE], base64.b64encode(kek_bytes) + b"\n", overwrite)
-    _write_private(paths[PEPPER_FILE], base64.b64encode(pepper) + b"\n", overwrite)
+    write_private(paths[SIGNING_KEY_FILE], signing.private_pem(), overwrite)
+    write_private(paths[PUBLIC_KEY_FILE], signing.public_key.to_pem(), overwrite)
+    write_private(paths[KEK_FILE], base64.b64encode(kek_bytes) + b"\n", overwrite)
+    write_private(paths[PEPPER_FILE], base64.b64encode(pepper) + b"\n", overwrite)
     return GeneratedKeyFiles(
         directory=root,
         signing_key=paths[SIGNING_KEY_FILE],

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Protocol
 
 from privacy.errors import KeyMaterialError, VaultError
+from privacy.keys import write_private
 from privacy.vault import KeyEncryptionKey, Vault, WrappedKey
 
 __all__ = ["KeyStore", "LocalKeyStore", "Rotation", "StaleKek", "destroy_file"]
@@ -132,15 +133,8 @@ class LocalKeyStore:
 
     def _write_kek(self, kek: KeyEncryptionKey) -> None:
         path = self._kek_path(kek.kek_id)
-        if path.exists():
-            return
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(base64.b64encode(kek.key) + b"\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        if not path.exists():
+            write_private(path, base64.b64encode(kek.key) + b"\n")
 
     def _destroy_kek(self, kek_id: str) -> None:
         destroy_file(self._kek_path(kek_id))

@@ -8,14 +8,13 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import os
 import secrets
 from dataclasses import dataclass
 
 from sqlalchemy import delete, insert, select
 
 from privacy.errors import PrivacyError
-from privacy.keys import PEPPER_FILE
+from privacy.keys import PEPPER_FILE, write_private
 from privacy.keystore import destroy_file
 from privacy.pseudonyms import Pseudonymiser, parse_pseudonym
 
@@ -51,10 +50,7 @@ def rotate(gw: Gateway, actor: str) -> int:
     """Make a new pepper current; the re-keying job moves every identifier to it. Returns its version."""
     refresh(gw)
     version = max(gw.pseudonymiser.versions) + 1
-    path = _file(gw, version)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(base64.b64encode(secrets.token_bytes(32)) + b"\n")
+    write_private(_file(gw, version), base64.b64encode(secrets.token_bytes(32)) + b"\n")
     refresh(gw)
     with transaction(gw.sessions) as session:
         audit.record(session, actor, "pepper.rotated", gw.now(), version=version)
