@@ -33,7 +33,7 @@ from .errors import (
 )
 from .groupcommit import GroupCommit
 from .guard import Limits, RequestGuard
-from .routes import admin, alliance, audit, campaigns, consent, members, points, problems, rights
+from .routes import admin, alliance, audit, campaigns, consent, gifts, members, points, problems, rewards, rights
 from .runtime import Gateway, build_gateway
 from .schemas import BrandInfo, Health, Problem, ProblemType
 from .services import anchoring, purchases
@@ -132,9 +132,10 @@ def create_app(settings: GatewaySettings | None = None, *, gateway: Gateway | No
                          policy_sha256=policy_digest(s.policy_text), policy_text=s.policy_text,
                          receipt_key_id=gw.signing_key.key_id,
                          receipt_public_key_pem=gw.signing_key.public_key.to_pem().decode(),
-                         purposes={p.value: text for p, text in PURPOSE_TEXT.items()}, **_chain_facts(gw))
+                         purposes={p.value: text for p, text in PURPOSE_TEXT.items()}, home_currency=s.earn.home_currency,
+                         points_per_currency_unit=s.points_per_currency_unit, **_chain_facts(gw))
 
-    for module in (members, consent, points, alliance, rights, audit, admin, campaigns):
+    for module in (members, consent, points, rewards, gifts, alliance, rights, audit, admin, campaigns):
         app.include_router(module.router)
     app.include_router(alliance.public)
     app.openapi = partial(_openapi, app)

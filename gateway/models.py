@@ -259,6 +259,12 @@ class Purchase(Base):
     campaign: Mapped[str | None] = mapped_column(String(24), nullable=True)
     clawed_back: Mapped[int] = mapped_column(BigInteger, default=0)
     txn_id: Mapped[int | None] = mapped_column(ForeignKey("ledger_txns.id"), nullable=True)
+    # Paid in part with points and a coupon (services/rewards.py): points earn only on the rest,
+    # `amount_minor - discount_minor - burn_value_minor`; a refund returns burned points in proportion.
+    points_burned: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    burn_value_minor: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    points_returned: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    discount_minor: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
     # A member's purchases by time carry what the tier window and the daily cap sum, so those reads
     # never visit the table's rows (one random page each, for every member of every batch).
@@ -273,7 +279,8 @@ class Refund(Base):
     request_hash: Mapped[str] = mapped_column(String(64))
     purchase_id: Mapped[int] = mapped_column(ForeignKey("purchases.id"), index=True)
     amount_minor: Mapped[int] = mapped_column(BigInteger)
-    points: Mapped[int] = mapped_column(BigInteger)
+    points: Mapped[int] = mapped_column(BigInteger)  # earned points clawed back
+    points_returned: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")  # burned points given back
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
@@ -433,3 +440,101 @@ class MemberSetEntry(Base):
 
     # Clustered on the key in SQLite: three integers a row, no separate rowid b-tree to write.
     __table_args__ = {"sqlite_with_rowid": False}
+
+
+class Reward(Base):
+    """An item of the brand's rewards catalogue. Every change makes a new version (recorded whole in
+    the admin audit log); an order keeps the version it was bought at."""
+
+    __tablename__ = "rewards"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    code: Mapped[str] = mapped_column(String(40), unique=True)  # the operator's name for it, in URLs
+    version: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(16))  # coupon | good | digital | experience
+    name: Mapped[str] = mapped_column(String(100))
+    description: Mapped[str] = mapped_column(Text)
+    points_price: Mapped[int] = mapped_column(BigInteger)
+    stock: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # left to order; None: unlimited
+    available_from: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    available_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    min_tier: Mapped[str | None] = mapped_column(String(16), nullable=True)  # this tier and above
+    per_member_limit: Mapped[int | None] = mapped_column(Integer, nullable=True)  # orders not cancelled
+    coupon_value_minor: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # coupon: off the purchase
+    coupon_min_spend_minor: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    coupon_valid_days: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    active: Mapped[bool] = mapped_column(Boolean)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class RewardOrder(Base):
+    """A member's order of a reward, paid with points (the debit is `debit_txn_id`)."""
+
+    __tablename__ = "reward_orders"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    order_ref: Mapped[str] = mapped_column(String(36), unique=True)
+    idempotency_key: Mapped[str] = mapped_column(String(160), unique=True)
+    request_hash: Mapped[str] = mapped_column(String(64))
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"))
+    reward_id: Mapped[int] = mapped_column(ForeignKey("rewards.id"))
+    reward_version: Mapped[int] = mapped_column(Integer)
+    points: Mapped[int] = mapped_column(BigInteger)
+    # ordered -> shipped -> delivered (a good); issued (a coupon); granted (digital, experience); cancelled
+    status: Mapped[str] = mapped_column(String(16))
+    debit_txn_id: Mapped[int] = mapped_column(ForeignKey("ledger_txns.id"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (Index("ix_reward_orders_member", "member_id", "reward_id"),)
+
+
+class Coupon(Base):
+    """A single-use coupon a reward order issued. Its code is never stored: it is an HMAC of the
+    coupon's id under the brand's coupon key (keys directory), so a copy of the database cannot spend
+    it; the till finds it by the code's SHA-256."""
+
+    __tablename__ = "coupons"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    order_id: Mapped[int] = mapped_column(ForeignKey("reward_orders.id"), unique=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), index=True)
+    code_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    value_minor: Mapped[int] = mapped_column(BigInteger)
+    min_spend_minor: Mapped[int] = mapped_column(BigInteger)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    status: Mapped[str] = mapped_column(String(8))  # open | used | void
+    purchase_id: Mapped[int | None] = mapped_column(ForeignKey("purchases.id"), nullable=True)
+
+
+class Cause(Base):
+    """A cause the brand lists for members' donations (P-14), e.g. planting trees."""
+
+    __tablename__ = "causes"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    code: Mapped[str] = mapped_column(String(40), unique=True)
+    version: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(100))
+    description: Mapped[str] = mapped_column(Text)
+    active: Mapped[bool] = mapped_column(Boolean)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Gift(Base):
+    """Points a member gave to another member of the brand (`recipient_id`) or donated to one of its
+    causes (`cause_id`): exactly one of the two. Read by the day's limits, per sender and recipient."""
+
+    __tablename__ = "gifts"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    gift_ref: Mapped[str] = mapped_column(String(36), unique=True)
+    idempotency_key: Mapped[str] = mapped_column(String(160), unique=True)
+    request_hash: Mapped[str] = mapped_column(String(64))
+    sender_id: Mapped[int] = mapped_column(ForeignKey("members.id"))
+    recipient_id: Mapped[int | None] = mapped_column(ForeignKey("members.id"), nullable=True)
+    cause_id: Mapped[int | None] = mapped_column(ForeignKey("causes.id"), nullable=True)
+    points: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (Index("ix_gifts_sender", "sender_id", "created_at"), Index("ix_gifts_recipient", "recipient_id", "created_at"))

@@ -26,6 +26,7 @@ from privacy.keys import (
     load_kek,
     load_pepper,
     load_signing_key,
+    write_private,
 )
 from privacy.pseudonyms import Pseudonymiser
 from privacy.keystore import KeyStore, LocalKeyStore, destroy_file
@@ -36,13 +37,16 @@ from .notify import Notifier, make_notifier
 from .settings import GatewaySettings
 
 CHAIN_KEY_FILE = "chain.key"
+COUPON_KEY_FILE = "coupon.key"  # coupon codes are HMACs under it (services/rewards.py)
 _PEPPER_VERSION = re.compile(r"^pepper\.v(\d+)\.key$")
 
 
 def ensure_key_files(keys_dir: Path) -> None:
-    """Create the brand's keys on first start (signing key, KEK, pepper, chain account)."""
+    """Create the brand's keys on first start (signing key, KEK, pepper, chain account, coupon key)."""
     if not (keys_dir / SIGNING_KEY_FILE).exists():
         generate_key_files(keys_dir)
+    if not (keys_dir / COUPON_KEY_FILE).exists():
+        write_private(keys_dir / COUPON_KEY_FILE, secrets.token_bytes(32))
     chain_key = keys_dir / CHAIN_KEY_FILE
     if not chain_key.exists():
         fd = os.open(chain_key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -84,6 +88,7 @@ class Gateway:
     chain_account: LocalAccount
     alliance: Alliance | None  # None when the gateway runs without a chain (brand-local points only)
     notifier: Notifier  # one-time codes to members (gateway/notify.py)
+    coupon_key: bytes = field(repr=False)  # services/rewards.py: coupon codes
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     # Test hook: called with the refs of the rows about to be broadcast (their transactions are
     # stored), to prove that a crash there loses and doubles nothing.
@@ -135,6 +140,7 @@ def build_gateway(settings: GatewaySettings, chain: Chain | None = None, create_
         chain_account=Account.from_key((keys_dir / CHAIN_KEY_FILE).read_text().strip()),
         alliance=alliance,
         notifier=make_notifier(settings),
+        coupon_key=(keys_dir / COUPON_KEY_FILE).read_bytes(),
     )
 
 

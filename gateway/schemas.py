@@ -88,6 +88,8 @@ class BrandInfo(BaseModel):
     receipt_key_id: str
     receipt_public_key_pem: str
     purposes: dict[str, str] = Field(description="what a member consents to, per purpose (the text each receipt carries)")
+    home_currency: str
+    points_per_currency_unit: int = Field(description="points that pay one unit of the home currency at the till (100: 100 points = 1)")
     chain_status: Literal["ok", "unreachable", "not_admitted", "not_configured"] = Field(
         description="ok: the chain figures below are current; otherwise they are null (or only what is known without the chain)")
     chain_id: int | None = None
@@ -247,6 +249,21 @@ class PurchaseRequest(MemberLocator):
     occurred_at: Timestamp = Field(description="RFC 3339 with offset; within the brand's backdating window, not before enrolment")
 
 
+COUPON_CODE = Field(None, min_length=12, max_length=20, pattern=r"^[A-Za-z0-9 -]+$", examples=["K7QM-2XWP-9RTA"])
+
+
+class TillPurchase(PurchaseRequest):
+    """A purchase at the till, which may be paid in part with points and a coupon of the member's."""
+
+    points_burned: int = Field(0, ge=0, le=MAX_AMOUNT, strict=True,
+                               description="points paying part of it (GET /v1/brand: points_per_currency_unit); earns only on the rest")
+    coupon_code: str = COUPON_CODE
+
+    @property
+    def pays_with_points(self) -> bool:
+        return bool(self.points_burned) or self.coupon_code is not None
+
+
 class PurchaseResponse(BaseModel):
     purchase_ref: str
     member_ref: str
@@ -256,6 +273,9 @@ class PurchaseResponse(BaseModel):
     balance: Points
     tier: str
     replayed: bool
+    points_burned: Points = 0
+    discount_minor: int = Field(0, description="taken off by the coupon")
+    paid_minor: int | None = Field(None, description="what was paid otherwise, and earned on (purchases paid in part with points)")
 
 
 class BatchPurchase(PurchaseRequest):
@@ -290,6 +310,7 @@ class RefundResponse(BaseModel):
     purchase_ref: str
     refunded_minor: int
     points_clawed_back: Points
+    points_returned: Points = Field(0, description="points that had paid part of the purchase, given back in proportion")
     balance: Points
     replayed: bool
 
@@ -445,3 +466,128 @@ class ProcessingItem(BaseModel):
 class ProcessingsPage(BaseModel):
     items: list[ProcessingItem]
     next: str | None = Field(description="pass as `since` for the next page; null on the last one")
+
+
+RewardCode = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{1,39}$", examples=["coffee-coupon"])]
+
+
+class RewardDefinition(Strict):
+    """A reward of the catalogue, as the operator defines it (PUT replaces it as a new version)."""
+
+    kind: Literal["coupon", "good", "digital", "experience"]
+    name: str = Field(min_length=1, max_length=100)
+    description: str = Field("", max_length=2000)
+    points_price: int = Field(gt=0, le=MAX_AMOUNT, strict=True)
+    stock: int | None = Field(None, ge=0, le=MAX_AMOUNT, strict=True, description="left to order; null: unlimited")
+    available_from: Timestamp
+    available_until: Timestamp | None = None
+    min_tier: str | None = Field(None, max_length=16, description="this tier and above may order it")
+    per_member_limit: int | None = Field(None, ge=1, le=1000, strict=True)
+    coupon_value_minor: int | None = Field(None, gt=0, le=MAX_AMOUNT, strict=True, description="a coupon: what it takes off a purchase")
+    coupon_min_spend_minor: int | None = Field(None, ge=0, le=MAX_AMOUNT, strict=True)
+    coupon_valid_days: int | None = Field(None, ge=1, le=366, strict=True, description="a coupon: days it lasts (default 7)")
+    active: StrictBool = True
+
+
+class CatalogueItem(BaseModel):
+    code: str
+    version: int
+    kind: str
+    name: str
+    description: str
+    points_price: Points
+    stock: int | None
+    available_until: datetime | None
+    min_tier: str | None
+    per_member_limit: int | None
+    coupon_value_minor: int | None
+    coupon_min_spend_minor: int | None
+    coupon_valid_days: int | None
+
+
+class RewardInfo(CatalogueItem):
+    available_from: datetime
+    active: bool
+
+
+class MemberCatalogueItem(CatalogueItem):
+    orderable: bool = Field(description="whether this member may order it now, points permitting")
+    reason: str | None = Field(None, description="why not, when not orderable")
+    affordable: bool
+
+
+class OrderRequest(Strict):
+    reward: RewardCode
+
+
+class CouponInfo(BaseModel):
+    code: str = Field(description="show it at the till")
+    value_minor: int
+    min_spend_minor: int
+    expires_at: datetime
+    status: Literal["open", "used", "void"]
+
+
+class OrderInfo(BaseModel):
+    order_ref: str
+    reward: str
+    reward_version: int
+    kind: str
+    points: Points
+    status: str
+    created_at: datetime
+    updated_at: datetime
+    coupon: CouponInfo | None = None
+
+
+class OrderResponse(OrderInfo):
+    balance: Points
+    replayed: bool
+
+
+class OrderStatusChange(Strict):
+    status: Literal["shipped", "delivered", "cancelled"]
+
+
+class CauseDefinition(Strict):
+    name: str = Field(min_length=1, max_length=100)
+    description: str = Field("", max_length=2000)
+    active: StrictBool = True
+
+
+class CauseInfo(BaseModel):
+    code: str
+    version: int
+    name: str
+    description: str
+    active: bool
+    donated: Points = Field(description="points donated to it so far")
+
+
+class GiftRequest(Strict):
+    to_member_ref: str = Field(pattern=UUID_PATTERN, description="the recipient's member_ref (they find it in their account)")
+    points: int = Field(gt=0, le=MAX_AMOUNT, strict=True)
+
+
+class DonationRequest(Strict):
+    cause: RewardCode
+    points: int = Field(gt=0, le=MAX_AMOUNT, strict=True)
+
+
+class GiftResponse(BaseModel):
+    gift_ref: str
+    points: Points
+    to_member_ref: str | None
+    cause: str | None
+    at: datetime
+    balance: Points = Field(description="the giver's balance after")
+    replayed: bool
+
+
+class GiftLine(BaseModel):
+    gift_ref: str
+    direction: Literal["given", "received", "donated"]
+    points: Points
+    member_ref: str | None = Field(description="the other member (given: the recipient; received: the giver)")
+    cause: str | None
+    at: datetime

@@ -132,6 +132,15 @@ class GatewaySettings(BaseSettings):
     tier_window_days: int = Field(365, ge=30)
     tier_grace_days: int = Field(90, ge=0)
     member_token_days: int = Field(30, ge=1)
+    # Spending points (P-15, one simple equation): this many points pay one major unit of the home
+    # currency (100: 100 points = ¥1) at the till; the brand's points liability is booked at this value.
+    points_per_currency_unit: int = Field(100, ge=1, le=1_000_000)
+    # Gifts and donations (P-14) with the controls that stop farmed points being sold (P-38, P-41):
+    # a new account cannot give, and each member gives and receives at most so much per day.
+    gift_min_tenure_days: int = Field(30, ge=0)
+    gift_daily_points: int = Field(2_000, ge=1)  # given or donated by one member per day
+    gift_daily_count: int = Field(5, ge=1)  # gifts and donations by one member per day
+    gift_received_daily_points: int = Field(5_000, ge=1)  # received by one member per day (fan-in)
     max_purchase_minor: int = Field(100_000_000, ge=1)  # one purchase above this is refused as implausible
     purchases_per_member_per_minute: int = Field(10, ge=1)  # anti-farming: a burst of this many, then one per minute / this
     anchor_interval_s: int = Field(3600, ge=0)  # 0 turns scheduled anchoring off

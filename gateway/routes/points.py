@@ -25,6 +25,7 @@ from ..schemas import (
     RefundRequest,
     UUID_PATTERN,
     RefundResponse,
+    TillPurchase,
 )
 from ..services import alliance, ledger, members, purchases
 from . import AUTH, gateway, idempotency_key, problems
@@ -41,11 +42,17 @@ def locate(session: Session, gw: Gateway, body: MemberLocator) -> Member:
     return member
 
 
+_PAYMENT_FIELDS = {"points_burned", "coupon_code"}
+
+
 def _event(who: Principal, key: str, body: PurchaseRequest, home_currency: str) -> purchases.PurchaseEvent:
     # The key is scoped to the caller; the hash covers the body as a single purchase would send it,
-    # so one event retried alone or in a batch is the same request.
+    # so one event retried alone or in a batch is the same request (a plain purchase hashes without
+    # the payment fields it does not use).
+    plain = not isinstance(body, TillPurchase) or not body.pays_with_points
     return purchases.PurchaseEvent(
-        idempotency_key=f"{who.subject}:{key}", body_hash=purchases.request_hash(body, exclude={"idempotency_key"}),
+        idempotency_key=f"{who.subject}:{key}",
+        body_hash=purchases.request_hash(body, exclude={"idempotency_key"} | (_PAYMENT_FIELDS if plain else set())),
         amount_minor=body.amount_minor, currency=body.currency or home_currency, channel=body.channel, eco=body.eco,
         occurred_at=body.occurred_at, member_ref=body.member_ref, identifier_kind=body.identifier_kind,
         identifier=body.identifier)
@@ -56,17 +63,24 @@ REPLAY = "a retry of a request already applied (same key, same request): its ori
 
 @router.post("/purchases", response_model=PurchaseResponse, status_code=status.HTTP_201_CREATED,
              responses={200: {"model": PurchaseResponse, "description": REPLAY}} | problems(*AUTH, 400, 404, 409, 429, 503),
-             summary="A purchase at the point of sale earns points (idempotent on Idempotency-Key)")
-async def purchase(body: PurchaseRequest, request: Request, response: Response, key: str = Depends(idempotency_key),
+             summary="A purchase at the point of sale earns points, and may be paid in part with points and a coupon "
+                     "(idempotent on Idempotency-Key)")
+async def purchase(body: TillPurchase, request: Request, response: Response, key: str = Depends(idempotency_key),
                    who: Principal = Depends(allow("pos", "operator"))) -> PurchaseResponse:
-    # Concurrent purchases share transactions (gateway/groupcommit.py); each is answered once committed.
-    home = request.app.state.gateway.settings.earn.home_currency
-    outcome = await request.app.state.purchases.submit(_event(who, key, body, home))
-    if isinstance(outcome, GatewayError):
-        raise outcome
+    gw: Gateway = request.app.state.gateway
+    event = _event(who, key, body, gw.settings.earn.home_currency)
+    if body.pays_with_points:
+        paid = await run_in_threadpool(purchases.pay_committed, gw, event, body.points_burned, body.coupon_code)
+        outcome, extra = paid.earned, {"points_burned": paid.points_burned, "discount_minor": paid.discount_minor,
+                                       "paid_minor": paid.paid_minor}
+    else:
+        # Concurrent purchases share transactions (gateway/groupcommit.py); each is answered once committed.
+        outcome, extra = await request.app.state.purchases.submit(event), {}
+        if isinstance(outcome, GatewayError):
+            raise outcome
     if outcome.replayed:
         response.status_code = status.HTTP_200_OK
-    return PurchaseResponse(**outcome._asdict())
+    return PurchaseResponse(**outcome._asdict(), **extra)
 
 
 @router.post("/purchases/batch", response_model=BatchResponse, responses=problems(*AUTH, 503),
@@ -86,7 +100,7 @@ async def purchase_batch(body: BatchRequest, who: Principal = Depends(allow("pos
 
 @router.post("/purchases/{purchase_ref}/refunds", response_model=RefundResponse, status_code=status.HTTP_201_CREATED,
              responses={200: {"model": RefundResponse, "description": REPLAY}} | problems(*AUTH, 404, 409, 503),
-             summary="Refund (part of) a purchase: its points are clawed back proportionally")
+             summary="Refund (part of) a purchase: its points are clawed back, and points that paid for it given back, in proportion")
 def refund(body: RefundRequest, response: Response, key: str = Depends(idempotency_key),
            who: Principal = Depends(allow("pos", "operator")), gw: Gateway = Depends(gateway),
            purchase_ref: str = Path(pattern=UUID_PATTERN)) -> RefundResponse:
@@ -96,7 +110,7 @@ def refund(body: RefundRequest, response: Response, key: str = Depends(idempoten
                                                   body_hash=purchases.request_hash(body, scope=purchase_ref),
                                                   now=gw.now())
         out = RefundResponse(purchase_ref=p.purchase_ref, refunded_minor=record.amount_minor, points_clawed_back=record.points,
-                             balance=m.balance, replayed=replayed)
+                             points_returned=record.points_returned, balance=m.balance, replayed=replayed)
     if replayed:
         response.status_code = status.HTTP_200_OK
     return out

@@ -2,8 +2,9 @@
 
 Every posting is a LedgerTxn whose entries sum to zero. A member's points sit in the `member`
 account; the other side names where points came from or went (`issued`, `expired`, `clawback`,
-`alliance_out`, `alliance_in`). `Member.balance` is a running total updated in the same
-transaction, and always equals the sum of the member's entries.
+`alliance_out`, `alliance_in`, `redeemed` (rewards and the till), `gifts` (member to member: nets to
+zero), `donated`). `Member.balance` is a running total updated in the same transaction, and always
+equals the sum of the member's entries.
 
 Credits open a lot that expires `validity_days` later; debits take from the lots that expire first.
 A refund can claw back more than a member still holds: the balance then goes negative (a debt that
@@ -118,6 +119,26 @@ def debit(session: Session, member: Member, kind: str, amount: int, counter_acco
         left -= take
         session.add(LotDebit(txn_id=txn.id, lot_id=lot.id, amount=take))
     return txn
+
+
+def transfer(session: Session, sender: Member, recipient: Member, amount: int, kind: str, counter_account: str,
+             now: datetime, ref: str) -> tuple[LedgerTxn, LedgerTxn]:
+    """Move points from one member to another (`<kind>_out`, `<kind>_in`, both through
+    `counter_account`). They keep the expiry of the lots they came from: a gift never makes points
+    live longer. A debt the recipient carries is paid first, from the soonest-expiring part."""
+    out = debit(session, sender, f"{kind}_out", amount, counter_account, now, ref=ref)
+    session.flush()
+    parts = session.execute(select(PointLot.expires_at, LotDebit.amount).join(LotDebit, LotDebit.lot_id == PointLot.id)
+                            .where(LotDebit.txn_id == out.id).order_by(PointLot.expires_at, PointLot.id)).all()
+    debt = max(0, -recipient.balance)
+    into = post(session, recipient, f"{kind}_in", amount, counter_account, now, ref=ref)
+    for expires_at, taken in parts:
+        paid = min(debt, taken)
+        debt -= paid
+        if taken > paid:
+            session.add(PointLot(member_id=recipient.id, txn_id=into.id, amount=taken - paid, remaining=taken - paid,
+                                 earned_at=now, expires_at=expires_at))
+    return out, into
 
 
 def reverse_debit(session: Session, member: Member, debit_txn: LedgerTxn, kind: str, counter_account: str,

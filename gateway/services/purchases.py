@@ -4,6 +4,7 @@ check-in) earn too and count as engagement. Every call is idempotent on its key.
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import NamedTuple
@@ -26,10 +27,10 @@ from ..errors import (
     NotFound,
     RateLimited,
 )
-from ..models import Action, Consent, Member, Purchase, Refund, TierChange
+from ..models import Action, Consent, LedgerTxn, LotDebit, Member, PointLot, Purchase, Refund, TierChange
 from ..settings import GatewaySettings
 from ..runtime import Gateway
-from . import consent, ledger, members, rules, tiers
+from . import consent, ledger, members, rewards, rules, tiers
 
 
 def request_hash(body: BaseModel, *, scope: str = "", exclude: set[str] | None = None) -> str:
@@ -44,7 +45,7 @@ def _replay(existing, body_hash: str):
     return existing
 
 
-def _day_bounds(day: date, tz: tzinfo) -> tuple[datetime, datetime]:
+def day_bounds(day: date, tz: tzinfo) -> tuple[datetime, datetime]:
     """The UTC span of one of the brand's calendar days (wall-clock midnights: a DST day is 23 or 25 hours)."""
     return (datetime.combine(day, time(), tzinfo=tz).astimezone(UTC),
             datetime.combine(day + timedelta(days=1), time(), tzinfo=tz).astimezone(UTC))
@@ -53,7 +54,7 @@ def _day_bounds(day: date, tz: tzinfo) -> tuple[datetime, datetime]:
 def _earned_on_day(session: Session, member_id: int, day: date, tz: tzinfo, unsaved: list[tuple[datetime, int]] = ()) -> int:
     """Points the member earned on one of the brand's days: the stored events, plus `unsaved` ones
     (UTC time, points) of the batch being written."""
-    start, end = _day_bounds(day, tz)
+    start, end = day_bounds(day, tz)
     earned = session.scalar(select(func.coalesce(func.sum(Purchase.points), 0)).where(
         Purchase.member_id == member_id, Purchase.occurred_at >= start, Purchase.occurred_at < end))
     earned += session.scalar(select(func.coalesce(func.sum(Action.points), 0)).where(
@@ -124,6 +125,7 @@ class PurchaseEvent(NamedTuple):  # named tuples: a batch builds thousands, and 
     member_ref: str | None = None
     identifier_kind: str | None = None
     identifier: str | None = None
+    paid_minor: int | None = None  # the part not paid with points or a coupon (None: all of it): what earns
 
 
 class Earned(NamedTuple):
@@ -252,7 +254,8 @@ def ingest(session: Session, gw: Gateway, events: list[PurchaseEvent], now: date
             continue
 
         local = e.occurred_at.astimezone(tz)  # the brand's day decides the day's multipliers and cap
-        earning = rules.purchase_points(s.earn, s.earn.currencies[e.currency], tiers.tier_rule(s, m.tier), e.amount_minor,
+        paid = e.amount_minor if e.paid_minor is None else e.paid_minor
+        earning = rules.purchase_points(s.earn, s.earn.currencies[e.currency], tiers.tier_rule(s, m.tier), paid,
                                         first_order=m.purchase_count == 0, birth_month=m.birth_month, eco=e.eco, occurred_at=local)
         day, earned_before, latest = _earned_that_day(session, m, local, tz, m.unsaved)
         points = rules.capped(earning.points, earned_before, s.earn.daily_cap)
@@ -331,6 +334,81 @@ def ingest_committed(gw: Gateway, events: list[PurchaseEvent]) -> list[Outcome]:
     raise AssertionError("unreachable")
 
 
+class Paid(NamedTuple):
+    """A purchase paid in part with points or a coupon, as `pay` recorded it."""
+
+    earned: Earned
+    points_burned: int
+    discount_minor: int
+    paid_minor: int
+
+
+def burn_value(gw: Gateway, points: int) -> int:
+    """What `points` pay, in minor units of the home currency; refused unless exact (P-15: one
+    simple equation, no rounding a member could not follow)."""
+    s = gw.settings
+    minor = s.earn.currencies[s.earn.home_currency].minor_per_unit
+    value, rest = divmod(points * minor, s.points_per_currency_unit)
+    if rest:
+        step = s.points_per_currency_unit // math.gcd(s.points_per_currency_unit, minor)
+        raise GatewayError(f"points_burned must be a multiple of {step} ({s.points_per_currency_unit} points pay 1 {s.earn.home_currency})")
+    return value
+
+
+def pay(session: Session, gw: Gateway, event: PurchaseEvent, points_burned: int, coupon: str | None, now: datetime) -> Paid:
+    """A purchase paid in part with points and/or a coupon, in one transaction with its earning: the
+    coupon is checked and used, the points are burned (oldest-expiring first), and the purchase earns
+    on what was paid otherwise. Any refusal undoes all of it; a retry returns the first outcome."""
+    stored = session.scalars(select(Purchase).where(Purchase.idempotency_key == event.idempotency_key)).first()
+    if stored is not None:
+        [out] = ingest(session, gw, [event], now)
+        if isinstance(out, GatewayError):
+            raise out
+        return Paid(out, stored.points_burned, stored.discount_minor, stored.amount_minor - stored.discount_minor - stored.burn_value_minor)
+    s = gw.settings
+    if points_burned and event.currency != s.earn.home_currency:
+        raise GatewayError(f"points pay only in the home currency, {s.earn.home_currency}")
+    if event.member_ref is not None:
+        member = members.get_by_ref(session, event.member_ref)
+    else:
+        member = members.find_by_identifier(session, gw, event.identifier_kind, event.identifier)
+        if member is None:
+            raise NotFound("no member with this identifier")
+    member = members.lock(session, member)
+    members.require_active(member)
+    consent.require(session, member, Purpose.LOYALTY_CORE)
+    discount = rewards.use_coupon(session, member.id, coupon, event.amount_minor, now) if coupon else None
+    payable = event.amount_minor - (discount.discount_minor if discount else 0)
+    value = burn_value(gw, points_burned)
+    if value > payable:
+        raise GatewayError(f"{points_burned} points pay {value}, more than the {payable} left to pay")
+    burn = ledger.debit(session, member, "burn", points_burned, rewards.REDEEMED, now) if points_burned else None
+    session.flush()
+    [out] = ingest(session, gw, [event._replace(paid_minor=payable - value)], now)
+    if isinstance(out, GatewayError):
+        raise out  # the coupon and the burn roll back with it
+    purchase = session.scalars(select(Purchase).where(Purchase.purchase_ref == out.purchase_ref)).one()
+    purchase.points_burned, purchase.burn_value_minor = points_burned, value
+    purchase.discount_minor = discount.discount_minor if discount else 0
+    if burn is not None:
+        burn.ref = out.purchase_ref
+    if discount is not None:
+        rewards.link_coupon(session, discount.coupon_id, purchase)
+    return Paid(out, points_burned, purchase.discount_minor, payable - value)
+
+
+def pay_committed(gw: Gateway, event: PurchaseEvent, points_burned: int, coupon: str | None) -> Paid:
+    """`pay` in a transaction of its own (a concurrent retry of the same key: run again, a replay)."""
+    for attempt in (1, 2):
+        try:
+            with transaction(gw.sessions) as session:
+                return pay(session, gw, event, points_burned, coupon, gw.now())
+        except IntegrityError:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
 def refund(session: Session, gw: Gateway, *, idempotency_key: str, purchase_ref: str, amount_minor: int,
            body_hash: str, now: datetime) -> tuple[Refund, Purchase, Member, bool]:
     existing = session.scalars(select(Refund).where(Refund.idempotency_key == idempotency_key)).first()
@@ -347,14 +425,24 @@ def refund(session: Session, gw: Gateway, *, idempotency_key: str, purchase_ref:
     member = members.lock(session, session.get(Member, purchase.member_id))
     points = rules.clawback_points(purchase.points, purchase.amount_minor, purchase.refunded_minor, amount_minor,
                                    purchase.clawed_back)
+    # Points that paid part of it come back in the same proportion (all that is left, on the last refund).
+    returned = rules.clawback_points(purchase.points_burned, purchase.amount_minor, purchase.refunded_minor, amount_minor,
+                                     purchase.points_returned)
     record = Refund(idempotency_key=idempotency_key, request_hash=body_hash, purchase_id=purchase.id,
-                    amount_minor=amount_minor, points=points, created_at=now)
+                    amount_minor=amount_minor, points=points, points_returned=returned, created_at=now)
     session.add(record)
+    if returned:
+        # Into a lot that lives no longer than those the points were burned from (no refund extends them).
+        burned_lots = select(func.max(PointLot.expires_at)).join(LotDebit, LotDebit.lot_id == PointLot.id).join(
+            LedgerTxn, LedgerTxn.id == LotDebit.txn_id).where(LedgerTxn.kind == "burn", LedgerTxn.ref == purchase.purchase_ref)
+        ledger.credit(session, member, "burn_return", returned, rewards.REDEEMED, now, gw.settings.earn.validity_days,
+                      ref=purchase.purchase_ref, expires_at=as_utc(session.scalar(burned_lots)))
     if points:
         # Clawing back may take the balance below zero (points already spent): a debt, never lost points.
         ledger.debit(session, member, "clawback", points, "issued", now, ref=purchase.purchase_ref, allow_debt=True)
     purchase.refunded_minor += amount_minor
     purchase.clawed_back += points
+    purchase.points_returned += returned
     tiers.evaluate(session, gw.settings, member, now)
     return record, purchase, member, False
 

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from privacy.receipts import Purpose
@@ -17,7 +17,9 @@ from ..models import (
     Action,
     ChainTx,
     Consent,
+    Coupon,
     Exchange,
+    Gift,
     LedgerEntry,
     LedgerTxn,
     Member,
@@ -27,11 +29,12 @@ from ..models import (
     PointLot,
     Purchase,
     Redemption,
+    RewardOrder,
     TierChange,
     WalletChallenge,
 )
 from ..runtime import Gateway
-from . import audit, consent, datakeys, members
+from . import audit, consent, datakeys, gifts, members, rewards
 
 
 def _unlink(session: Session, member: Member) -> None:
@@ -68,6 +71,12 @@ def _unlink(session: Session, member: Member) -> None:
         row.created_at = _day(row.created_at)
     for row in session.scalars(select(Consent).where(Consent.member_id == mid)):
         row.updated_at = _day(row.updated_at)
+    for row in session.scalars(select(RewardOrder).where(RewardOrder.member_id == mid)):
+        row.created_at, row.updated_at = _day(row.created_at), _day(row.updated_at)
+    for row in session.scalars(select(Gift).where((Gift.sender_id == mid) | (Gift.recipient_id == mid))):
+        row.created_at = _day(row.created_at)
+    # An open coupon is void: nobody may spend an erased member's coupon (its code still derives from its id).
+    session.execute(update(Coupon).where(Coupon.member_id == mid, Coupon.status == "open").values(status="void"))
     member.enrolled_at, member.tier_since = _day(member.enrolled_at), _day(member.tier_since)
 
 
@@ -102,7 +111,15 @@ def export(session: Session, gw: Gateway, member: Member) -> dict[str, Any]:
                   "expires_at": _iso(lot.expires_at)} for lot in session.scalars(select(PointLot).where(PointLot.member_id == m.id))],
         "purchases": [{"purchase_ref": p.purchase_ref, "amount_minor": p.amount_minor, "refunded_minor": p.refunded_minor,
                        "currency": p.currency, "channel": p.channel, "occurred_at": _iso(p.occurred_at), "points": p.points,
-                       "clawed_back": p.clawed_back} for p in session.scalars(select(Purchase).where(Purchase.member_id == m.id))],
+                       "clawed_back": p.clawed_back, "points_burned": p.points_burned, "points_returned": p.points_returned,
+                       "discount_minor": p.discount_minor}
+                      for p in session.scalars(select(Purchase).where(Purchase.member_id == m.id))],
+        "reward_orders": [{"order_ref": o.order_ref, "reward": r.code, "reward_version": o.reward_version, "points": o.points,
+                           "status": o.status, "ordered_at": _iso(o.created_at),
+                           "coupon": None if c is None else {"value_minor": c.value_minor, "expires_at": _iso(c.expires_at),
+                                                             "status": c.status}}
+                          for o, r, c in rewards.member_orders(session, m.id)],
+        "gifts": [line | {"at": _iso(line["at"])} for line in gifts.history(session, m.id, limit=None)],
         "actions": [{"kind": a.kind, "points": a.points, "occurred_at": _iso(a.occurred_at)}
                     for a in session.scalars(select(Action).where(Action.member_id == m.id))],
         "tier_changes": [{"from": c.from_tier, "to": c.to_tier, "reason": c.reason, "at": _iso(c.changed_at)}

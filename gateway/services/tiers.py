@@ -49,7 +49,7 @@ def _qualifying_rank(settings: GatewaySettings, spend: int, purchases: int, acti
     return best
 
 
-def _rank(settings: GatewaySettings, name: str) -> int:
+def rank(settings: GatewaySettings, name: str) -> int:
     """Position in the tier ladder; a tier removed from configuration counts as the base tier."""
     for i, t in enumerate(settings.tiers):
         if t.name == name:
@@ -69,7 +69,7 @@ def decide(settings: GatewaySettings, tier: str, downgrade_due_at: datetime | No
     """(tier, downgrade due) after an evaluation: an upgrade applies at once; falling short starts
     the grace period (or keeps the one running); qualifying again cancels it."""
     wanted = _qualifying_rank(settings, *activity)
-    current = _rank(settings, tier)
+    current = rank(settings, tier)
     if wanted > current:
         return settings.tiers[wanted].name, None
     if wanted == current:
@@ -95,7 +95,7 @@ def review(session: Session, settings: GatewaySettings, now: datetime) -> int:
                                   .order_by(Member.id).with_for_update().execution_options(populate_existing=True)).all():
         evaluate(session, settings, member, now)
         if member.downgrade_due_at is not None and as_utc(member.downgrade_due_at) <= now:
-            lower = settings.tiers[max(0, _rank(settings, member.tier) - 1)].name
+            lower = settings.tiers[max(0, rank(settings, member.tier) - 1)].name
             _change(session, member, lower, "grace_period_ended", now)
             evaluate(session, settings, member, now)  # still short of the lower tier: a new grace
             downgraded += 1

@@ -5,16 +5,20 @@ from __future__ import annotations
 import socket
 import tempfile
 import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
+import uvicorn
 from eth_account import Account
 from eth_account.messages import encode_defunct
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from contracts.chain import Chain, connect
+from contracts.chain import Chain, connect, free_port
 from contracts.client import Alliance
 from contracts.client import Redemption as RedemptionAuth
 from contracts.defaults import EPOCH_S
@@ -358,3 +362,41 @@ class Cable:
 
     def plug(self) -> None:
         self.plugged = True
+
+
+class Server:
+    """The gateway served by uvicorn in a background thread."""
+
+    def __init__(self, gw):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(create_app(gateway=gw, background=False), host="127.0.0.1", port=self.port,
+                                log_level="warning", lifespan="on")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            assert time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.05)
+        return self.url
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
+def storm(url: str, requests: list[tuple[str, dict, dict]]) -> list[httpx.Response]:
+    """Send every request at the same moment, each from its own thread and connection."""
+    barrier = threading.Barrier(len(requests))
+
+    def one(req):
+        path, body, headers = req
+        with httpx.Client(base_url=url, timeout=120) as client:
+            barrier.wait()
+            return client.post(path, json=body, headers=headers)
+
+    with ThreadPoolExecutor(max_workers=len(requests)) as pool:
+        return list(pool.map(one, requests))

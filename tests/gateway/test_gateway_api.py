@@ -85,7 +85,7 @@ def test_the_openapi_declares_problems_enums_and_replays(local):
     for path in ("/v1/purchases", "/v1/actions", "/v1/purchases/{purchase_ref}/refunds", "/v1/me/exchanges", "/v1/me/redemptions"):
         assert "200" in spec["paths"][path]["post"]["responses"], path  # the replay
     assert "429" in spec["paths"]["/v1/purchases"]["post"]["responses"]
-    locator = spec["components"]["schemas"]["PurchaseRequest"]
+    locator = spec["components"]["schemas"]["TillPurchase"]
     assert len(locator["oneOf"]) == 2 and locator["properties"]["occurred_at"]["format"] == "date-time"
     assert "chain_status" in spec["components"]["schemas"]["BrandInfo"]["required"]
 

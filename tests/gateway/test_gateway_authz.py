@@ -55,6 +55,8 @@ class Ctx:
     m_purchase: str
     m_exchange: str
     m_redemption: str
+    m_order: str
+    sink: dict  # a third member, who receives the gifts
 
     def member_for(self, role: str) -> dict:
         return self.o if role == "other" else self.m
@@ -121,6 +123,13 @@ def _member_path(suffix: str, destructive: bool = False):
     return build
 
 
+def _new_order(ctx: Ctx) -> str:
+    """A fresh order of M's, of a good not yet shipped."""
+    r = ctx.brand.client.post("/v1/me/reward-orders", json={"reward": "matrix-gift"}, headers=ctx.m["auth"] | {"Idempotency-Key": f"n-{uniq()}"})
+    assert r.status_code == 201, r.text
+    return r.json()["order_ref"]
+
+
 def _purchase_body(ctx: Ctx) -> dict:
     return {"member_ref": ctx.m["member_ref"], "amount_minor": 1_000, "occurred_at": ctx.clock.now.isoformat()}
 
@@ -181,17 +190,38 @@ ENDPOINTS: dict[tuple[str, str], Endpoint] = {
     ("DELETE", "/v1/admin/api-keys/{key_id}"): Endpoint(OPERATOR, _revoke_key),
     ("POST", "/v1/admin/anchors"): Endpoint(OPERATOR, lambda c, r: {"path": "/v1/admin/anchors", "json": {"kind": "audit-log"}}),
     ("POST", "/v1/admin/maintenance"): Endpoint(OPERATOR, lambda c, r: {"path": "/v1/admin/maintenance"}),
+    ("PUT", "/v1/admin/rewards/{code}"): Endpoint(OPERATOR, lambda c, r: {"path": "/v1/admin/rewards/matrix-mug", "json": {
+        "kind": "good", "name": "Matrix mug", "points_price": 1, "available_from": "2026-01-01T00:00:00Z"}}),
+    ("GET", "/v1/admin/rewards"): Endpoint(OPERATOR, lambda c, r: {"path": "/v1/admin/rewards"}),
+    ("GET", "/v1/admin/reward-orders"): Endpoint(OPERATOR, lambda c, r: {"path": "/v1/admin/reward-orders"}),
+    ("POST", "/v1/admin/reward-orders/{order_ref}/status"): Endpoint(OPERATOR, lambda c, r: {
+        "path": f"/v1/admin/reward-orders/{_new_order(c) if r in OPERATOR else c.m_order}/status", "json": {"status": "shipped"}}),
+    ("GET", "/v1/rewards"): Endpoint(MEMBER, lambda c, r: {"path": "/v1/rewards"}),
+    ("GET", "/v1/me/reward-orders"): Endpoint(MEMBER, lambda c, r: {"path": "/v1/me/reward-orders"}),
+    ("POST", "/v1/me/reward-orders"): Endpoint(MEMBER, lambda c, r: {"path": "/v1/me/reward-orders", "json": {"reward": "matrix-gift"},
+                                                                     "headers": {"Idempotency-Key": f"o-{uniq()}"}}, (201,)),
+    # Always an order of M's: the other member must not find it.
+    ("POST", "/v1/me/reward-orders/{order_ref}/cancellation"): Endpoint(MEMBER, lambda c, r: {
+        "path": f"/v1/me/reward-orders/{_new_order(c) if r == 'member' else c.m_order}/cancellation"}),
+    ("PUT", "/v1/admin/causes/{code}"): Endpoint(OPERATOR, lambda c, r: {"path": "/v1/admin/causes/matrix-cause", "json": {"name": "Trees"}}),
+    ("GET", "/v1/causes"): Endpoint(MEMBER | READER, lambda c, r: {"path": "/v1/causes"}),
+    ("POST", "/v1/me/gifts"): Endpoint(MEMBER, lambda c, r: {"path": "/v1/me/gifts", "json": {"to_member_ref": c.sink["member_ref"], "points": 1},
+                                                             "headers": {"Idempotency-Key": f"g-{uniq()}"}}, (201,)),
+    ("POST", "/v1/me/donations"): Endpoint(MEMBER, lambda c, r: {"path": "/v1/me/donations", "json": {"cause": "matrix-cause", "points": 1},
+                                                                 "headers": {"Idempotency-Key": f"d-{uniq()}"}}, (201,)),
+    ("GET", "/v1/me/gifts"): Endpoint(MEMBER, lambda c, r: {"path": "/v1/me/gifts"}),
 }
 
 # Where a member is admitted but the answer for the *other* member differs (ownership, not role).
-OTHER_MEMBER = {("GET", "/v1/me/exchanges/{exchange_ref}"): 404, ("GET", "/v1/me/redemptions/{redemption_ref}"): 404}
+OTHER_MEMBER = {("GET", "/v1/me/exchanges/{exchange_ref}"): 404, ("GET", "/v1/me/redemptions/{redemption_ref}"): 404,
+                ("POST", "/v1/me/reward-orders/{order_ref}/cancellation"): 404}
 
 
 @pytest.fixture(scope="module")
 def ctx(world) -> Ctx:
     clock = Clock()
     write_release(world.workdir / "matrix-releases")
-    brand = start_world_brand(world, "matrix", 10, clock=clock, releases_dir=world.workdir / "matrix-releases")
+    brand = start_world_brand(world, "matrix", 10, clock=clock, releases_dir=world.workdir / "matrix-releases", gift_min_tenure_days=0)
     m = enrol(brand, "+8613800000001", name="Mia Matrix", identifiers={"phone": "+8613800000001", "email": "mia@example.com"})
     o = enrol(brand, "+8613800000002", name="Otto Other")
     m["phone"], o["phone"] = "+8613800000001", "+8613800000002"
@@ -212,9 +242,15 @@ def ctx(world) -> Ctx:
                           json=authorise(world.alliance, wallets[m["member_ref"]], brand, 1, world.chain.timestamp() + 3600))
     assert r.status_code == 201, r.text
     m_redemption = r.json()["redemption_ref"]
+    r = brand.client.put("/v1/admin/rewards/matrix-gift", json={"kind": "good", "name": "Matrix gift", "points_price": 1,
+                                                              "available_from": "2026-01-01T00:00:00Z"}, headers=brand.as_("operator"))
+    assert r.status_code == 200, r.text
+    assert brand.client.put("/v1/admin/causes/matrix-cause", json={"name": "Trees"}, headers=brand.as_("operator")).status_code == 200
+    sink = enrol(brand, "+8613800000003", name="Sam Sink")
     r = brand.client.post("/v1/admin/anchors", json={"kind": "consent-log"}, headers=brand.as_("operator"))
     assert r.json()["anchored"] is True
-    yield Ctx(brand, world, clock, m, o, wallets, m_purchase, ex[m["member_ref"]], m_redemption)
+    partial = Ctx(brand, world, clock, m, o, wallets, m_purchase, ex[m["member_ref"]], m_redemption, "", sink)
+    yield Ctx(brand, world, clock, m, o, wallets, m_purchase, ex[m["member_ref"]], m_redemption, _new_order(partial), sink)
     brand.close()
 
 

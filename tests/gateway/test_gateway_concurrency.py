@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 
-import httpx
 import pytest
-import uvicorn
 from harness import (
     Clock,
+    Server,
     authorise,
     consent,
     db_balance,
@@ -23,54 +21,15 @@ from harness import (
     purchase,
     reconciliation,
     start_world_brand,
+    storm,
 )
 from sqlalchemy import func, select
 
-from contracts.chain import free_port
-from gateway.app import create_app
 from gateway.models import LedgerEntry, LedgerTxn, Member
 
 pytestmark = pytest.mark.postgres
 PARALLEL = 50
 RATE = 10
-
-
-class Server:
-    """The gateway served by uvicorn in a background thread."""
-
-    def __init__(self, gw):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(create_app(gateway=gw, background=False), host="127.0.0.1", port=self.port,
-                                log_level="warning", lifespan="on")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> str:
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            assert time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.05)
-        return self.url
-
-    def __exit__(self, *exc) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=30)
-
-
-def _storm(url: str, requests: list[tuple[str, dict, dict]]) -> list[httpx.Response]:
-    """Send every request at the same moment, each from its own thread and connection."""
-    barrier = threading.Barrier(len(requests))
-
-    def one(req):
-        path, body, headers = req
-        with httpx.Client(base_url=url, timeout=120) as client:
-            barrier.wait()
-            return client.post(path, json=body, headers=headers)
-
-    with ThreadPoolExecutor(max_workers=len(requests)) as pool:
-        return list(pool.map(one, requests))
 
 
 class BalanceWatch:
@@ -116,7 +75,7 @@ def test_parallel_exchanges_never_overdraw(shop, world):
     ap_each = 3  # 30 brand points each: at most 10 of the 50 can succeed
     requests = [("/v1/me/exchanges", {"ap_amount": ap_each}, m["auth"] | {"Idempotency-Key": f"rush-{i}"}) for i in range(PARALLEL)]
     with Server(brand.gw) as url, BalanceWatch(brand.gw, m["member_ref"]) as watch:
-        responses = _storm(url, requests)
+        responses = storm(url, requests)
     codes = sorted(r.status_code for r in responses)
     ok = [r for r in responses if r.status_code == 201]
     failed = [r for r in responses if r.status_code != 201]
@@ -150,7 +109,7 @@ def test_parallel_redemptions_never_redeem_more_than_held(shop, world):
     auths = [authorise(alliance, wallet, brand, each, deadline, nonce=i) for i in range(PARALLEL)]
     requests = [("/v1/me/redemptions", auth, m["auth"]) for auth in auths]
     with Server(brand.gw) as url:
-        responses = _storm(url, requests)
+        responses = storm(url, requests)
     ok = [r for r in responses if r.status_code == 201]
     failed = [r for r in responses if r.status_code != 201]
     assert all(r.status_code == 409 and r.json()["code"] == "chain_rejected" for r in failed), sorted(r.status_code for r in responses)

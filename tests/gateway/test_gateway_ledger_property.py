@@ -40,7 +40,10 @@ STEP = st.one_of(
     st.tuples(st.just("action"), st.sampled_from(["review", "share", "check_in"])),
     st.tuples(st.just("exchange"), st.integers(1, 400)),
     st.tuples(st.just("time"), st.integers(0, 400)),
+    st.tuples(st.just("pay"), st.integers(1, 500_000), st.integers(1, 3_000)),  # a purchase paid in part with points
+    st.tuples(st.just("order"), st.integers(0, 50)),  # a reward (or cancel an earlier order, if there is one)
 )
+GIFT_PRICE = 50
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +51,9 @@ def shop(request, world, module_backend, tmp_path_factory):
     clock = Clock()
     url = make_database_url(request, module_backend, tmp_path_factory.mktemp("ledger"), "ledger")
     brand = start_world_brand(world, f"ledger-{module_backend}", RATE, url, clock=clock, member_token_days=100_000)
+    r = brand.client.put("/v1/admin/rewards/prop-gift", json={"kind": "good", "name": "Gift", "points_price": GIFT_PRICE,
+                                                            "available_from": clock.now.isoformat()}, headers=brand.as_("operator"))
+    assert r.status_code == 200, r.text
     yield brand, clock
     brand.close()
 
@@ -69,6 +75,7 @@ def test_ledger_invariants_hold_for_any_sequence(shop, steps):
     consent(brand, m, "alliance_exchange")
     link_wallet(brand, m, new_wallet())
     purchases: list[dict] = []  # {"ref", "amount", "refunded"}
+    orders: list[str] = []  # reward orders not cancelled
     for i, step in enumerate(steps):
         clock.advance(minutes=1)
         key = f"{m['member_ref']}-{i}"
@@ -99,6 +106,30 @@ def test_ledger_invariants_hold_for_any_sequence(shop, steps):
             else:
                 assert r.status_code == 201 and r.json()["status"] == "confirmed", r.text
                 assert _check(brand, m) == before - needed
+        elif kind == "pay":
+            before = _check(brand, m)
+            r = purchase(brand, m["member_ref"], step[1], key, clock.now, points_burned=step[2])
+            if step[2] > step[1]:  # 100 points = ¥1: a point pays one fen
+                assert r.status_code == 400, r.text
+            elif step[2] > before:
+                assert r.status_code == 409 and r.json()["code"] == "insufficient_points", r.text
+            else:
+                assert r.status_code == 201, r.text
+                assert r.json()["balance"] == before - step[2] + r.json()["points"]
+                purchases.append({"ref": r.json()["purchase_ref"], "amount": step[1], "refunded": 0})
+        elif kind == "order":
+            before = _check(brand, m)
+            if orders and step[1] % 2:
+                ref = orders.pop(step[1] % len(orders))
+                r = brand.client.post(f"/v1/me/reward-orders/{ref}/cancellation", headers=m["auth"])
+                assert r.status_code == 200 and r.json()["balance"] == before + GIFT_PRICE, r.text
+            else:
+                r = brand.client.post("/v1/me/reward-orders", json={"reward": "prop-gift"}, headers=m["auth"] | {"Idempotency-Key": key})
+                if GIFT_PRICE > before:
+                    assert r.status_code == 409 and r.json()["code"] == "insufficient_points", r.text
+                else:
+                    assert r.status_code == 201 and r.json()["balance"] == before - GIFT_PRICE, r.text
+                    orders.append(r.json()["order_ref"])
         elif kind == "time":
             clock.advance(days=step[1])
             maintenance(brand)
