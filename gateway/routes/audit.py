@@ -13,7 +13,7 @@ from ..errors import Conflict, NotFound
 from ..models import LogAnchor
 from ..runtime import Gateway
 from ..schemas import MAX_DB_INT, ProcessingsPage
-from ..services import logs, processings, reconcile
+from ..services import liability, logs, processings, reconcile
 from . import AUTH, gateway, problems
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
@@ -90,6 +90,13 @@ def reconciliation(who: Principal = Depends(reader), gw: Gateway = Depends(gatew
         books = reconcile.ledger_report(session)
         chain = reconcile.chain_report(session, gw)
         return {"ok": books["ok"] and chain["ok"], "ledger": books, "chain": chain}
+
+
+@router.get("/liability", responses=problems(*AUTH, 503),
+            summary="The brand's points liability: issued, spent, exchanged, expired, clawed back, donated, outstanding and its value")
+def liability_report(who: Principal = Depends(reader), gw: Gateway = Depends(gateway)) -> dict:
+    with reading(gw.sessions) as session:
+        return liability.report(session, gw)
 
 
 @router.get("/processings", response_model=ProcessingsPage, responses=problems(*AUTH, 400, 503),

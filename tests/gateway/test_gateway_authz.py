@@ -182,6 +182,7 @@ ENDPOINTS: dict[tuple[str, str], Endpoint] = {
     ("GET", "/v1/audit/logs/{kind}/anchors"): Endpoint(READER, lambda c, r: {"path": "/v1/audit/logs/consent-log/anchors"}),
     ("GET", "/v1/audit/logs/{kind}/{seq}/proof"): Endpoint(READER, lambda c, r: {"path": "/v1/audit/logs/consent-log/0/proof"}),
     ("GET", "/v1/audit/reconciliation"): Endpoint(READER, lambda c, r: {"path": "/v1/audit/reconciliation"}),
+    ("GET", "/v1/audit/liability"): Endpoint(READER, lambda c, r: {"path": "/v1/audit/liability"}),
     ("GET", "/v1/audit/processings"): Endpoint(READER, lambda c, r: {"path": "/v1/audit/processings"}),
     ("POST", "/v1/campaigns/targets"): Endpoint(OPERATOR, lambda c, r: {"path": "/v1/campaigns/targets", "json": {"top_k": 5}}),
     ("POST", "/v1/admin/api-keys"): Endpoint(OPERATOR, lambda c, r: {"path": "/v1/admin/api-keys", "json": {

@@ -234,3 +234,35 @@ def test_one_coupon_at_two_tills_at_once_is_used_once(brand, clock):
     assert sorted(r.status_code for r in responses) == [201, 409], [r.text for r in responses]
     used = next(r.json() for r in responses if r.status_code == 201)
     assert used["discount_minor"] == 500 and used["paid_minor"] == 1_500
+
+
+def test_the_liability_report_accounts_for_every_point(brand, clock):
+    till = Till(brand, clock)
+    m, n = enrol(brand, "+8613800000120"), enrol(brand, "+8613800000121")  # 100 welcome points each
+    till.buy(m, 50_000)  # 1,000 (first order x2)
+    define(brand, "mug", points_price=60)
+    order(brand, m, "mug", "l1")
+    paid = till.buy(m, 10_000, points_burned=600)  # earns 94
+    back = refund(brand, paid["purchase_ref"], 5_000, "l-rf").json()  # 300 burned points back, 47 earned ones clawed back
+    clock.advance(days=30)
+    brand.client.put("/v1/admin/causes/trees", json={"name": "Trees"}, headers=brand.as_("operator"))
+    brand.client.post("/v1/me/donations", json={"cause": "trees", "points": 10}, headers=m["auth"] | {"Idempotency-Key": "l-d"})
+    brand.client.post("/v1/me/gifts", json={"to_member_ref": n["member_ref"], "points": 5}, headers=m["auth"] | {"Idempotency-Key": "l-g"})
+    r = brand.client.get("/v1/audit/liability", headers=brand.as_("auditor"))
+    assert r.status_code == 200, r.text
+    report = r.json()
+    held = sum(db_balance(brand, x["member_ref"])[0] for x in (m, n))
+    assert (report["issued"], report["spent"], report["clawed_back"], report["donated"], report["given"], report["expired"]) == (
+        1_294, 60 + 600 - back["points_returned"], back["points_clawed_back"], 10, 5, 0)
+    assert report["outstanding"] == held == (report["issued"] + report["alliance_in"] - report["spent"] - report["exchanged_out"]
+                                             - report["expired"] - report["clawed_back"] - report["donated"])
+    assert report["outstanding_value_minor"] == held  # 100 points = ¥1: a point is worth one fen
+    assert report["consumption_bp"] == (report["spent"] + report["donated"]) * 10_000 // 1_294
+    assert (report["expiry_benchmark_bp"], report["consumption_benchmark_bp"]) == (800, 8_200)
+    # A year later, what was not spent has expired: breakage is all of it.
+    clock.advance(days=400)
+    assert brand.client.post("/v1/admin/maintenance", headers=brand.as_("operator")).status_code == 200
+    report = brand.client.get("/v1/audit/liability", headers=brand.as_("operator")).json()
+    assert report["outstanding"] == 0 and report["expired"] == held
+    assert report["breakage_bp"] == held * 10_000 // 1_294
+    assert brand.client.get("/v1/audit/liability", headers=m["auth"]).status_code == 403
