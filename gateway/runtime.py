@@ -46,7 +46,7 @@ def ensure_key_files(keys_dir: Path) -> None:
     if not (keys_dir / SIGNING_KEY_FILE).exists():
         generate_key_files(keys_dir)
     if not (keys_dir / COUPON_KEY_FILE).exists():
-        write_private(keys_dir / COUPON_KEY_FILE, secrets.token_bytes(32))
+        write_private(keys_dir / COUPON_KEY_FILE, secrets.token_hex(32).encode())  # text, like every key file
     chain_key = keys_dir / CHAIN_KEY_FILE
     if not chain_key.exists():
         fd = os.open(chain_key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -140,7 +140,7 @@ def build_gateway(settings: GatewaySettings, chain: Chain | None = None, create_
         chain_account=Account.from_key((keys_dir / CHAIN_KEY_FILE).read_text().strip()),
         alliance=alliance,
         notifier=make_notifier(settings),
-        coupon_key=(keys_dir / COUPON_KEY_FILE).read_bytes(),
+        coupon_key=bytes.fromhex((keys_dir / COUPON_KEY_FILE).read_text().strip()),
     )
 
 
