@@ -232,7 +232,8 @@ _CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I: read aloud a
 
 
 def coupon_code(gw: Gateway, coupon_id: int) -> str:
-    """The coupon's code, XXXX-XXXX-XXXX (60 bits): an HMAC of its id under the brand's coupon key."""
+    """The coupon's code: 12 characters of _CODE_ALPHABET in three groups of four (60 bits), from an HMAC
+    of its id under the brand's coupon key."""
     digest = int.from_bytes(hmac.digest(gw.coupon_key, b"coupon:%d" % coupon_id, "sha256")[:8], "big")
     chars = [_CODE_ALPHABET[(digest >> (5 * i)) & 31] for i in range(12)]
     return "-".join("".join(chars[i:i + 4]) for i in (0, 4, 8))
