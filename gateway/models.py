@@ -396,6 +396,7 @@ class Redemption(ChainOperation, Base):
     status: Mapped[str] = mapped_column(String(16))  # pending | confirmed | failed | refunded
     credit_txn_id: Mapped[int | None] = mapped_column(ForeignKey("ledger_txns.id"), nullable=True)
     epoch: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    order_ref: Mapped[str | None] = mapped_column(String(36), nullable=True)  # the reward order it pays for, if any
 
     __table_args__ = (UniqueConstraint("owner", "nonce", name="uq_redemptions_owner_nonce"), Index("ix_redemptions_status", "status"))
 
@@ -480,9 +481,10 @@ class RewardOrder(Base):
     reward_id: Mapped[int] = mapped_column(ForeignKey("rewards.id"))
     reward_version: Mapped[int] = mapped_column(Integer)
     points: Mapped[int] = mapped_column(BigInteger)
+    # awaiting_payment (paid with AP: until the redemption is final on chain) ->
     # ordered -> shipped -> delivered (a good); issued (a coupon); granted (digital, experience); cancelled
     status: Mapped[str] = mapped_column(String(16))
-    debit_txn_id: Mapped[int] = mapped_column(ForeignKey("ledger_txns.id"))
+    debit_txn_id: Mapped[int | None] = mapped_column(ForeignKey("ledger_txns.id"), nullable=True)  # None while awaiting payment
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
@@ -538,3 +540,73 @@ class Gift(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (Index("ix_gifts_sender", "sender_id", "created_at"), Index("ix_gifts_recipient", "recipient_id", "created_at"))
+
+
+class Notice(Base):
+    """A message to a member about their account (services/notices.py), queued in the transaction
+    that caused it and sent by the notice job. `subject` names what it is about (a lot and reminder
+    window, an order and its status, ...), unique per kind: a reminder is never queued twice."""
+
+    __tablename__ = "notices"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(24))  # points_expiring | coupon_expiring | tier_changed | reward_ordered | reward_shipped
+    subject: Mapped[str] = mapped_column(String(80))
+    data: Mapped[str] = mapped_column(Text)  # JSON: amounts, dates, codes of rewards; never personal data
+    status: Mapped[str] = mapped_column(String(8))  # pending | sent | skipped | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+    __table_args__ = (UniqueConstraint("kind", "subject", name="uq_notices_kind_subject"), Index("ix_notices_status", "status"))
+
+
+class WebhookSubscription(Base):
+    """An endpoint of the brand's own systems that receives events of the listed types. Its signing
+    secret is never stored: an HMAC of (id, secret_version) under the brand's webhook key."""
+
+    __tablename__ = "webhook_subscriptions"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    url: Mapped[str] = mapped_column(String(2000))
+    event_types: Mapped[str] = mapped_column(Text)  # JSON list
+    description: Mapped[str] = mapped_column(String(200))
+    secret_version: Mapped[int] = mapped_column(Integer)
+    active: Mapped[bool] = mapped_column(Boolean)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class WebhookDelivery(Base):
+    """One event for one subscription: queued in the transaction of the event, posted by the
+    delivery job with retries; `msg_id` is the Standard Webhooks id the receiver deduplicates on."""
+
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    msg_id: Mapped[str] = mapped_column(String(40), unique=True)
+    subscription_id: Mapped[int] = mapped_column(ForeignKey("webhook_subscriptions.id"))
+    event_type: Mapped[str] = mapped_column(String(40))
+    payload: Mapped[str] = mapped_column(Text)  # JSON: references and amounts, never personal data
+    status: Mapped[str] = mapped_column(String(12))  # pending | delivered | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+    __table_args__ = (Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+                      Index("ix_webhook_deliveries_subscription", "subscription_id", "id"))
+
+
+class WebhookAttempt(Base):
+    """One try at posting a delivery: the delivery log."""
+
+    __tablename__ = "webhook_attempts"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    delivery_id: Mapped[int] = mapped_column(ForeignKey("webhook_deliveries.id"), index=True)
+    attempted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    error: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    duration_ms: Mapped[int] = mapped_column(Integer)

@@ -518,6 +518,10 @@ class MemberCatalogueItem(CatalogueItem):
 
 class OrderRequest(Strict):
     reward: RewardCode
+    pay_with_ap: Authorisation | None = Field(
+        None, description="pay with alliance points instead: a redemption authorisation for this brand whose AP, at its rate, "
+                          "cover the points price (the rest is credited as points); the reward is granted when the redemption "
+                          "is final on chain")
 
 
 class CouponInfo(BaseModel):
@@ -540,9 +544,22 @@ class OrderInfo(BaseModel):
     coupon: CouponInfo | None = None
 
 
+class ApPayment(BaseModel):
+    """The redemption that pays for an order with alliance points."""
+
+    redemption_ref: str
+    status: str
+    ap_amount: int
+    reward_points: Points = Field(description="points credited for the AP, the order's price among them")
+    rate: int
+    tx_hash: str | None
+    failure: str | None
+
+
 class OrderResponse(OrderInfo):
     balance: Points
     replayed: bool
+    paid_with_ap: ApPayment | None = None
 
 
 class OrderStatusChange(Strict):

@@ -11,7 +11,7 @@ from typing import Any
 
 from fastapi import Header, Request
 
-from ..errors import PROBLEM_MEDIA_TYPE, PROBLEMS, problem_body
+from ..errors import PROBLEM_MEDIA_TYPE, PROBLEMS, Conflict, problem_body
 from ..runtime import Gateway
 from ..services.throttle import address_of
 
@@ -55,3 +55,8 @@ async def idempotency_key(idempotency_key: str = Header(..., alias="Idempotency-
                                                   pattern=r"^[A-Za-z0-9._:-]+$",
                                                   description="retries with the same key never apply twice")) -> str:
     return idempotency_key
+
+
+def need_chain(gw: Gateway) -> None:
+    if gw.alliance is None:
+        raise Conflict("this gateway is not connected to the alliance chain")

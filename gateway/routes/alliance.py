@@ -12,7 +12,7 @@ from contracts.client import Redemption as RedemptionAuth
 
 from ..auth import Principal, allow, own_member
 from ..db import reading, transaction
-from ..errors import ChainUnavailable, Conflict, NotFound
+from ..errors import ChainUnavailable, NotFound
 from ..models import Exchange, Member, Redemption
 from ..runtime import Gateway
 from ..schemas import (
@@ -28,14 +28,9 @@ from ..schemas import (
     WalletLinked,
 )
 from ..services import alliance, purchases
-from . import AUTH, gateway, idempotency_key, problems
+from . import AUTH, gateway, idempotency_key, need_chain, problems
 
 router = APIRouter(prefix="/v1/me", tags=["alliance"])
-
-
-def _need_chain(gw: Gateway) -> None:
-    if gw.alliance is None:
-        raise Conflict("this gateway is not connected to the alliance chain")
 
 
 @router.post("/wallet/challenges", response_model=ChallengeResponse, status_code=status.HTTP_201_CREATED,
@@ -69,7 +64,7 @@ async def exchange(body: ExchangeRequest, response: Response, key: str = Depends
                    who: Principal = Depends(allow("member")), gw: Gateway = Depends(gateway)) -> ExchangeResponse:
     # Async: the request waits for the chain without holding one of the server's worker threads, so
     # hundreds can wait for the same batch.
-    _need_chain(gw)
+    need_chain(gw)
 
     def accept() -> tuple[str, bool]:
         quote = alliance.quote_or_none(gw)
@@ -107,7 +102,7 @@ def _redemption_out(row: Redemption, balance: int, replayed: bool) -> Redemption
              summary="Redeem alliance points here by the wallet's signed authorisation; credits brand points")
 async def redeem(body: Authorisation, response: Response, who: Principal = Depends(allow("member")),
                  gw: Gateway = Depends(gateway)) -> RedemptionResponse:
-    _need_chain(gw)
+    need_chain(gw)
     auth = RedemptionAuth(body.owner, body.brand, body.amount, body.nonce, body.deadline, bytes.fromhex(body.signature[2:]))
 
     def accept() -> tuple[str, bool]:
@@ -145,7 +140,7 @@ public = APIRouter(prefix="/v1", tags=["alliance"])
 def redemption_nonce(owner: str = Query(pattern=r"^0x[0-9a-fA-F]{40}$"),
                      reserved: list[Annotated[int, Field(ge=0, lt=2**256)]] = Query([], max_length=256),
                      gw: Gateway = Depends(gateway)) -> RedemptionNonce:
-    _need_chain(gw)
+    need_chain(gw)
     try:
         nonce = gw.alliance.points.free_nonce(owner, gw.brand_address, reserved)
         balance = gw.alliance.points.balance_of(owner)

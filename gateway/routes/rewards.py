@@ -2,13 +2,17 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Path, Query, Response, status
 from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
+
+from contracts.client import Redemption as RedemptionAuth
 
 from ..auth import Principal, allow, own_member
 from ..db import as_utc, reading, transaction
-from ..models import Coupon, Member, Reward, RewardOrder
+from ..models import Coupon, Member, Redemption, Reward, RewardOrder
 from ..runtime import Gateway
 from ..schemas import (
     UUID_PATTERN,
+    ApPayment,
     MemberCatalogueItem,
     CouponInfo,
     OrderInfo,
@@ -19,9 +23,9 @@ from ..schemas import (
     RewardDefinition,
     RewardInfo,
 )
-from ..services import rewards
+from ..services import alliance, rewards
 from ..services.purchases import request_hash
-from . import AUTH, gateway, idempotency_key, problems
+from . import AUTH, gateway, idempotency_key, need_chain, problems
 from .points import REPLAY
 
 router = APIRouter(prefix="/v1", tags=["rewards"])
@@ -70,7 +74,7 @@ def every_reward(who: Principal = Depends(operator), gw: Gateway = Depends(gatew
 
 @router.get("/admin/reward-orders", response_model=list[OrderInfo], tags=["operator"], responses=problems(*AUTH, 503),
             summary="Orders to fulfil, newest first (by status)")
-def orders(order_status: str | None = Query(None, alias="status", pattern=r"^(ordered|shipped|delivered|issued|granted|cancelled)$"),
+def orders(order_status: str | None = Query(None, alias="status", pattern=r"^(awaiting_payment|ordered|shipped|delivered|issued|granted|cancelled)$"),
            limit: int = Query(100, ge=1, le=1000), who: Principal = Depends(operator), gw: Gateway = Depends(gateway)) -> list[OrderInfo]:
     with reading(gw.sessions) as session:
         query = select(RewardOrder, Reward).join(Reward, Reward.id == RewardOrder.reward_id).order_by(RewardOrder.id.desc()).limit(limit)
@@ -107,15 +111,65 @@ def catalogue(who: Principal = Depends(allow("member")), gw: Gateway = Depends(g
 
 
 @router.post("/me/reward-orders", response_model=OrderResponse, status_code=status.HTTP_201_CREATED,
-             responses={200: {"model": OrderResponse, "description": REPLAY}} | problems(*AUTH, 404, 409, 503),
-             summary="Order a reward with points (idempotent on Idempotency-Key); a coupon's code comes with it")
-def order(body: OrderRequest, response: Response, key: str = Depends(idempotency_key), who: Principal = Depends(allow("member")),
-          gw: Gateway = Depends(gateway)) -> OrderResponse:
-    with transaction(gw.sessions) as session:
-        member = session.get(Member, who.member_id)
-        out = rewards.order(session, gw, member, body.reward, idempotency_key=f"member:{member.member_ref}:{key}",
-                            body_hash=request_hash(body), now=gw.now())
-        return _answer(gw, out, response)
+             responses={200: {"model": OrderResponse, "description": REPLAY},
+                        202: {"model": OrderResponse, "description": "paid with AP: accepted, the redemption is still pending on "
+                                                                      "chain (the reward is granted when it is final)"}}
+             | problems(*AUTH, 400, 403, 404, 409, 503),
+             summary="Order a reward with points, or with alliance points by a signed redemption (idempotent on "
+                     "Idempotency-Key); a coupon's code comes with it")
+async def order(body: OrderRequest, response: Response, key: str = Depends(idempotency_key), who: Principal = Depends(allow("member")),
+                gw: Gateway = Depends(gateway)) -> OrderResponse:
+    if body.pay_with_ap is not None:
+        return await _order_with_ap(body, response, key, who, gw)
+
+    def place() -> OrderResponse:
+        with transaction(gw.sessions) as session:
+            member = session.get(Member, who.member_id)
+            out = rewards.order(session, gw, member, body.reward, idempotency_key=f"member:{member.member_ref}:{key}",
+                                body_hash=request_hash(body), now=gw.now())
+            return _answer(gw, out, response)
+
+    return await run_in_threadpool(place)
+
+
+async def _order_with_ap(body: OrderRequest, response: Response, key: str, who: Principal, gw: Gateway) -> OrderResponse:
+    need_chain(gw)
+    a = body.pay_with_ap
+    auth = RedemptionAuth(a.owner, a.brand, a.amount, a.nonce, a.deadline, bytes.fromhex(a.signature[2:]))
+
+    def accept() -> tuple[str, str | None, bool]:
+        now = gw.now()
+        verified = alliance.verify_redemption(gw, auth, now)  # before the write lock: pure CPU
+        quote = alliance.quote_or_none(gw)
+        with transaction(gw.sessions) as session:
+            member = session.get(Member, who.member_id)
+            out, paying = alliance.order_with_ap(session, gw, member, body.reward, verified,
+                                                 idempotency_key=f"member:{member.member_ref}:{key}",
+                                                 body_hash=request_hash(body), now=now, quote=quote)
+            return out.order.order_ref, None if paying is None else paying.redemption_ref, out.replayed
+
+    order_ref, redemption_ref, replayed = await run_in_threadpool(accept)
+
+    def view(session, _row=None) -> OrderResponse:
+        row = rewards.get_order(session, order_ref)
+        paying = session.scalars(select(Redemption).where(Redemption.order_ref == order_ref)).first()
+        out = rewards.Ordered(row, session.get(Reward, row.reward_id),
+                              session.scalars(select(Coupon).where(Coupon.order_id == row.id)).first(),
+                              session.get(Member, row.member_id).balance, replayed)
+        answer = _answer(gw, out, response)
+        if paying is not None:
+            answer.paid_with_ap = ApPayment(redemption_ref=paying.redemption_ref, status=paying.status, ap_amount=paying.ap_amount,
+                                            reward_points=paying.reward_points, rate=paying.rate, tx_hash=paying.tx_hash,
+                                            failure=paying.failure)
+        return answer
+
+    if redemption_ref is None:  # a replay whose payment was since given up: the order is what it is
+        with reading(gw.sessions) as session:
+            return view(session)
+    out = await alliance.settle(gw, alliance.REDEMPTION_JOB, redemption_ref, view)
+    if not replayed:
+        response.status_code = status.HTTP_202_ACCEPTED if out.status == "awaiting_payment" else status.HTTP_201_CREATED
+    return out
 
 
 @router.get("/me/reward-orders", response_model=list[OrderInfo], responses=problems(*AUTH, 503),

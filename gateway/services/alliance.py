@@ -27,7 +27,7 @@ from ..db import as_utc, reading
 from ..errors import ChainRejected, ChainUnavailable, Conflict, Forbidden, GatewayError, IdempotencyMismatch, NotFound, RateLimited
 from ..models import Exchange, Member, Redemption, WalletChallenge
 from ..runtime import Gateway
-from . import consent, ledger, members
+from . import consent, ledger, members, rewards
 from . import outbox
 from .outbox import ChainJob, Outcome, Sender
 
@@ -276,10 +276,15 @@ def _redemptions_succeed(session: Session, gw: Gateway, done: list[tuple[Redempt
     for (row, effect), txn_id in zip(done, txn_ids, strict=True):
         row.status, row.credit_txn_id, row.epoch = "confirmed", txn_id, effect["epoch"]
         row.block_number, row.updated_at = effect["blockNumber"], now
+    paid = [row.order_ref for row, _ in done if row.order_ref is not None]
+    if paid:  # final on chain, credited: now, and only now, the rewards they pay for are granted
+        rewards.pay_awaited(session, gw, locked, paid, now)
 
 
 def _redemption_fail(session: Session, gw: Gateway, row: Redemption, reason: str) -> None:
     row.status, row.failure, row.updated_at = "failed", reason[:200], gw.now()
+    if row.order_ref is not None:
+        rewards.release_awaited(session, row.order_ref, reason, row.updated_at)
 
 
 REDEMPTION_JOB = ChainJob(Redemption, "redemption_ref", lambda row: None, _redemption_call, _redemption_outcome,
@@ -315,8 +320,9 @@ def verify_redemption(gw: Gateway, auth: RedemptionAuth, now: datetime) -> Verif
 
 
 def accept_redemption(session: Session, gw: Gateway, member: Member, verified: VerifiedRedemption, now: datetime,
-                      quote: tuple[int, int] | None = None) -> tuple[Redemption, bool]:
-    """Queue a verified authorisation for the brand's sender. `quote` as for `request_exchange`."""
+                      quote: tuple[int, int] | None = None, order_ref: str | None = None) -> tuple[Redemption, bool]:
+    """Queue a verified authorisation for the brand's sender. `quote` as for `request_exchange`;
+    `order_ref`: the reward order it pays for (`order_with_ap`)."""
     auth = verified.auth
     owner, nonce = verified.owner, str(auth.nonce)
     existing = session.scalars(select(Redemption).where(Redemption.owner == owner, Redemption.nonce == nonce)
@@ -339,7 +345,7 @@ def accept_redemption(session: Session, gw: Gateway, member: Member, verified: V
     fields = dict(redemption_ref=str(uuid.uuid4()), member_id=member.id, owner=owner, nonce=nonce,
                   deadline=auth.deadline, ap_amount=auth.amount, signature="0x" + auth.signature.hex(),
                   reward_points=auth.amount * rate, rate=rate, rate_version=version, status="pending", failure=None,
-                  credit_txn_id=None, tx_hash=None, block_number=None, epoch=None,
+                  credit_txn_id=None, tx_hash=None, block_number=None, epoch=None, order_ref=order_ref,
                   attempts=0, created_at=now, updated_at=now)
     if existing is not None:
         # A failed attempt left the nonce unused on chain and nothing in the ledger, so a wallet that
@@ -350,6 +356,32 @@ def accept_redemption(session: Session, gw: Gateway, member: Member, verified: V
     row = Redemption(**fields)
     session.add(row)
     return row, False
+
+
+def order_with_ap(session: Session, gw: Gateway, member: Member, code: str, verified: VerifiedRedemption, *,
+                  idempotency_key: str, body_hash: str, now: datetime,
+                  quote: tuple[int, int] | None = None) -> tuple[rewards.Ordered, Redemption | None]:
+    """Order a reward here and pay for it with alliance points in one step: the authorisation's AP,
+    at this brand's rate, must cover the points price (what is over stays in the member's balance).
+    The order takes its item from stock now and waits; the redemption goes through the outbox like
+    any other, and the reward is granted in the transaction that records it final on chain, or the
+    order is cancelled and its item returned if the chain refuses it. Nothing is granted otherwise."""
+    existing = rewards.replay(session, idempotency_key, body_hash)
+    if existing is not None:
+        paying = session.scalars(select(Redemption).where(Redemption.order_ref == existing.order.order_ref)).first()
+        return existing, paying
+    member = members.lock(session, member)
+    reward = rewards.get(session, code)
+    rate, version = quote or _rate(gw)
+    if verified.auth.amount * rate < reward.points_price:
+        need = -(-reward.points_price // rate)
+        raise GatewayError(f"reward {code!r} costs {reward.points_price} points: {need} AP at this brand's rate of {rate} "
+                           f"points per AP; the authorisation is for {verified.auth.amount}")
+    row = rewards.reserve(session, gw, member, code, idempotency_key=idempotency_key, body_hash=body_hash, now=now)
+    redemption, replayed = accept_redemption(session, gw, member, verified, now, (rate, version), order_ref=row.order_ref)
+    if replayed:
+        raise Conflict("this authorisation was already presented; sign a new one (with the next free nonce)")
+    return rewards.Ordered(row, reward, None, member.balance, False), redemption
 
 
 def chain_id(gw: Gateway) -> int:

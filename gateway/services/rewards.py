@@ -33,7 +33,7 @@ KINDS = ("coupon", "good", "digital", "experience")
 REDEEMED = "redeemed"  # the ledger account points spent at the brand go to
 # Status a new order starts in, by kind; then where each status may go (cancelled returns the points).
 FIRST_STATUS = {"coupon": "issued", "good": "ordered", "digital": "granted", "experience": "granted"}
-NEXT_STATUS = {"ordered": {"shipped", "cancelled"}, "shipped": {"delivered", "cancelled"}, "issued": {"cancelled"},
+NEXT_STATUS = {"awaiting_payment": set(), "ordered": {"shipped", "cancelled"}, "shipped": {"delivered", "cancelled"}, "issued": {"cancelled"},
                "granted": {"cancelled"}, "delivered": set(), "cancelled": set()}
 COUPON_DAYS = 7  # P-36: 7 days (with a minimum spend) were used more, and wasted less, than 30
 
@@ -141,12 +141,29 @@ class Ordered(NamedTuple):
 def order(session: Session, gw: Gateway, member: Member, code: str, *, idempotency_key: str, body_hash: str,
           now: datetime) -> Ordered:
     """The member orders one of a reward, paying its points price now (idempotent on the key)."""
-    existing = session.scalars(select(RewardOrder).where(RewardOrder.idempotency_key == idempotency_key)).first()
+    existing = replay(session, idempotency_key, body_hash)
     if existing is not None:
-        if existing.request_hash != body_hash:
-            raise IdempotencyMismatch("this idempotency key was used for a different request")
-        return _outcome(session, existing, replayed=True)
+        return existing
     member = members.lock(session, member)  # serialises the member's orders: the limit is counted under it
+    row = reserve(session, gw, member, code, idempotency_key=idempotency_key, body_hash=body_hash, now=now)
+    pay(session, gw, member, row, now)
+    return _outcome(session, row, replayed=False)
+
+
+def replay(session: Session, idempotency_key: str, body_hash: str) -> Ordered | None:
+    """The order this key already made, or None (a different request under the key is refused)."""
+    existing = session.scalars(select(RewardOrder).where(RewardOrder.idempotency_key == idempotency_key)).first()
+    if existing is None:
+        return None
+    if existing.request_hash != body_hash:
+        raise IdempotencyMismatch("this idempotency key was used for a different request")
+    return _outcome(session, existing, replayed=True)
+
+
+def reserve(session: Session, gw: Gateway, member: Member, code: str, *, idempotency_key: str, body_hash: str,
+            now: datetime) -> RewardOrder:
+    """An order awaiting payment: the member (locked by the caller) may order the reward, and one of
+    its stock is taken for them."""
     members.require_active(member)
     consent.require(session, member, Purpose.LOYALTY_CORE)
     reward = get(session, code)
@@ -158,13 +175,20 @@ def order(session: Session, gw: Gateway, member: Member, code: str, *, idempoten
                                 .values(stock=Reward.stock - 1)).rowcount
         if taken != 1:
             raise Conflict(f"reward {code!r} cannot be ordered: out of stock", reason="out of stock")
-    order_ref = str(uuid7())
-    txn = ledger.debit(session, member, "reward", reward.points_price, REDEEMED, now, ref=order_ref)
-    row = RewardOrder(order_ref=order_ref, idempotency_key=idempotency_key, request_hash=body_hash, member_id=member.id,
+    row = RewardOrder(order_ref=str(uuid7()), idempotency_key=idempotency_key, request_hash=body_hash, member_id=member.id,
                       reward_id=reward.id, reward_version=reward.version, points=reward.points_price,
-                      status=FIRST_STATUS[reward.kind], debit_txn_id=txn.id, created_at=now, updated_at=now)
+                      status="awaiting_payment", debit_txn_id=None, created_at=now, updated_at=now)
     session.add(row)
     session.flush()
+    return row
+
+
+def pay(session: Session, gw: Gateway, member: Member, row: RewardOrder, now: datetime) -> None:
+    """Take an awaiting order's points from the member (locked by the caller) and grant it: a coupon
+    is issued, a good is to ship, a digital benefit or experience is the member's."""
+    reward = session.get(Reward, row.reward_id)
+    txn = ledger.debit(session, member, "reward", row.points, REDEEMED, now, ref=row.order_ref)
+    row.debit_txn_id, row.status, row.updated_at = txn.id, FIRST_STATUS[reward.kind], now
     if reward.kind == "coupon":
         coupon = Coupon(order_id=row.id, member_id=member.id, code_hash="", value_minor=reward.coupon_value_minor,
                         min_spend_minor=reward.coupon_min_spend_minor or 0, status="open",
@@ -172,7 +196,25 @@ def order(session: Session, gw: Gateway, member: Member, code: str, *, idempoten
         session.add(coupon)
         session.flush()  # its id makes its code
         coupon.code_hash = code_hash(coupon_code(gw, coupon.id))
-    return _outcome(session, row, replayed=False)
+
+
+def pay_awaited(session: Session, gw: Gateway, locked: dict[int, Member], order_refs: list[str], now: datetime) -> None:
+    """The alliance points for these orders were burned on chain and their points credited: grant them.
+    `locked`: their members, locked by the caller."""
+    for row in session.scalars(select(RewardOrder).where(RewardOrder.order_ref.in_(order_refs)).with_for_update()):
+        if row.status == "awaiting_payment":
+            pay(session, gw, locked[row.member_id], row, now)
+
+
+def release_awaited(session: Session, order_ref: str, reason: str, now: datetime) -> None:
+    """The chain refused the payment of this order: it is cancelled and its item goes back to stock
+    (no point was taken)."""
+    row = get_order(session, order_ref, for_update=True)
+    if row.status != "awaiting_payment":
+        return
+    session.execute(update(Reward).where(Reward.id == row.reward_id, Reward.stock.is_not(None)).values(stock=Reward.stock + 1))
+    row.status, row.updated_at = "cancelled", now
+    audit.record(session, "alliance-chain", "reward_order.cancelled", now, order_ref=order_ref, reason=reason[:200])
 
 
 def _outcome(session: Session, row: RewardOrder, replayed: bool) -> Ordered:

@@ -309,3 +309,133 @@ def test_refused_pending_exchange_after_a_clawback(env):
     assert db_balance(brand, m["member_ref"]) == (300, 300, 300)
     report = reconciliation(brand)
     assert report["ok"], report
+
+
+# ---------------------------------------------------------------- a reward paid with alliance points
+
+
+def _define_reward(brand, code: str, **spec) -> None:
+    body = {"kind": "good", "name": code, "points_price": 150, "stock": 1, "available_from": brand.gw.now().isoformat()} | spec
+    r = brand.client.put(f"/v1/admin/rewards/{code}", json=body, headers=brand.as_("operator"))
+    assert r.status_code == 200, r.text
+
+
+def _order_with_ap(client, m, code: str, auth: dict, key: str):
+    return client.post("/v1/me/reward-orders", json={"reward": code, "pay_with_ap": auth}, headers=m["auth"] | {"Idempotency-Key": key})
+
+
+def _order_row(brand, m, key: str):
+    from gateway.models import RewardOrder
+
+    with brand.gw.sessions() as session:
+        return session.scalars(select(RewardOrder).where(RewardOrder.idempotency_key == f"member:{m['member_ref']}:{key}")).one()
+
+
+def _stock(brand, code: str) -> int | None:
+    from gateway.models import Reward
+
+    with brand.gw.sessions() as session:
+        return session.scalar(select(Reward.stock).where(Reward.code == code))
+
+
+def _reward_debits(brand, order_ref: str) -> int:
+    with brand.gw.sessions() as session:
+        return len(session.scalars(select(LedgerTxn).where(LedgerTxn.kind == "reward", LedgerTxn.ref == order_ref)).all())
+
+
+@pytest.mark.parametrize("crash", ["before_broadcast", "after_broadcast"])
+def test_a_reward_paid_with_ap_survives_a_crash(env, crash):
+    """The order waits for the chain holding its item; the crash leaves nothing granted and the points
+    untouched; the restart's outbox finishes the redemption and grants the reward in that same step,
+    once; a retry answers the order as it now is."""
+    world, state, clock = env
+    alliance = world.alliance
+    brand = state["brand"]
+    m = _member(world, brand, state, clock)
+    assert exchange(brand, m, 25, "fund-reward").status_code == 201
+    code = f"mug-{crash.replace('_', '-')}"
+    _define_reward(brand, code)  # 150 points = 15 AP at this brand's rate
+    start = db_balance(brand, m["member_ref"])[0]
+    auth = authorise(alliance, m["wallet"], brand, 20, world.chain.timestamp() + 3600)
+
+    _arm(brand, crash)
+    r = _order_with_ap(_crashing_client(brand), m, code, auth, f"ap-{crash}")
+    assert r.status_code >= 500 or r.json()["status"] == "awaiting_payment", r.text
+    row = _order_row(brand, m, f"ap-{crash}")
+    assert row.status == "awaiting_payment" and row.debit_txn_id is None
+    assert _stock(brand, code) == 0  # held for this order
+    assert db_balance(brand, m["member_ref"])[0] == start and _reward_debits(brand, row.order_ref) == 0
+    assert alliance.points.balance_of(m["wallet"].address) == (25 if crash == "before_broadcast" else 5)
+
+    brand = _restart(state)
+    with brand.client:
+        again = _order_with_ap(brand.client, m, code, auth, f"ap-{crash}")
+        assert again.status_code == 200 and again.json()["replayed"], again.text
+        out = again.json()
+        assert out["order_ref"] == row.order_ref and out["status"] == "ordered"
+        assert out["paid_with_ap"]["status"] == "confirmed" and out["paid_with_ap"]["reward_points"] == 200
+        assert out["balance"] == start + 200 - 150  # 20 AP credited at 10, 150 of them spent on the mug
+        assert alliance.points.balance_of(m["wallet"].address) == 5
+        assert _reward_debits(brand, row.order_ref) == 1 and _stock(brand, code) == 0
+        assert db_balance(brand, m["member_ref"]) == (start + 50,) * 3
+        assert reconciliation(brand)["ok"]
+
+
+def test_a_reward_paid_with_ap_the_chain_refuses_grants_nothing(env):
+    world, state, clock = env
+    alliance = world.alliance
+    brand = state["brand"]
+    m = _member(world, brand, state, clock)
+    assert exchange(brand, m, 30, "fund-refused").status_code == 201
+    _define_reward(brand, "lamp", kind="coupon", coupon_value_minor=500, stock=1)
+    start = db_balance(brand, m["member_ref"])[0]
+    auth = authorise(alliance, m["wallet"], brand, 15, world.chain.timestamp() + 3600)
+    alliance.registry.suspend(world.gov(), brand.gw.brand_address, "test: suspended")
+    try:
+        r = _order_with_ap(brand.client, m, "lamp", auth, "refused")
+        assert r.status_code == 409 and r.json()["code"] == "chain_rejected" and "BrandNotActive" in r.json()["detail"], r.text
+    finally:
+        alliance.registry.reinstate(world.gov(), brand.gw.brand_address)
+    row = _order_row(brand, m, "refused")
+    assert row.status == "cancelled" and row.debit_txn_id is None
+    assert _stock(brand, "lamp") == 1  # back in stock
+    assert db_balance(brand, m["member_ref"]) == (start,) * 3 and alliance.points.balance_of(m["wallet"].address) == 30
+    listed = brand.client.get("/v1/me/reward-orders", headers=m["auth"]).json()
+    assert [(o["status"], o["coupon"]) for o in listed if o["order_ref"] == row.order_ref] == [("cancelled", None)]
+    # The same authorisation (its nonce unused on chain) pays a new order once the brand is back.
+    ok = _order_with_ap(brand.client, m, "lamp", auth, "after")
+    assert ok.status_code == 201 and ok.json()["status"] == "issued" and ok.json()["coupon"]["code"], ok.text
+    assert ok.json()["balance"] == start and alliance.points.balance_of(m["wallet"].address) == 15  # 150 credited, 150 spent
+    assert reconciliation(brand)["ok"]
+
+
+def test_a_reward_paid_with_ap_refuses_bad_payments_before_the_chain(env):
+    world, state, clock = env
+    alliance = world.alliance
+    brand = state["brand"]
+    m = _member(world, brand, state, clock)
+    assert exchange(brand, m, 40, "fund-bad").status_code == 201
+    _define_reward(brand, "kettle", stock=5)
+    deadline = world.chain.timestamp() + 3600
+    start = db_balance(brand, m["member_ref"])[0]
+    # Too few AP for the price: a reason, nothing held.
+    short = _order_with_ap(brand.client, m, "kettle", authorise(alliance, m["wallet"], brand, 14, deadline), "short")
+    assert short.status_code == 400 and "15 AP" in short.json()["detail"], short.text
+    # Signed by a wallet this member has not linked here.
+    other = new_wallet()
+    stranger = _order_with_ap(brand.client, m, "kettle", authorise(alliance, other, brand, 20, deadline), "stranger")
+    assert stranger.status_code in (400, 403), stranger.text
+    # An authorisation already presented as a plain redemption cannot pay for an order too.
+    used = authorise(alliance, m["wallet"], brand, 15, deadline)
+    assert brand.client.post("/v1/me/redemptions", json=used, headers=m["auth"]).status_code == 201
+    twice = _order_with_ap(brand.client, m, "kettle", used, "twice")
+    assert twice.status_code == 409, twice.text
+    assert _stock(brand, "kettle") == 5
+    assert db_balance(brand, m["member_ref"])[0] == start + 150  # only the plain redemption
+    assert alliance.points.balance_of(m["wallet"].address) == 25
+    # An order awaiting its payment is not the operator's to move.
+    from gateway.models import RewardOrder
+
+    with brand.gw.sessions() as session:
+        assert session.scalars(select(RewardOrder).where(RewardOrder.status == "awaiting_payment")).first() is None
+    assert reconciliation(brand)["ok"]
