@@ -33,11 +33,12 @@ from .errors import (
 )
 from .groupcommit import GroupCommit
 from .guard import Limits, RequestGuard
-from .routes import admin, alliance, audit, campaigns, consent, gifts, members, points, problems, rewards, rights
+from .routes import admin, alliance, audit, campaigns, consent, gifts, members, points, problems, rewards, rights, webhooks
 from .runtime import Gateway, build_gateway
 from .schemas import BrandInfo, Health, Problem, ProblemType
 from .services import anchoring, purchases
-from .services import datakeys, peppers
+from .services import datakeys, notices, peppers
+from .services import webhooks as webhook_deliveries
 from .services.alliance import retry_pending
 from .settings import GatewaySettings
 
@@ -91,6 +92,10 @@ def create_app(settings: GatewaySettings | None = None, *, gateway: Gateway | No
                 tasks.append(asyncio.create_task(_every(s.anchor_interval_s, lambda: _anchor_all(gw), "anchoring")))
         if background:
             tasks.append(asyncio.create_task(_every(60, lambda: peppers.rekey(gw), "pepper re-keying")))
+        if background and s.delivery_interval_s:
+            tasks.append(asyncio.create_task(_every(s.delivery_interval_s, lambda: deliver(gw), "notices and webhooks")))
+        if background and s.reminder_interval_s:
+            tasks.append(asyncio.create_task(_every(s.reminder_interval_s, lambda: notices.remind(gw, gw.now()), "expiry reminders")))
         if background and s.kek_rotation_s:
             tasks.append(asyncio.create_task(_every(min(60, s.kek_rotation_s), lambda: datakeys.rotate(gw, "scheduler", only_if_due=True),
                                                     "KEK rotation")))
@@ -135,7 +140,7 @@ def create_app(settings: GatewaySettings | None = None, *, gateway: Gateway | No
                          purposes={p.value: text for p, text in PURPOSE_TEXT.items()}, home_currency=s.earn.home_currency,
                          points_per_currency_unit=s.points_per_currency_unit, **_chain_facts(gw))
 
-    for module in (members, consent, points, rewards, gifts, alliance, rights, audit, admin, campaigns):
+    for module in (members, consent, points, rewards, gifts, alliance, rights, audit, admin, campaigns, webhooks):
         app.include_router(module.router)
     app.include_router(alliance.public)
     app.openapi = partial(_openapi, app)
@@ -215,6 +220,11 @@ def _openapi(app: FastAPI) -> dict:
         schema.setdefault("components", {}).setdefault("schemas", {})["Problem"] = Problem.model_json_schema()
         app.openapi_schema = schema
     return app.openapi_schema
+
+
+def deliver(gw: Gateway) -> dict:
+    """Send the members' pending notices and post the webhook deliveries that are due."""
+    return {"notices": notices.send_pending(gw, gw.now()), "webhooks": webhook_deliveries.deliver_due(gw, gw.now())}
 
 
 def _anchor_all(gw: Gateway) -> None:

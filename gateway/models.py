@@ -226,6 +226,7 @@ class PointLot(Base):
     remaining: Mapped[int] = mapped_column(BigInteger)
     earned_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    reminded_days: Mapped[int | None] = mapped_column(Integer, nullable=True)  # the last reminder window it was in (notices)
 
     __table_args__ = (Index("ix_point_lots_open", "member_id", "expires_at"),)
 

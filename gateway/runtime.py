@@ -38,15 +38,17 @@ from .settings import GatewaySettings
 
 CHAIN_KEY_FILE = "chain.key"
 COUPON_KEY_FILE = "coupon.key"  # coupon codes are HMACs under it (services/rewards.py)
+WEBHOOK_KEY_FILE = "webhook.key"  # webhook subscriptions' secrets are HMACs under it (services/webhooks.py)
 _PEPPER_VERSION = re.compile(r"^pepper\.v(\d+)\.key$")
 
 
 def ensure_key_files(keys_dir: Path) -> None:
-    """Create the brand's keys on first start (signing key, KEK, pepper, chain account, coupon key)."""
+    """Create the brand's keys on first start (signing key, KEK, pepper, chain account, coupon and webhook keys)."""
     if not (keys_dir / SIGNING_KEY_FILE).exists():
         generate_key_files(keys_dir)
-    if not (keys_dir / COUPON_KEY_FILE).exists():
-        write_private(keys_dir / COUPON_KEY_FILE, secrets.token_hex(32).encode())  # text, like every key file
+    for name in (COUPON_KEY_FILE, WEBHOOK_KEY_FILE):
+        if not (keys_dir / name).exists():
+            write_private(keys_dir / name, secrets.token_hex(32).encode())  # text, like every key file
     chain_key = keys_dir / CHAIN_KEY_FILE
     if not chain_key.exists():
         fd = os.open(chain_key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -89,6 +91,7 @@ class Gateway:
     alliance: Alliance | None  # None when the gateway runs without a chain (brand-local points only)
     notifier: Notifier  # one-time codes to members (gateway/notify.py)
     coupon_key: bytes = field(repr=False)  # services/rewards.py: coupon codes
+    webhook_key: bytes = field(repr=False)  # services/webhooks.py: subscriptions' secrets
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     # Test hook: called with the refs of the rows about to be broadcast (their transactions are
     # stored), to prove that a crash there loses and doubles nothing.
@@ -141,6 +144,7 @@ def build_gateway(settings: GatewaySettings, chain: Chain | None = None, create_
         alliance=alliance,
         notifier=make_notifier(settings),
         coupon_key=bytes.fromhex((keys_dir / COUPON_KEY_FILE).read_text().strip()),
+        webhook_key=bytes.fromhex((keys_dir / WEBHOOK_KEY_FILE).read_text().strip()),
     )
 
 

@@ -608,3 +608,45 @@ class GiftLine(BaseModel):
     member_ref: str | None = Field(description="the other member (given: the recipient; received: the giver)")
     cause: str | None
     at: datetime
+
+
+WebhookEventType = Literal["reward_order.granted", "reward_order.shipped", "reward_order.delivered", "reward_order.cancelled",
+                           "coupon.used", "member.tier_changed", "gift.given", "donation.made", "exchange.confirmed",
+                           "redemption.confirmed"]
+
+
+class WebhookSubscriptionRequest(Strict):
+    url: str = Field(min_length=8, max_length=2000, description="http(s); public addresses only unless the gateway allows private ones")
+    event_types: list[WebhookEventType] = Field(min_length=1, max_length=20)
+    description: str = Field("", max_length=200)
+    active: StrictBool = True
+
+
+class WebhookSubscriptionInfo(BaseModel):
+    id: int
+    url: str
+    event_types: list[str]
+    description: str
+    active: bool
+    secret_version: int
+    created_at: datetime
+    secret: str | None = Field(None, description="the signing secret (Standard Webhooks, whsec_...): only when made or rotated")
+
+
+class WebhookAttemptInfo(BaseModel):
+    attempted_at: datetime
+    status_code: int | None
+    error: str | None
+    duration_ms: int
+
+
+class WebhookDeliveryInfo(BaseModel):
+    msg_id: str = Field(description="the webhook-id header: the receiver deduplicates on it (a replay keeps it)")
+    event_type: str
+    status: Literal["pending", "delivered", "failed"]
+    attempts: int
+    next_attempt_at: datetime | None
+    created_at: datetime
+    delivered_at: datetime | None
+    payload: dict
+    log: list[WebhookAttemptInfo]

@@ -145,6 +145,9 @@ class GatewaySettings(BaseSettings):
     purchases_per_member_per_minute: int = Field(10, ge=1)  # anti-farming: a burst of this many, then one per minute / this
     anchor_interval_s: int = Field(3600, ge=0)  # 0 turns scheduled anchoring off
     outbox_interval_s: float = Field(5.0, ge=0)  # 0 turns the background retry worker off
+    delivery_interval_s: float = Field(5.0, ge=0)  # members' notices and webhook deliveries are sent this often; 0: off
+    reminder_interval_s: int = Field(3600, ge=0)  # the scan for points and coupons about to expire; 0: off
+    webhook_allow_private: bool = False  # webhooks may post to private and loopback addresses (an internal network, tests)
     # The KEK wrapping the members' data keys is replaced this often, and the old one destroyed: an
     # erasure is final (no copy of the erased key decrypts, in any file or backup) within this. 0: never.
     kek_rotation_s: int = Field(86_400, ge=0)

@@ -10,7 +10,7 @@ from ..errors import Conflict
 from ..models import ApiKey
 from ..runtime import Gateway
 from ..schemas import MAX_DB_INT, AnchorRequest, ApiKeyInfo, ApiKeyIssued, ApiKeyRequest
-from ..services import alliance, anchoring, audit, datakeys, enrolment, ledger, peppers, throttle, tiers
+from ..services import alliance, anchoring, audit, datakeys, enrolment, ledger, notices, peppers, throttle, tiers, webhooks
 from . import AUTH, gateway, problems
 
 router = APIRouter(prefix="/v1/admin", tags=["operator"])
@@ -66,7 +66,8 @@ def anchor_now(body: AnchorRequest, who: Principal = Depends(operator), gw: Gate
 
 
 @router.post("/maintenance", responses=problems(*AUTH, 503),
-             summary="Expire due points, review tiers, forget stale enrolments and limits, retry pending chain operations")
+             summary="Expire due points, review tiers, forget stale enrolments and limits, retry pending chain operations, "
+                     "send expiry reminders and other notices, post due webhooks")
 def maintenance(who: Principal = Depends(operator), gw: Gateway = Depends(gateway)) -> dict:
     return run_maintenance(gw, who.subject)
 
@@ -84,4 +85,5 @@ def run_maintenance(gw: Gateway, actor: str) -> dict:
     rekeyed = peppers.rekey(gw)
     swept = datakeys.sweep(gw, now)
     return {"points_expired": expired, "tiers_downgraded": downgraded, "enrolments_expired": enrolments, "chain_operations": chain,
-            "identifiers_rekeyed": rekeyed.rekeyed, "orphan_data_keys_destroyed": swept}
+            "identifiers_rekeyed": rekeyed.rekeyed, "orphan_data_keys_destroyed": swept, "notices": notices.run(gw, now),
+            "webhooks": webhooks.deliver_due(gw, now)}

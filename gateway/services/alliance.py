@@ -27,7 +27,7 @@ from ..db import as_utc, reading
 from ..errors import ChainRejected, ChainUnavailable, Conflict, Forbidden, GatewayError, IdempotencyMismatch, NotFound, RateLimited
 from ..models import Exchange, Member, Redemption, WalletChallenge
 from ..runtime import Gateway
-from . import consent, ledger, members, rewards
+from . import consent, ledger, members, rewards, webhooks
 from . import outbox
 from .outbox import ChainJob, Outcome, Sender
 
@@ -129,8 +129,16 @@ def _exchange_search(gw: Gateway, row: Exchange) -> Outcome | None:
 
 
 def _exchanges_succeed(session: Session, gw: Gateway, done: list[tuple[Exchange, dict]]) -> None:
+    now = gw.now()
     for row, effect in done:
-        row.status, row.block_number, row.updated_at = "confirmed", effect["blockNumber"], gw.now()
+        row.status, row.block_number, row.updated_at = "confirmed", effect["blockNumber"], now
+    refs = _member_refs(session, [row.member_id for row, _ in done])
+    webhooks.emit(session, "exchange.confirmed", [{"exchange_ref": row.exchange_ref, "member_ref": refs[row.member_id],
+                                                   "ap_amount": row.ap_amount, "brand_points": row.brand_points} for row, _ in done], now)
+
+
+def _member_refs(session: Session, member_ids: list[int]) -> dict[int, str]:
+    return dict(session.execute(select(Member.id, Member.member_ref).where(Member.id.in_(set(member_ids)))).all()) if member_ids else {}
 
 
 def _exchange_fail(session: Session, gw: Gateway, row: Exchange, reason: str) -> None:
@@ -276,6 +284,8 @@ def _redemptions_succeed(session: Session, gw: Gateway, done: list[tuple[Redempt
     for (row, effect), txn_id in zip(done, txn_ids, strict=True):
         row.status, row.credit_txn_id, row.epoch = "confirmed", txn_id, effect["epoch"]
         row.block_number, row.updated_at = effect["blockNumber"], now
+    webhooks.emit(session, "redemption.confirmed", [{"redemption_ref": row.redemption_ref, "member_ref": locked[row.member_id].member_ref,
+                                                     "ap_amount": row.ap_amount, "reward_points": row.reward_points} for row, _ in done], now)
     paid = [row.order_ref for row, _ in done if row.order_ref is not None]
     if paid:  # final on chain, credited: now, and only now, the rewards they pay for are granted
         rewards.pay_awaited(session, gw, locked, paid, now)

@@ -26,7 +26,7 @@ from ..db import as_utc
 from ..errors import Conflict, GatewayError, IdempotencyMismatch, NotFound
 from ..models import Cause, Gift, Member
 from ..runtime import Gateway
-from . import audit, consent, ledger, members
+from . import audit, consent, ledger, members, webhooks
 from .purchases import day_bounds
 
 GIFTS = "gifts"  # the ledger account a gift passes through (its two postings net to zero there)
@@ -122,6 +122,8 @@ def give(session: Session, gw: Gateway, sender: Member, recipient_ref: str, poin
     ledger.transfer(session, sender, recipient, points, "gift", GIFTS, now, ref=gift.gift_ref)
     session.add(gift)
     session.flush()
+    webhooks.emit(session, "gift.given", [{"gift_ref": gift.gift_ref, "member_ref": sender.member_ref,
+                                           "recipient_member_ref": recipient.member_ref, "points": points}], now)
     return _given(session, gift, replayed=False)
 
 
@@ -140,6 +142,8 @@ def donate(session: Session, gw: Gateway, sender: Member, cause_code: str, point
     ledger.debit(session, sender, "donation", points, DONATED, now, ref=gift.gift_ref)
     session.add(gift)
     session.flush()
+    webhooks.emit(session, "donation.made", [{"gift_ref": gift.gift_ref, "member_ref": sender.member_ref, "cause": cause.code,
+                                              "points": points}], now)
     return _given(session, gift, replayed=False)
 
 

@@ -222,7 +222,7 @@ def ingest(session: Session, gw: Gateway, events: list[PurchaseEvent], now: date
     ids = sorted({mid for mid in member_of if mid is not None})
     state = _load_members(session, s, ids, now)
     taken: dict[str, tuple[str, Earned, _MemberState]] = {}  # keys this batch stored so far
-    new_purchases, credits, credited, tier_changes = [], [], [], []
+    new_purchases, credits, credited, tier_changes, announced = [], [], [], [], []
     window_start = now - timedelta(days=s.tier_window_days)
     tz = s.zone
     expires_at = now + timedelta(days=s.earn.validity_days)
@@ -278,6 +278,7 @@ def ingest(session: Session, gw: Gateway, events: list[PurchaseEvent], now: date
         tier, m.downgrade_due_at = tiers.decide(s, m.tier, m.downgrade_due_at, m.activity, now)
         if tier != m.tier:
             tier_changes.append((m.id, m.tier, tier, "qualified", now))
+            announced.append((m.id, m.member_ref, m.tier, tier, "qualified"))
             m.tier, m.tier_changed = tier, True
         out[i] = Earned(purchase_ref, m.member_ref, points, earning.campaign, earning.points - points, m.balance, m.tier, False)
         taken[e.idempotency_key] = (e.body_hash, out[i], m)
@@ -288,6 +289,7 @@ def ingest(session: Session, gw: Gateway, events: list[PurchaseEvent], now: date
         insert_many(session.connection(), purchases_t, _PURCHASE_COLUMNS, [tuple(row) for row in new_purchases])
         insert_many(session.connection(), TierChange.__table__, ("member_id", "from_tier", "to_tier", "reason", "changed_at"),
                     tier_changes)
+        tiers.announce(session, announced, now)
         _store_members(session, [m for m in state.values() if m.touched], now)
     return out  # type: ignore[return-value]
 
@@ -393,7 +395,7 @@ def pay(session: Session, gw: Gateway, event: PurchaseEvent, points_burned: int,
     if burn is not None:
         burn.ref = out.purchase_ref
     if discount is not None:
-        rewards.link_coupon(session, discount.coupon_id, purchase)
+        rewards.link_coupon(session, discount.coupon_id, purchase, member.member_ref, now)
     return Paid(out, points_burned, purchase.discount_minor, payable - value)
 
 

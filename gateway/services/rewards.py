@@ -27,7 +27,7 @@ from ..db import as_utc
 from ..errors import Conflict, GatewayError, IdempotencyMismatch, NotFound
 from ..models import Coupon, LedgerTxn, Member, Purchase, Reward, RewardOrder
 from ..runtime import Gateway
-from . import audit, consent, ledger, members, tiers
+from . import audit, consent, ledger, members, notices, tiers, webhooks
 
 KINDS = ("coupon", "good", "digital", "experience")
 REDEEMED = "redeemed"  # the ledger account points spent at the brand go to
@@ -196,6 +196,10 @@ def pay(session: Session, gw: Gateway, member: Member, row: RewardOrder, now: da
         session.add(coupon)
         session.flush()  # its id makes its code
         coupon.code_hash = code_hash(coupon_code(gw, coupon.id))
+    webhooks.emit(session, "reward_order.granted", [_event(row, reward, member.member_ref)], now)
+    notices.queue(session, member.id, "reward_ordered", f"order:{row.order_ref}",
+                  {"reward": reward.name, "kind": reward.kind, "points": row.points,
+                   "coupon_expires_at": None if reward.kind != "coupon" else as_utc(coupon.expires_at).strftime("%Y-%m-%d %H:%M UTC")}, now)
 
 
 def pay_awaited(session: Session, gw: Gateway, locked: dict[int, Member], order_refs: list[str], now: datetime) -> None:
@@ -215,6 +219,13 @@ def release_awaited(session: Session, order_ref: str, reason: str, now: datetime
     session.execute(update(Reward).where(Reward.id == row.reward_id, Reward.stock.is_not(None)).values(stock=Reward.stock + 1))
     row.status, row.updated_at = "cancelled", now
     audit.record(session, "alliance-chain", "reward_order.cancelled", now, order_ref=order_ref, reason=reason[:200])
+    webhooks.emit(session, "reward_order.cancelled",
+                  [_event(row, session.get(Reward, row.reward_id), session.get(Member, row.member_id).member_ref)], now)
+
+
+def _event(row: RewardOrder, reward: Reward, member_ref: str) -> dict:
+    return {"order_ref": row.order_ref, "member_ref": member_ref, "reward": reward.code, "kind": reward.kind, "points": row.points,
+            "status": row.status}
 
 
 def _outcome(session: Session, row: RewardOrder, replayed: bool) -> Ordered:
@@ -257,6 +268,11 @@ def change_status(session: Session, gw: Gateway, actor: str, order_ref: str, sta
                         .values(stock=Reward.stock + 1))
     row.status, row.updated_at = status, now
     audit.record(session, actor, f"reward_order.{status}", now, order_ref=order_ref)
+    webhooks.emit(session, f"reward_order.{status}",
+                  [_event(row, session.get(Reward, row.reward_id), session.get(Member, row.member_id).member_ref)], now)
+    if status == "shipped":
+        notices.queue(session, row.member_id, "reward_shipped", f"order:{order_ref}:shipped",
+                      {"reward": session.get(Reward, row.reward_id).name}, now)
     session.flush()
     return _outcome(session, row, replayed=False)
 
@@ -314,6 +330,9 @@ def use_coupon(session: Session, member_id: int, code: str, amount_minor: int, n
     return CouponUse(coupon.id, min(coupon.value_minor, amount_minor))
 
 
-def link_coupon(session: Session, coupon_id: int, purchase: Purchase) -> None:
+def link_coupon(session: Session, coupon_id: int, purchase: Purchase, member_ref: str, now: datetime) -> None:
     session.execute(update(Coupon).where(Coupon.id == coupon_id).values(purchase_id=purchase.id))
+    order_ref = session.scalar(select(RewardOrder.order_ref).join(Coupon, Coupon.order_id == RewardOrder.id).where(Coupon.id == coupon_id))
+    webhooks.emit(session, "coupon.used", [{"order_ref": order_ref, "purchase_ref": purchase.purchase_ref, "member_ref": member_ref,
+                                            "discount_minor": purchase.discount_minor}], now)
 

@@ -14,6 +14,7 @@ from sqlalchemy.sql.selectable import ScalarSelect
 from ..db import as_utc
 from ..models import Action, Member, Purchase, TierChange
 from ..settings import GatewaySettings, TierRule
+from . import notices, webhooks
 
 
 def tier_rule(settings: GatewaySettings, name: str) -> TierRule:
@@ -59,9 +60,20 @@ def rank(settings: GatewaySettings, name: str) -> int:
 
 def _change(session: Session, member: Member, to: str, reason: str, now: datetime) -> None:
     session.add(TierChange(member_id=member.id, from_tier=member.tier, to_tier=to, reason=reason, changed_at=now))
+    announce(session, [(member.id, member.member_ref, member.tier, to, reason)], now)
     member.tier = to
     member.tier_since = now
     member.downgrade_due_at = None
+
+
+def announce(session: Session, changes: list[tuple[int, str, str, str, str]], now: datetime) -> None:
+    """Tell the members (a notice) and the brand's systems (a webhook) of tier changes:
+    (member id, member_ref, from, to, reason) each."""
+    for member_id, member_ref, old, new, reason in changes:
+        notices.queue(session, member_id, "tier_changed", f"tier:{member_id}:{now.isoformat()}:{new}",
+                      {"from": old, "to": new, "reason": reason}, now)
+    webhooks.emit(session, "member.tier_changed", [{"member_ref": ref, "from": old, "to": new, "reason": reason}
+                                                   for _, ref, old, new, reason in changes], now)
 
 
 def decide(settings: GatewaySettings, tier: str, downgrade_due_at: datetime | None, activity: tuple[int, int, int],

@@ -130,6 +130,20 @@ def _new_order(ctx: Ctx) -> str:
     return r.json()["order_ref"]
 
 
+def _a_delivery(ctx: Ctx) -> str:
+    """The webhook id of a delivery queued for the matrix's subscription (each order queues one: the
+    sink's, so the members the matrix watches stay untouched)."""
+    from gateway.models import WebhookDelivery
+
+    r = ctx.brand.client.post("/v1/me/reward-orders", json={"reward": "matrix-gift"}, headers=ctx.sink["auth"] | {"Idempotency-Key": f"w-{uniq()}"})
+    assert r.status_code == 201, r.text
+    with ctx.brand.gw.sessions() as session:
+        return session.query(WebhookDelivery.msg_id).order_by(WebhookDelivery.id.desc()).first()[0]
+
+
+WEBHOOK = {"url": "http://127.0.0.1:9/matrix", "event_types": ["reward_order.granted"]}
+
+
 def _purchase_body(ctx: Ctx) -> dict:
     return {"member_ref": ctx.m["member_ref"], "amount_minor": 1_000, "occurred_at": ctx.clock.now.isoformat()}
 
@@ -211,6 +225,13 @@ ENDPOINTS: dict[tuple[str, str], Endpoint] = {
     ("POST", "/v1/me/donations"): Endpoint(MEMBER, lambda c, r: {"path": "/v1/me/donations", "json": {"cause": "matrix-cause", "points": 1},
                                                                  "headers": {"Idempotency-Key": f"d-{uniq()}"}}, (201,)),
     ("GET", "/v1/me/gifts"): Endpoint(MEMBER, lambda c, r: {"path": "/v1/me/gifts"}),
+    ("POST", "/v1/admin/webhooks"): Endpoint(OPERATOR, lambda c, r: {"path": "/v1/admin/webhooks", "json": WEBHOOK}, (201,)),
+    ("GET", "/v1/admin/webhooks"): Endpoint(OPERATOR, lambda c, r: {"path": "/v1/admin/webhooks"}),
+    ("PUT", "/v1/admin/webhooks/{sub_id}"): Endpoint(OPERATOR, lambda c, r: {"path": "/v1/admin/webhooks/1", "json": WEBHOOK}),
+    ("POST", "/v1/admin/webhooks/{sub_id}/secret"): Endpoint(OPERATOR, lambda c, r: {"path": "/v1/admin/webhooks/1/secret"}),
+    ("GET", "/v1/admin/webhooks/{sub_id}/deliveries"): Endpoint(OPERATOR, lambda c, r: {"path": "/v1/admin/webhooks/1/deliveries"}),
+    ("POST", "/v1/admin/webhook-deliveries/{msg_id}/replay"): Endpoint(OPERATOR, lambda c, r: {
+        "path": f"/v1/admin/webhook-deliveries/{_a_delivery(c)}/replay"}),
 }
 
 # Where a member is admitted but the answer for the *other* member differs (ownership, not role).
@@ -222,7 +243,9 @@ OTHER_MEMBER = {("GET", "/v1/me/exchanges/{exchange_ref}"): 404, ("GET", "/v1/me
 def ctx(world) -> Ctx:
     clock = Clock()
     write_release(world.workdir / "matrix-releases")
-    brand = start_world_brand(world, "matrix", 10, clock=clock, releases_dir=world.workdir / "matrix-releases", gift_min_tenure_days=0)
+    brand = start_world_brand(world, "matrix", 10, clock=clock, releases_dir=world.workdir / "matrix-releases", gift_min_tenure_days=0,
+                              webhook_allow_private=True)
+    assert brand.client.post("/v1/admin/webhooks", json=WEBHOOK, headers=brand.as_("operator")).json()["id"] == 1
     m = enrol(brand, "+8613800000001", name="Mia Matrix", identifiers={"phone": "+8613800000001", "email": "mia@example.com"})
     o = enrol(brand, "+8613800000002", name="Otto Other")
     m["phone"], o["phone"] = "+8613800000001", "+8613800000002"

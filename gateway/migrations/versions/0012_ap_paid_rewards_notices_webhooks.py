@@ -20,6 +20,7 @@ def upgrade() -> None:
     with op.batch_alter_table('reward_orders') as batch:
         batch.alter_column('debit_txn_id', existing_type=Id, nullable=True)
     op.add_column('redemptions', sa.Column('order_ref', sa.String(36), nullable=True))
+    op.add_column('point_lots', sa.Column('reminded_days', sa.Integer(), nullable=True))
     op.create_table(
         'notices',
         sa.Column('id', Id, primary_key=True),
@@ -81,6 +82,7 @@ def downgrade() -> None:
     op.drop_table('webhook_subscriptions')
     op.drop_index('ix_notices_status', table_name='notices')
     op.drop_table('notices')
+    op.drop_column('point_lots', 'reminded_days')
     op.drop_column('redemptions', 'order_ref')
     with op.batch_alter_table('reward_orders') as batch:
         batch.alter_column('debit_txn_id', existing_type=Id, nullable=False)

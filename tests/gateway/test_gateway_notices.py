@@ -1,0 +1,123 @@
+"""Notices to members, through HTTP on SQLite and PostgreSQL: expiry reminders sent once per lot and
+window, in wording that says which points, how many, the date and what they buy (P-31, P-32); a
+coupon about to lapse; a reward ordered and shipped; a tier change. Only to active members whose
+loyalty_core consent holds; a notifier that is down is tried again; nothing is lost or doubled."""
+
+from __future__ import annotations
+
+import pytest
+from harness import consent, enrol, maintenance, purchase, start_local_brand
+from sqlalchemy import select
+
+from gateway.models import Notice
+from gateway.notify import SmtpNotifier
+from gateway.settings import SmtpSettings
+
+
+@pytest.fixture
+def brand(database_url, tmp_path, clock):
+    b = start_local_brand(tmp_path, "shop", database_url, clock=clock, member_token_days=1000)
+    yield b
+    b.close()
+
+
+def notices_to(brand, member) -> list:
+    """What the development notifier sent the member, one-time codes left out."""
+    to = brand.gw.pseudonymiser.normalise("phone", member["phone"])
+    return [m for m in brand.gw.notifier.messages(to) if m.code is None]
+
+
+def define(brand, code: str, **spec):
+    body = {"kind": "good", "name": code.title(), "points_price": 100, "available_from": brand.gw.now().isoformat()} | spec
+    r = brand.client.put(f"/v1/admin/rewards/{code}", json=body, headers=brand.as_("operator"))
+    assert r.status_code == 200, r.text
+
+
+def test_expiry_reminders_once_per_lot_and_window_in_plain_words(brand, clock):
+    a = enrol(brand, "+8613800000201")  # 100 welcome points, expiring in 365 days
+    clock.advance(days=10)
+    earned = purchase(brand, a["member_ref"], 20_000, "p1", clock.now).json()["points"]  # expiring 10 days later
+    withdrawn = enrol(brand, "+8613800000202")
+    consent(brand, withdrawn, "loyalty_core", False)
+    frozen = enrol(brand, "+8613800000203")
+    assert brand.client.post(f"/v1/members/{frozen['member_ref']}/status", json={"status": "frozen", "reason": "test"},
+                             headers=brand.as_("operator")).status_code == 200
+    define(brand, "mug", points_price=250)
+    define(brand, "yacht", points_price=10**6)
+
+    assert maintenance(brand)["notices"]["reminders_queued"] == 0  # nothing within 30 days yet
+    clock.advance(days=340)  # the welcome lot has 15 days left; the purchase lot 25
+    run = maintenance(brand)["notices"]
+    assert run["reminders_queued"] == 1 and run["sent"] == 1, run  # one message for both lots, nobody else
+    [message] = notices_to(brand, a)
+    assert message.channel == "sms"
+    assert f"{100 + earned} points of your Shop points will expire" in message.text
+    welcome_day = (clock.now.date()).fromordinal(clock.now.date().toordinal() + 15).isoformat()
+    assert f"- 100 points expire at the end of {welcome_day} (UTC)" in message.text
+    assert f"- {earned} points expire" in message.text
+    assert "Mug (250 points)" in message.text and "Yacht" not in message.text  # what the balance buys
+    assert message.subject == f"Shop: {100 + earned} points expire on {welcome_day}"
+    assert notices_to(brand, withdrawn) == [] and notices_to(brand, frozen) == []
+
+    # Again: nothing new, however often the job runs.
+    assert maintenance(brand)["notices"]["reminders_queued"] == 0
+    clock.advance(days=1)
+    assert maintenance(brand)["notices"]["reminders_queued"] == 0
+    assert len(notices_to(brand, a)) == 1
+    # A lot that enters the window later gets its own reminder, naming only it.
+    clock.advance(minutes=1)
+    later = clock.now
+    more = purchase(brand, a["member_ref"], 5_000, "p2", later).json()["points"]
+    clock.advance(days=340)
+    assert maintenance(brand)["notices"]["reminders_queued"] == 1
+    newest = notices_to(brand, a)[-1]
+    assert f"\n- {more} points expire" in newest.text and newest.text.count(" points expire at the end of") == 1
+    assert notices_to(brand, withdrawn) == [] and notices_to(brand, frozen) == []
+
+
+def test_order_shipping_coupon_and_tier_notices(brand, clock):
+    m = enrol(brand, "+8613800000211")
+    define(brand, "mug", points_price=60)
+    define(brand, "voucher", kind="coupon", points_price=20, coupon_value_minor=500, coupon_min_spend_minor=2_000)
+    mug = brand.client.post("/v1/me/reward-orders", json={"reward": "mug"}, headers=m["auth"] | {"Idempotency-Key": "o1"}).json()
+    brand.client.post("/v1/me/reward-orders", json={"reward": "voucher"}, headers=m["auth"] | {"Idempotency-Key": "o2"})
+    assert brand.client.post(f"/v1/admin/reward-orders/{mug['order_ref']}/status", json={"status": "shipped"},
+                             headers=brand.as_("operator")).status_code == 200
+    sent = maintenance(brand)["notices"]
+    assert sent["sent"] == 3, sent
+    texts = [n.text for n in notices_to(brand, m)]
+    assert texts[0].startswith("You ordered Mug for 60 points.") and "when it ships" in texts[0]
+    assert texts[1].startswith("You ordered Voucher for 20 points.") and "Its code is in your orders" in texts[1]
+    assert texts[2] == "Your Mug has shipped."
+    assert not any(n.code for n in notices_to(brand, m))  # a coupon's code never travels in a notice
+
+    clock.advance(days=5, hours=12)  # the 7-day coupon has a day and a half left
+    assert maintenance(brand)["notices"]["reminders_queued"] == 1
+    assert maintenance(brand)["notices"]["reminders_queued"] == 0
+    last = notices_to(brand, m)[-1]
+    assert "coupon worth 500" in last.text and "at least 2000" in last.text
+
+    # Spending enough for the next tier changes it, and the member is told.
+    clock.advance(minutes=1)
+    assert purchase(brand, m["member_ref"], 10**7, "big", clock.now).status_code == 201
+    maintenance(brand)
+    assert "tier changed from" in notices_to(brand, m)[-1].text
+
+
+def test_a_notifier_that_is_down_is_tried_again(database_url, tmp_path, clock):
+    """A real SMTP notifier pointed at a port nobody listens on: the notice stays pending (nothing
+    lost), is tried on later runs, and fails for good after three tries."""
+    b = start_local_brand(tmp_path, "mail", database_url, clock=clock, member_token_days=1000)
+    try:
+        m = enrol(b, "+8613800000221", identifiers={"phone": "+8613800000221", "email": "li@example.com"})
+        b.gw.notifier = SmtpNotifier(SmtpSettings(host="127.0.0.1", port=1, sender="shop@example.com", starttls=False, timeout_s=1))
+        b.client.put("/v1/admin/rewards/mug", json={"kind": "digital", "name": "Song", "points_price": 10,
+                                                   "available_from": clock.now.isoformat()}, headers=b.as_("operator"))
+        assert b.client.post("/v1/me/reward-orders", json={"reward": "mug"}, headers=m["auth"] | {"Idempotency-Key": "o"}).status_code == 201
+        runs = [maintenance(b)["notices"] for _ in range(4)]
+        assert [(r["sent"], r["failed"]) for r in runs] == [(0, 1), (0, 1), (0, 1), (0, 0)]
+        with b.gw.sessions() as session:
+            [notice] = session.scalars(select(Notice)).all()
+        assert (notice.status, notice.attempts) == ("failed", 3)
+    finally:
+        b.close()
