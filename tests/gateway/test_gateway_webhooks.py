@@ -5,9 +5,7 @@ secret; references in the payload, never personal data; private addresses refuse
 
 from __future__ import annotations
 
-import json
 import threading
-from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
