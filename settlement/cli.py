@@ -182,6 +182,28 @@ def _gateways(config: dict[str, Any]):
     return out
 
 
+def _liabilities(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each brand's points liability as its gateway states it (GET /v1/audit/liability with the
+    auditor key), by address; a gateway without a URL and key is left out, one that cannot answer
+    is reported as such (the AP figures stand on the chain alone)."""
+    import httpx
+
+    from .audit import AuditFetchError
+
+    out = {}
+    for g in config.get("gateways", []):
+        if not g.get("url") or not (g.get("auditor_key") or os.environ.get(g.get("auditor_key_env", ""), "")):
+            continue
+        [access] = _gateways({"gateways": [g]})
+        try:
+            out[g["address"]] = access.get("/v1/audit/liability")
+        except (AuditFetchError, httpx.HTTPError) as exc:
+            out[g["address"]] = {"unavailable": str(exc)[:200] or type(exc).__name__}
+        finally:
+            access.http.close()
+    return out
+
+
 def _print(obj: Any) -> None:
     sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
 
@@ -242,7 +264,7 @@ def report_cmd(config: Path = CONFIG, out: Path = typer.Option(Path("var/settlem
                charts: bool = typer.Option(True, help="write PNG and SVG charts")) -> None:
     """Settlement report per epoch and for the period: JSON, CSV, PNG and SVG."""
     from .indexer import Indexer
-    from .reports import brand_point_totals, build_report, write_report
+    from .reports import build_report, write_report
 
     try:
         chosen = [int(e) for e in epochs.split(",")] if epochs else None
@@ -252,8 +274,8 @@ def report_cmd(config: Path = CONFIG, out: Path = typer.Option(Path("var/settlem
     with _reporting_failures("report not written"):
         Indexer(ctx.alliance, ctx.store).run()
         names = {g["address"]: g["brand_id"] for g in ctx.config.get("gateways", [])}
-        brand_points = {g["address"]: brand_point_totals(g["database_url"]) for g in ctx.config.get("gateways", []) if g.get("database_url")}
-        report = build_report(ctx.store, ctx.alliance.manifest.value_per_point, epochs=chosen, names=names, brand_points=brand_points)
+        report = build_report(ctx.store, ctx.alliance.manifest.value_per_point, epochs=chosen, names=names,
+                              brand_points=_liabilities(ctx.config))
     if chosen and not report["epochs"]:
         _fail(f"none of the epochs {epochs} is closed (epochs 1 to {report['open_epoch']['epoch'] - 1} are)")
     _print(write_report(report, out, charts=charts))

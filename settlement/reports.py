@@ -14,8 +14,9 @@ ledgers use for brand points, and the attribution never depends on anything but 
 
 **Outstanding liability** of brand B = AP issued by B − AP issued by B and redeemed anywhere (by the
 attribution) − AP of B expired. *AP do not expire*: the contracts have no expiry, so the expired
-term is 0 on chain (expiry is a brand-points matter, in each gateway's FIFO lots; when the gateways'
-ledgers are given, their brand-points expiry is reported alongside as ``brand_points``). The sum of
+term is 0 on chain (expiry is a brand-points matter, in each gateway's FIFO lots: each brand's points
+liability, as its gateway's audit API states it, is reported beside its AP figures as ``brand_points``:
+issued, spent, expired, clawed back, given and donated, outstanding at the declared value, breakage). The sum of
 outstanding liabilities over the brands equals the AP supply (checked, and reported as a check).
 Valued at the alliance's fixed value per point, in settlement-token units.
 
@@ -38,8 +39,6 @@ from collections import defaultdict, deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
-
-from sqlalchemy import create_engine, func, select
 
 from .epochs import Derivation, derive
 from .indexer import events
@@ -125,22 +124,6 @@ def attribute(store: Store) -> Attribution:
     return Attribution({k: dict(v) for k, v in flows.items()}, {k: dict(v) for k, v in issued.items()},
                        {k: dict(v) for k, v in redeemed_by_issuer.items()}, outstanding_after,
                        {k: v for k, v in outstanding.items() if k != UNATTRIBUTED}, unattributed)
-
-
-def brand_point_totals(database_url: str) -> dict[str, int]:
-    """A gateway's brand-points totals (its double-entry ledger): issued, expired, outstanding."""
-    from gateway.models import LedgerEntry
-
-    engine = create_engine(database_url)
-    try:
-        with engine.connect() as conn:
-            totals = dict(conn.execute(select(LedgerEntry.account, func.sum(LedgerEntry.amount)).group_by(LedgerEntry.account)).all())
-    finally:
-        engine.dispose()
-    issued = -int(totals.get("issued") or 0)
-    expired = int(totals.get("expired") or 0)
-    return {"issued": issued, "expired": expired, "outstanding": int(totals.get("member") or 0),
-            "expiry_rate": round(expired / issued, 6) if issued else None}
 
 
 def _rate(num: int, den: int) -> float | None:
@@ -258,13 +241,17 @@ def _csv(rows: list[dict[str, Any]], columns: list[str]) -> str:
     return buf.getvalue()
 
 
+# The brand's own points, beside its AP (the period's rows: the liability as its gateway states it now).
+BRAND_POINTS_FIGURES = ["issued", "spent", "expired", "clawed_back", "given", "donated", "outstanding", "outstanding_value_minor",
+                        "breakage_bp"]
 BRAND_COLUMNS = ["epoch", "brand", "name", "issued_ap", "redeemed_ap", "net_value", "collateral", "expired_ap",
-                 "outstanding_liability_ap", "outstanding_liability_value"]
+                 "outstanding_liability_ap", "outstanding_liability_value", *(f"brand_points_{k}" for k in BRAND_POINTS_FIGURES)]
 
 
 def brands_csv(report: dict[str, Any]) -> str:
     rows = [{"epoch": p["epoch"], **r} for p in report["per_epoch"] for r in p["brands"]]
-    rows += [{"epoch": "period", **r} for r in report["period"]["brands"]]
+    rows += [{"epoch": "period", **r, **{f"brand_points_{k}": (r["brand_points"] or {}).get(k) for k in BRAND_POINTS_FIGURES}}
+             for r in report["period"]["brands"]]
     return _csv(rows, BRAND_COLUMNS)
 
 

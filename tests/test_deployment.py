@@ -259,9 +259,18 @@ def test_settlement_and_audit_clis_over_http(deployed, settlement_config):
     assert rows["grocery"]["outstanding_liability_ap"] == EXCHANGED_AP - REDEEMED_AP
     assert epoch["flows"]["issuers"] == ["grocery", "airline"] and epoch["flows"]["ap"] == [[0, REDEEMED_AP], [0, 0]]
     assert epoch["kpis"]["points_usage_rate"] == REDEEMED_AP / EXCHANGED_AP and epoch["kpis"]["cross_brand_redemption_share"] == 1.0
-    # Brand points from the gateways' own ledgers: the grocery issued at least the 2,500 the member exchanged.
+    # Each brand's points liability as its gateway states it, beside its AP: the grocery issued at least
+    # the 2,500 points the member exchanged out, the airline received 10 AP's worth through the alliance.
     period = {r["name"]: r for r in report["period"]["brands"]}
-    assert period["grocery"]["brand_points"]["issued"] >= EXCHANGED_AP * BRANDS["grocery"]
+    grocery_points, airline_points = period["grocery"]["brand_points"], period["airline"]["brand_points"]
+    assert grocery_points["issued"] >= EXCHANGED_AP * BRANDS["grocery"]
+    assert grocery_points["exchanged_out"] == EXCHANGED_AP * BRANDS["grocery"]
+    assert airline_points["alliance_in"] == REDEEMED_AP * BRANDS["airline"]
+    for points in (grocery_points, airline_points):
+        assert points["outstanding"] == points["issued"] + points["alliance_in"] - sum(
+            points[k] for k in ("spent", "exchanged_out", "expired", "clawed_back", "donated"))
+    period_csv = {r["name"]: r for r in csv.DictReader((work / "report" / "brands.csv").open()) if r["epoch"] == "period"}
+    assert int(period_csv["airline"]["brand_points_outstanding"]) == airline_points["outstanding"]
     brands_csv = [r for r in csv.DictReader((work / "report" / "brands.csv").open()) if r["epoch"] == "1"]
     assert {r["name"]: (int(r["issued_ap"]), int(r["redeemed_ap"]), int(r["net_value"])) for r in brands_csv} == {
         "grocery": (EXCHANGED_AP, 0, expected_net[grocery]), "airline": (0, REDEEMED_AP, expected_net[airline])}
