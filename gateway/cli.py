@@ -219,3 +219,130 @@ def retire_pepper(version: int = typer.Argument(..., min=1, help="the old pepper
     except GatewayError as exc:
         raise typer.BadParameter(str(exc)) from None
     typer.echo(json.dumps({"retired": version}))
+
+
+reward_app = typer.Typer(pretty_exceptions_show_locals=False, no_args_is_help=True,
+                         help="The rewards catalogue and its orders: define, list, orders, fulfil (each change versioned and audited).")
+app.add_typer(reward_app, name="reward")
+
+
+def _operate(action):
+    """Run `action(session, gw)` in one transaction; a refusal (bad value, conflict) becomes a CLI
+    message and exit status 2, as the API would answer 4xx."""
+    from pydantic import ValidationError
+
+    from .db import transaction
+    from .errors import GatewayError
+
+    gw = _gateway()
+    try:
+        with transaction(gw.sessions) as session:
+            return action(session, gw)
+    except ValidationError as exc:
+        raise typer.BadParameter("; ".join(f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in exc.errors())) from None
+    except GatewayError as exc:
+        raise typer.BadParameter(exc.detail) from None
+
+
+def _echo(obj) -> None:
+    typer.echo(json.dumps(obj, default=lambda v: v.strftime("%Y-%m-%dT%H:%M:%SZ")))
+
+
+@reward_app.command("define")
+def reward_define(code: str = typer.Argument(..., help="lowercase letters, digits, dashes (e.g. coffee-coupon)"),
+                  kind: str = typer.Option(..., help="coupon | good | digital | experience"),
+                  name: str = typer.Option(...), points_price: int = typer.Option(..., help="what it costs in points"),
+                  description: str = typer.Option(""), stock: int = typer.Option(None, help="how many can be ordered (default: no limit)"),
+                  available_from: str = typer.Option(None, help="ISO 8601 time (default: now)"),
+                  available_until: str = typer.Option(None, help="ISO 8601 time (default: no end)"),
+                  min_tier: str = typer.Option(None, help="this tier and above may order it"),
+                  per_member_limit: int = typer.Option(None), coupon_value_minor: int = typer.Option(None, help="a coupon: what it takes off"),
+                  coupon_min_spend_minor: int = typer.Option(None), coupon_valid_days: int = typer.Option(None, help="a coupon: days it lasts (7)"),
+                  active: bool = typer.Option(True, "--active/--inactive")) -> None:
+    """Define a reward, or replace its definition as a new version (in the admin audit log)."""
+    from .routes.rewards import reward_info
+    from .schemas import RewardCode, RewardDefinition
+    from .services import rewards
+
+    def define(session, gw):
+        from pydantic import TypeAdapter
+
+        TypeAdapter(RewardCode).validate_python(code)
+        body = RewardDefinition.model_validate({
+            "kind": kind, "name": name, "description": description, "points_price": points_price, "stock": stock,
+            "available_from": available_from or gw.now().isoformat(), "available_until": available_until, "min_tier": min_tier,
+            "per_member_limit": per_member_limit, "coupon_value_minor": coupon_value_minor,
+            "coupon_min_spend_minor": coupon_min_spend_minor, "coupon_valid_days": coupon_valid_days, "active": active})
+        return reward_info(rewards.define(session, gw, "cli", code, rewards.RewardSpec(**body.model_dump()), gw.now())).model_dump()
+
+    _echo(_operate(define))
+
+
+@reward_app.command("list")
+def reward_list() -> None:
+    """The whole catalogue (rewards not on offer included), as JSON."""
+    from .routes.rewards import reward_info
+    from .services import rewards
+
+    _echo(_operate(lambda session, gw: [reward_info(r).model_dump() for r in rewards.catalogue(session, gw.now(), include_inactive=True)]))
+
+
+@reward_app.command("orders")
+def reward_orders(status: str = typer.Option(None, help="awaiting_payment | ordered | shipped | delivered | issued | granted | cancelled"),
+                  limit: int = typer.Option(100, min=1, max=10_000)) -> None:
+    """Orders to fulfil, newest first (coupon codes are the members' and are left out), as JSON."""
+    from sqlalchemy import select
+
+    from .models import Reward, RewardOrder
+    from .routes.rewards import order_info
+
+    def orders(session, gw):
+        query = select(RewardOrder, Reward).join(Reward, Reward.id == RewardOrder.reward_id).order_by(RewardOrder.id.desc()).limit(limit)
+        if status is not None:
+            query = query.where(RewardOrder.status == status)
+        return [order_info(gw, row, reward, None) for row, reward in session.execute(query)]
+
+    _echo(_operate(orders))
+
+
+@reward_app.command("fulfil")
+def reward_fulfil(order_ref: str = typer.Argument(...), status: str = typer.Argument(..., help="shipped | delivered | cancelled")) -> None:
+    """Move an order on, or cancel it (its points go back to the member, its item back to stock)."""
+    from .services import rewards
+
+    if status not in ("shipped", "delivered", "cancelled"):
+        raise typer.BadParameter("status is shipped, delivered or cancelled")
+    out = _operate(lambda session, gw: rewards.change_status(session, gw, "cli", order_ref, status, gw.now()).order.status)
+    console.print(f"order {order_ref} is {out}")
+
+
+cause_app = typer.Typer(pretty_exceptions_show_locals=False, no_args_is_help=True,
+                        help="Causes members may donate points to: define, list (each change versioned and audited).")
+app.add_typer(cause_app, name="cause")
+
+
+@cause_app.command("define")
+def cause_define(code: str = typer.Argument(..., help="lowercase letters, digits, dashes"), name: str = typer.Option(...),
+                 description: str = typer.Option(""), active: bool = typer.Option(True, "--active/--inactive")) -> None:
+    """List a cause for donations, or change it as a new version."""
+    from .routes.gifts import cause_info
+    from .schemas import CauseDefinition, RewardCode
+    from .services import gifts
+
+    def define(session, gw):
+        from pydantic import TypeAdapter
+
+        TypeAdapter(RewardCode).validate_python(code)
+        body = CauseDefinition.model_validate({"name": name, "description": description, "active": active})
+        return cause_info(gifts.define_cause(session, "cli", code, body.name, body.description, body.active, gw.now()), 0).model_dump()
+
+    _echo(_operate(define))
+
+
+@cause_app.command("list")
+def cause_list() -> None:
+    """Every cause with the points donated to it, as JSON."""
+    from .routes.gifts import cause_info
+    from .services import gifts
+
+    _echo(_operate(lambda session, gw: [cause_info(c, points).model_dump() for c, points in gifts.causes(session, include_inactive=True)]))

@@ -16,7 +16,7 @@ router = APIRouter(prefix="/v1", tags=["gifts"])
 operator = allow("operator")
 
 
-def _cause_info(cause, donated: int) -> CauseInfo:
+def cause_info(cause, donated: int) -> CauseInfo:
     return CauseInfo(code=cause.code, version=cause.version, name=cause.name, description=cause.description, active=cause.active,
                      donated=donated)
 
@@ -33,14 +33,14 @@ def _answer(out: gifts.Given, response: Response) -> GiftResponse:
 def define_cause(body: CauseDefinition, code: RewardCode, who: Principal = Depends(operator), gw: Gateway = Depends(gateway)) -> CauseInfo:
     with transaction(gw.sessions) as session:
         cause = gifts.define_cause(session, who.subject, code, body.name, body.description, body.active, gw.now())
-        return _cause_info(cause, dict((c.id, d) for c, d in gifts.causes(session, include_inactive=True))[cause.id])
+        return cause_info(cause, dict((c.id, d) for c, d in gifts.causes(session, include_inactive=True))[cause.id])
 
 
 @router.get("/causes", response_model=list[CauseInfo], responses=problems(*AUTH, 503),
             summary="The causes members may donate points to, with what they have received")
 def causes(who: Principal = Depends(allow("member", "operator", "auditor")), gw: Gateway = Depends(gateway)) -> list[CauseInfo]:
     with reading(gw.sessions) as session:
-        return [_cause_info(c, donated) for c, donated in gifts.causes(session, include_inactive=who.role != "member")]
+        return [cause_info(c, donated) for c, donated in gifts.causes(session, include_inactive=who.role != "member")]
 
 
 @router.post("/me/gifts", response_model=GiftResponse, status_code=status.HTTP_201_CREATED,
