@@ -130,6 +130,16 @@ class MemberClient:
         """Submit a signed authorisation; the wallet must be linked to this account at this brand."""
         return self._call("POST", "/v1/me/redemptions", json=auth.to_dict())
 
+    def rewards(self) -> list[dict]:
+        """The brand's rewards on offer, each saying whether this member may order it now."""
+        return self._call("GET", "/v1/rewards")
+
+    def order(self, reward: str, pay_with_ap: Redemption | None = None, idempotency_key: str | None = None) -> dict:
+        """Order a reward with this brand's points, or with AP by a signed authorisation for this brand
+        (granted once the redemption is final on chain)."""
+        body = {"reward": reward} | ({"pay_with_ap": pay_with_ap.to_dict()} if pay_with_ap else {})
+        return self._call("POST", "/v1/me/reward-orders", json=body, headers={"Idempotency-Key": idempotency_key or uuid.uuid4().hex})
+
     def linked_wallet(self) -> str | None:
         return self._call("GET", "/v1/me")["wallet_address"]
 

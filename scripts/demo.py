@@ -79,6 +79,52 @@ def federated_training(console: Console, workdir: Path, brands: dict) -> None:
             b.http.post("/v1/admin/anchors", json={"kind": kind}, headers=b.headers("operator"))
 
 
+def spending_points(console: Console, brands: dict, sessions: dict, wallets: dict, now: datetime) -> None:
+    """Rewards bought with a brand's own points, points paying part of a purchase, a coupon used at the
+    till, and AP earned at the grocery spent on a reward at the cafe in one step."""
+    console.rule("[bold]Spending points")
+    grocery, cafe = brands["grocery"], brands["cafe"]
+    since = (now - timedelta(days=1)).isoformat()
+    for brand, code, spec in ((grocery, "tote-bag", {"kind": "good", "name": "Canvas tote bag", "points_price": 800, "stock": 100}),
+                              (cafe, "ceramic-mug", {"kind": "good", "name": "Ceramic mug", "points_price": 500, "stock": 20}),
+                              (cafe, "latte", {"kind": "coupon", "name": "Latte coupon", "points_price": 300, "coupon_value_minor": 1_800,
+                                               "coupon_min_spend_minor": 2_000})):
+        r = brand.http.put(f"/v1/admin/rewards/{code}", json=spec | {"available_from": since}, headers=brand.headers("operator"))
+        r.raise_for_status()
+    tote = sessions["alice", "grocery"].order("tote-bag")
+    console.print(f"alice orders a {tote['reward']} at Harbour Grocery for {tote['points']} of her points ({tote['status']}); "
+                  f"balance {tote['balance']}")
+    bob_ref = sessions["bob", "grocery"].balance()["member_ref"]
+    paid = grocery.http.post("/v1/purchases", headers=grocery.headers("pos", **{"Idempotency-Key": "till-7:pay"}),
+                             json={"member_ref": bob_ref, "amount_minor": 6_000, "occurred_at": (now + timedelta(seconds=9)).isoformat(),
+                                   "points_burned": 500}).json()
+    console.print(f"bob pays 5.00 of a 60.00 grocery purchase with {paid['points_burned']} points (100 points = 1.00): "
+                  f"earns {paid['points']} on the {paid['paid_minor'] / 100:.2f} paid otherwise, balance {paid['balance']}")
+    client = sessions["alice", "cafe"]
+    client.consent("alliance_exchange")
+    if client.linked_wallet() != wallets["alice"].address:
+        client.link_wallet(wallets["alice"])  # the cafe credits only the wallet's owner
+    mug = client.order("ceramic-mug", pay_with_ap=client.authorise(wallets["alice"], 10))
+    console.print(f"alice spends 10 AP from the grocery on a {mug['reward']} at Bean Cafe in one step: {mug['status']} once the "
+                  f"redemption is final on chain ({mug['paid_with_ap']['status']}, +{mug['paid_with_ap']['reward_points']} points, "
+                  f"-{mug['points']})")
+    latte = sessions["bob", "cafe"].order("latte")
+    code = latte["coupon"]["code"]
+    bob_cafe = sessions["bob", "cafe"].balance()["member_ref"]
+    used = cafe.http.post("/v1/purchases", headers=cafe.headers("pos", **{"Idempotency-Key": "cafe-till:1"}),
+                          json={"member_ref": bob_cafe, "amount_minor": 3_200, "occurred_at": (now + timedelta(seconds=10)).isoformat(),
+                                "coupon_code": code}).json()
+    again = cafe.http.post("/v1/purchases", headers=cafe.headers("pos", **{"Idempotency-Key": "cafe-till:2"}),
+                           json={"member_ref": bob_cafe, "amount_minor": 3_200, "occurred_at": (now + timedelta(seconds=11)).isoformat(),
+                                 "coupon_code": code})
+    console.print(f"bob's latte coupon {code} takes {used['discount_minor'] / 100:.2f} off a 32.00 cafe purchase; "
+                  f"shown again at the till: refused ({again.json()['detail']})")
+    liability = grocery.http.get("/v1/audit/liability", headers=grocery.headers("auditor")).json()
+    console.print(f"Harbour Grocery points liability: issued {liability['issued']:,}, spent {liability['spent']:,}, exchanged out "
+                  f"{liability['exchanged_out']:,}, outstanding {liability['outstanding']:,} "
+                  f"(worth {liability['outstanding_value_minor'] / 100:,.2f} {liability['currency']})")
+
+
 def run(workdir: Path = typer.Option(Path("var/demo"), help="where the brands' databases and keys go (recreated)")) -> None:
     console = Console()
     local = LocalAlliance.start(workdir)
@@ -121,7 +167,7 @@ def run(workdir: Path = typer.Option(Path("var/demo"), help="where the brands' d
     console.print(f"alice exchanges {x['brand_points']} Harbour points into {x['ap_amount']} AP ({x['status']}, tx {x['tx_hash'][:12]}...)")
     x = sessions["bob", "grocery"].exchange(20)
     console.print(f"bob exchanges {x['brand_points']} Harbour points into {x['ap_amount']} AP")
-    for name, bid, amount in (("alice", "airline", 30), ("bob", "cafe", 15), ("alice", "cafe", 10)):
+    for name, bid, amount in (("alice", "airline", 30), ("bob", "cafe", 15)):
         client = sessions[name, bid]
         client.consent("alliance_exchange")
         if client.linked_wallet() != wallets[name].address:
@@ -133,6 +179,8 @@ def run(workdir: Path = typer.Option(Path("var/demo"), help="where the brands' d
         client.redeem(client.authorise(wallets["bob"], 1_000))
     except Exception as exc:
         console.print(f"bob tries to redeem more AP than he holds: refused ({str(exc)[:90]}...)")
+
+    spending_points(console, brands, sessions, wallets, now)
 
     console.rule("[bold]Privacy")
     sessions["bob", "grocery"].consent("alliance_exchange", granted=False)
