@@ -28,7 +28,7 @@ from ..schemas import (
     TillPurchase,
 )
 from ..services import alliance, ledger, members, purchases
-from . import AUTH, gateway, idempotency_key, problems
+from . import AUTH, gateway, grouped, idempotency_key, problems
 
 router = APIRouter(prefix="/v1", tags=["points"])
 
@@ -70,7 +70,7 @@ async def purchase(body: TillPurchase, request: Request, response: Response, key
     gw: Gateway = request.app.state.gateway
     event = _event(who, key, body, gw.settings.earn.home_currency)
     if body.pays_with_points:
-        paid = await run_in_threadpool(purchases.pay_committed, gw, event, body.points_burned, body.coupon_code)
+        paid = await grouped(request, lambda session: purchases.pay(session, gw, event, body.points_burned, body.coupon_code, gw.now()))
         outcome, extra = paid.earned, {"points_burned": paid.points_burned, "discount_minor": paid.discount_minor,
                                        "paid_minor": paid.paid_minor}
     else:

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Path, Query, Response, status
+from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
@@ -25,7 +25,7 @@ from ..schemas import (
 )
 from ..services import alliance, rewards
 from ..services.purchases import request_hash
-from . import AUTH, gateway, idempotency_key, need_chain, problems
+from . import AUTH, gateway, grouped, idempotency_key, need_chain, problems
 from .points import REPLAY
 
 router = APIRouter(prefix="/v1", tags=["rewards"])
@@ -117,19 +117,21 @@ def catalogue(who: Principal = Depends(allow("member")), gw: Gateway = Depends(g
              | problems(*AUTH, 400, 403, 404, 409, 503),
              summary="Order a reward with points, or with alliance points by a signed redemption (idempotent on "
                      "Idempotency-Key); a coupon's code comes with it")
-async def order(body: OrderRequest, response: Response, key: str = Depends(idempotency_key), who: Principal = Depends(allow("member")),
-                gw: Gateway = Depends(gateway)) -> OrderResponse:
+async def order(body: OrderRequest, request: Request, response: Response, key: str = Depends(idempotency_key),
+                who: Principal = Depends(allow("member")), gw: Gateway = Depends(gateway)) -> OrderResponse:
     if body.pay_with_ap is not None:
         return await _order_with_ap(body, response, key, who, gw)
 
-    def place() -> OrderResponse:
-        with transaction(gw.sessions) as session:
-            member = session.get(Member, who.member_id)
-            out = rewards.order(session, gw, member, body.reward, idempotency_key=f"member:{member.member_ref}:{key}",
-                                body_hash=request_hash(body), now=gw.now())
-            return _answer(gw, out, response)
+    def place(session) -> OrderResponse:
+        member = session.get(Member, who.member_id)
+        out = rewards.order(session, gw, member, body.reward, idempotency_key=f"member:{member.member_ref}:{key}",
+                            body_hash=request_hash(body), now=gw.now())
+        return OrderResponse(**order_info(gw, out.order, out.reward, out.coupon), balance=out.balance, replayed=out.replayed)
 
-    return await run_in_threadpool(place)
+    answer = await grouped(request, place)
+    if answer.replayed:
+        response.status_code = status.HTTP_200_OK
+    return answer
 
 
 async def _order_with_ap(body: OrderRequest, response: Response, key: str, who: Principal, gw: Gateway) -> OrderResponse:

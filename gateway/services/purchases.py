@@ -399,18 +399,6 @@ def pay(session: Session, gw: Gateway, event: PurchaseEvent, points_burned: int,
     return Paid(out, points_burned, purchase.discount_minor, payable - value)
 
 
-def pay_committed(gw: Gateway, event: PurchaseEvent, points_burned: int, coupon: str | None) -> Paid:
-    """`pay` in a transaction of its own (a concurrent retry of the same key: run again, a replay)."""
-    for attempt in (1, 2):
-        try:
-            with transaction(gw.sessions) as session:
-                return pay(session, gw, event, points_burned, coupon, gw.now())
-        except IntegrityError:
-            if attempt == 2:
-                raise
-    raise AssertionError("unreachable")
-
-
 def refund(session: Session, gw: Gateway, *, idempotency_key: str, purchase_ref: str, amount_minor: int,
            body_hash: str, now: datetime) -> tuple[Refund, Purchase, Member, bool]:
     existing = session.scalars(select(Refund).where(Refund.idempotency_key == idempotency_key)).first()

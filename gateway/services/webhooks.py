@@ -88,6 +88,7 @@ def subscribe(session: Session, gw: Gateway, actor: str, spec: SubscriptionSpec,
                               secret_version=1, active=spec.active, created_at=now, updated_at=now)
     session.add(sub)
     session.flush()
+    session.info.pop("webhook_subscriptions", None)
     audit.record(session, actor, "webhook.subscribed", now, id=sub.id, url=spec.url, event_types=sorted(set(spec.event_types)))
     return sub
 
@@ -105,6 +106,7 @@ def change(session: Session, gw: Gateway, actor: str, sub_id: int, spec: Subscri
     sub = get(session, sub_id, for_update=True)
     sub.url, sub.event_types, sub.description = spec.url, json.dumps(sorted(set(spec.event_types))), spec.description
     sub.active, sub.updated_at = spec.active, now
+    session.info.pop("webhook_subscriptions", None)
     audit.record(session, actor, "webhook.changed", now, id=sub.id, url=spec.url, event_types=sorted(set(spec.event_types)),
                  active=spec.active)
     return sub
@@ -124,8 +126,7 @@ def emit(session: Session, event_type: str, items: list[dict], now: datetime) ->
     assert event_type in EVENT_TYPES, event_type
     if not items:
         return
-    subs = [s.id for s in session.scalars(select(WebhookSubscription).where(WebhookSubscription.active.is_(True)))
-            if event_type in json.loads(s.event_types)]
+    subs = [sub_id for sub_id, types in _active(session) if event_type in types]
     if not subs:
         return
     stamp = as_utc(now).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -134,6 +135,14 @@ def emit(session: Session, event_type: str, items: list[dict], now: datetime) ->
                  status="pending", attempts=0, next_attempt_at=now, created_at=now)
             for data in items for sub_id in subs]
     session.execute(WebhookDelivery.__table__.insert(), rows)
+
+
+def _active(session: Session) -> list[tuple[int, set[str]]]:
+    """The active subscriptions, read once per session (a grouped write emits for many requests)."""
+    if "webhook_subscriptions" not in session.info:
+        session.info["webhook_subscriptions"] = [(s.id, set(json.loads(s.event_types))) for s in session.scalars(
+            select(WebhookSubscription).where(WebhookSubscription.active.is_(True)))]
+    return session.info["webhook_subscriptions"]
 
 
 def replay(session: Session, actor: str, msg_id: str, now: datetime) -> WebhookDelivery:
