@@ -28,7 +28,7 @@ from ..schemas import (
     TillPurchase,
 )
 from ..services import alliance, ledger, members, purchases
-from . import AUTH, gateway, grouped, idempotency_key, problems
+from . import AUTH, gateway, idempotency_key, problems
 
 router = APIRouter(prefix="/v1", tags=["points"])
 
@@ -55,7 +55,7 @@ def _event(who: Principal, key: str, body: PurchaseRequest, home_currency: str) 
         body_hash=purchases.request_hash(body, exclude={"idempotency_key"} | (_PAYMENT_FIELDS if plain else set())),
         amount_minor=body.amount_minor, currency=body.currency or home_currency, channel=body.channel, eco=body.eco,
         occurred_at=body.occurred_at, member_ref=body.member_ref, identifier_kind=body.identifier_kind,
-        identifier=body.identifier)
+        identifier=body.identifier, **({} if plain else {"points_burned": body.points_burned, "coupon_code": body.coupon_code}))
 
 
 REPLAY = "a retry of a request already applied (same key, same request): its original outcome, applied once"
@@ -69,18 +69,13 @@ async def purchase(body: TillPurchase, request: Request, response: Response, key
                    who: Principal = Depends(allow("pos", "operator"))) -> PurchaseResponse:
     gw: Gateway = request.app.state.gateway
     event = _event(who, key, body, gw.settings.earn.home_currency)
-    if body.pays_with_points:
-        paid = await grouped(request, lambda session: purchases.pay(session, gw, event, body.points_burned, body.coupon_code, gw.now()))
-        outcome, extra = paid.earned, {"points_burned": paid.points_burned, "discount_minor": paid.discount_minor,
-                                       "paid_minor": paid.paid_minor}
-    else:
-        # Concurrent purchases share transactions (gateway/groupcommit.py); each is answered once committed.
-        outcome, extra = await request.app.state.purchases.submit(event), {}
-        if isinstance(outcome, GatewayError):
-            raise outcome
+    # Concurrent purchases share transactions (gateway/groupcommit.py); each is answered once committed.
+    outcome = await request.app.state.purchases.submit(event)
+    if isinstance(outcome, GatewayError):
+        raise outcome
     if outcome.replayed:
         response.status_code = status.HTTP_200_OK
-    return PurchaseResponse(**outcome._asdict(), **extra)
+    return PurchaseResponse(**outcome._asdict())
 
 
 @router.post("/purchases/batch", response_model=BatchResponse, responses=problems(*AUTH, 503),

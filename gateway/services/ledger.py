@@ -19,7 +19,7 @@ from typing import NamedTuple
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from ..db import allocate_ids, insert_many
+from ..db import allocate_ids, insert_many, update_many
 from ..errors import InsufficientPoints
 from ..models import LedgerEntry, LedgerTxn, LotDebit, Member, PointLot
 
@@ -89,6 +89,49 @@ def credit_each(session: Session, grants: list[tuple[Member, int, str | None]], 
         credits.append(Credit(member.id, kind, amount, counter_account, ref, max(0, -member.balance), expires_at))
         member.balance += amount
     return credit_many(session, credits, now)
+
+
+class Debit(NamedTuple):
+    member_id: int
+    kind: str
+    amount: int
+    counter_account: str
+    ref: str | None
+    takes: list[tuple[int, int]]  # (lot id, points taken from it), oldest-expiring first
+
+
+def debit_many(session: Session, debits: list[Debit], lots_left: dict[int, int], now: datetime) -> list[int]:
+    """Post debits whose lots the caller chose (`take_fifo`), in one statement per table: the
+    transactions, their entries, what each took from which lot, and the lots' `remaining`
+    (`lots_left`: lot id -> what it holds now). Returns the transaction ids in order; the caller keeps
+    `Member.balance` in step and holds the members' locks."""
+    if not debits:
+        return []
+    conn = session.connection()
+    ids = allocate_ids(conn, LedgerTxn.__table__, len(debits))
+    insert_many(conn, LedgerTxn.__table__, ("id", "kind", "member_id", "ref", "created_at"),
+                [(txn_id, d.kind, d.member_id, d.ref, now) for d, txn_id in zip(debits, ids, strict=True)])
+    insert_many(conn, LedgerEntry.__table__, ("txn_id", "account", "member_id", "amount"), [
+        row for d, txn_id in zip(debits, ids, strict=True)
+        for row in ((txn_id, MEMBER, d.member_id, -d.amount), (txn_id, d.counter_account, None, d.amount))])
+    insert_many(conn, LotDebit.__table__, ("txn_id", "lot_id", "amount"),
+                [(txn_id, lot_id, take) for d, txn_id in zip(debits, ids, strict=True) for lot_id, take in d.takes])
+    update_many(conn, PointLot.__table__, ("remaining",), [(left, lot_id) for lot_id, left in lots_left.items()])
+    return ids
+
+
+def take_fifo(lots: list[list[int]], amount: int) -> list[tuple[int, int]]:
+    """Take `amount` from `lots` ([lot id, remaining], oldest-expiring first; updated in place)."""
+    takes, left = [], amount
+    for lot in lots:
+        if left == 0:
+            break
+        take = min(lot[1], left)
+        if take:
+            lot[1] -= take
+            left -= take
+            takes.append((lot[0], take))
+    return takes
 
 
 def open_lots(session: Session, member_id: int, now: datetime) -> list[PointLot]:

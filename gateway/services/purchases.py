@@ -17,20 +17,21 @@ from uuid_utils import uuid7
 
 from privacy.receipts import Purpose
 
-from ..db import as_utc, insert_many, one_of, transaction, update_many
+from ..db import allocate_ids, as_utc, insert_many, one_of, transaction, update_many
 from ..errors import (
     Conflict,
     ConsentRequired,
     GatewayError,
     IdempotencyMismatch,
+    InsufficientPoints,
     MemberNotActive,
     NotFound,
     RateLimited,
 )
-from ..models import Action, Consent, LedgerTxn, LotDebit, Member, PointLot, Purchase, Refund, TierChange
+from ..models import Action, Consent, Coupon, LedgerTxn, LotDebit, Member, PointLot, Purchase, Refund, RewardOrder, TierChange
 from ..settings import GatewaySettings
 from ..runtime import Gateway
-from . import consent, ledger, members, rewards, rules, tiers
+from . import consent, ledger, members, rewards, rules, tiers, webhooks
 
 
 def request_hash(body: BaseModel, *, scope: str = "", exclude: set[str] | None = None) -> str:
@@ -125,7 +126,8 @@ class PurchaseEvent(NamedTuple):  # named tuples: a batch builds thousands, and 
     member_ref: str | None = None
     identifier_kind: str | None = None
     identifier: str | None = None
-    paid_minor: int | None = None  # the part not paid with points or a coupon (None: all of it): what earns
+    points_burned: int = 0  # points paying part of it (P-15)
+    coupon_code: str | None = None  # a coupon taking part of it off (P-36)
 
 
 class Earned(NamedTuple):
@@ -137,6 +139,9 @@ class Earned(NamedTuple):
     balance: int
     tier: str
     replayed: bool
+    points_burned: int = 0
+    discount_minor: int = 0  # taken off by a coupon
+    paid_minor: int | None = None  # paid otherwise, and earned on (None: a plain purchase, all of it)
 
 
 Outcome = Earned | GatewayError
@@ -166,15 +171,18 @@ class _MemberState:
     unsaved: list[tuple[datetime, int]] = field(default_factory=list)  # this batch's earnings: UTC time, points
 
 
-_PURCHASE_COLUMNS = ("purchase_ref", "idempotency_key", "request_hash", "member_id", "amount_minor", "refunded_minor",
-                     "currency", "channel", "eco", "occurred_at", "received_at", "points", "campaign", "clawed_back", "txn_id")
+_PURCHASE_COLUMNS = ("id", "purchase_ref", "idempotency_key", "request_hash", "member_id", "amount_minor", "refunded_minor",
+                     "currency", "channel", "eco", "occurred_at", "received_at", "points", "campaign", "clawed_back",
+                     "points_burned", "burn_value_minor", "points_returned", "discount_minor", "txn_id")
 _MEMBER_COLUMNS = ("id", "member_ref", "status", "enrolled_at", "tier", "downgrade_due_at", "birth_month", "balance", "purchase_count",
                    "earned_day", "earned_today", "purchase_tat_us")
 
 
 def ingest(session: Session, gw: Gateway, events: list[PurchaseEvent], now: datetime) -> list[Outcome]:
     """Record purchases in order, each with exactly the rules a lone purchase gets (idempotency,
-    plausibility, active member, `loyalty_core` consent, rate limit, multipliers, daily cap, tier).
+    plausibility, active member, `loyalty_core` consent, rate limit, multipliers, daily cap, tier),
+    paid in part with points (burned oldest-expiring first) and a coupon (used once) where it says
+    so, earning only on what was paid otherwise; a refused payment refuses the purchase.
 
     One read per kind of fact and one write per table for the whole batch, so a till's backlog and
     many concurrent single purchases (grouped by the caller) cost a few statements, not a dozen each.
@@ -187,7 +195,8 @@ def ingest(session: Session, gw: Gateway, events: list[PurchaseEvent], now: date
     keys = {e.idempotency_key for e in events}
     stored = {row.idempotency_key: row for row in session.execute(
         select(purchases_t.c.idempotency_key, purchases_t.c.request_hash, purchases_t.c.purchase_ref, purchases_t.c.points,
-               purchases_t.c.campaign, members_t.c.member_ref, members_t.c.balance, members_t.c.tier)
+               purchases_t.c.campaign, members_t.c.member_ref, members_t.c.balance, members_t.c.tier, purchases_t.c.amount_minor,
+               purchases_t.c.points_burned, purchases_t.c.burn_value_minor, purchases_t.c.discount_minor)
         .join(members_t, members_t.c.id == purchases_t.c.member_id).where(one_of(session, purchases_t.c.idempotency_key, keys)))}
     member_of: list[int | None] = [None] * len(events)
     refs = {e.member_ref for e in events if e.member_ref is not None and e.idempotency_key not in stored}
@@ -197,13 +206,19 @@ def ingest(session: Session, gw: Gateway, events: list[PurchaseEvent], now: date
     for i, e in enumerate(events):
         if (old := stored.get(e.idempotency_key)) is not None:
             out[i] = (IdempotencyMismatch("this idempotency key was used for a different request") if old.request_hash != e.body_hash
-                      else Earned(old.purchase_ref, old.member_ref, old.points, old.campaign, 0, old.balance, old.tier, True))
+                      else Earned(old.purchase_ref, old.member_ref, old.points, old.campaign, 0, old.balance, old.tier, True,
+                                  old.points_burned, old.discount_minor,
+                                  old.amount_minor - old.discount_minor - old.burn_value_minor if old.points_burned or old.discount_minor else None))
         elif (timing := window.refuses(e.occurred_at)) is not None:
             refused[i] = timing
         elif e.currency not in s.earn.currencies:
             refused[i] = GatewayError(f"currency {e.currency} is not accepted here; accepted: {', '.join(s.earn.currencies)}")
         elif e.amount_minor > s.max_purchase_minor:
             refused[i] = GatewayError(f"amount_minor above the plausible maximum of {s.max_purchase_minor}")
+        elif e.points_burned and e.currency != s.earn.home_currency:
+            refused[i] = GatewayError(f"points pay only in the home currency, {s.earn.home_currency}")
+        elif e.points_burned and (inexact := _inexact_burn(gw, e.points_burned)) is not None:
+            refused[i] = inexact
         elif e.member_ref is not None:
             member_of[i] = ids_by_ref.get(e.member_ref)
             if member_of[i] is None:
@@ -221,8 +236,12 @@ def ingest(session: Session, gw: Gateway, events: list[PurchaseEvent], now: date
 
     ids = sorted({mid for mid in member_of if mid is not None})
     state = _load_members(session, s, ids, now)
+    burning = [i for i, e in enumerate(events) if e.points_burned and out[i] is None and refused[i] is None]
+    lots = _open_lots(session, {member_of[i] for i in burning}, now)  # member id -> [[lot id, remaining], ...]
+    coupons = _coupons(session, [events[i].coupon_code for i, e in enumerate(events)
+                                 if e.coupon_code and out[i] is None and refused[i] is None])
     taken: dict[str, tuple[str, Earned, _MemberState]] = {}  # keys this batch stored so far
-    new_purchases, credits, credited, tier_changes, announced = [], [], [], [], []
+    batch = _Writes()
     window_start = now - timedelta(days=s.tier_window_days)
     tz = s.zone
     expires_at = now + timedelta(days=s.earn.validity_days)
@@ -252,9 +271,32 @@ def ingest(session: Session, gw: Gateway, events: list[PurchaseEvent], now: date
             wait_s = -(-wait_us // 1_000_000)
             out[i] = RateLimited(f"too many purchases for this member; the next one fits in {wait_s} s", retry_after_s=wait_s)
             continue
+        coupon, discount = None, 0
+        if e.coupon_code:
+            coupon = coupons.get(rewards.code_hash(e.coupon_code))
+            if (why := _coupon_refusal(coupon, m.id, e.amount_minor, now)) is not None:
+                out[i] = why
+                continue
+            discount = min(coupon.value_minor, e.amount_minor)
+        value = burn_value(gw, e.points_burned)
+        if value > e.amount_minor - discount:
+            out[i] = GatewayError(f"{e.points_burned} points pay {value}, more than the {e.amount_minor - discount} left to pay")
+            continue
+        if e.points_burned:
+            held = lots.get(m.id, [])
+            if sum(lot[1] for lot in held) < e.points_burned and any(p for _, p in m.unsaved):
+                # Points this batch credited to the member are not in their lots until written.
+                batch.write(session, gw, state, now)
+                lots |= _open_lots(session, {m.id}, now)
+                held = lots.get(m.id, [])
+            available = sum(lot[1] for lot in held)
+            if e.points_burned > available:
+                out[i] = InsufficientPoints(f"{e.points_burned} points needed, {available} available", needed=e.points_burned,
+                                            available=available)
+                continue
 
         local = e.occurred_at.astimezone(tz)  # the brand's day decides the day's multipliers and cap
-        paid = e.amount_minor if e.paid_minor is None else e.paid_minor
+        paid = e.amount_minor - discount - value
         earning = rules.purchase_points(s.earn, s.earn.currencies[e.currency], tiers.tier_rule(s, m.tier), paid,
                                         first_order=m.purchase_count == 0, birth_month=m.birth_month, eco=e.eco, occurred_at=local)
         day, earned_before, latest = _earned_that_day(session, m, local, tz, m.unsaved)
@@ -263,11 +305,17 @@ def ingest(session: Session, gw: Gateway, events: list[PurchaseEvent], now: date
         purchase_ref = str(uuid7())  # time-ordered: appends to the refs' index instead of touching a random page
         occurred_utc = e.occurred_at.astimezone(UTC)  # stored in UTC: SQLite keeps no offset
         m.unsaved.append((occurred_utc, points))
-        new_purchases.append([purchase_ref, e.idempotency_key, e.body_hash, m.id, e.amount_minor, 0, e.currency, e.channel,
-                              e.eco, occurred_utc, now, points, earning.campaign, 0, None])  # _PURCHASE_COLUMNS
+        row = [None, purchase_ref, e.idempotency_key, e.body_hash, m.id, e.amount_minor, 0, e.currency, e.channel, e.eco,
+               occurred_utc, now, points, earning.campaign, 0, e.points_burned, value, 0, discount, None]  # _PURCHASE_COLUMNS
+        batch.purchases.append(row)
+        if e.points_burned:  # burned before the earning is credited, as the till took them first
+            batch.debit(m, ledger.Debit(m.id, "burn", e.points_burned, rewards.REDEEMED, purchase_ref,
+                                        ledger.take_fifo(lots[m.id], e.points_burned)), lots[m.id])
+        if coupon is not None:
+            batch.coupons.append((coupon, row, m.member_ref))
         if points:
-            credits.append(ledger.Credit(m.id, "earn", points, "issued", purchase_ref, max(0, -m.balance), expires_at))
-            credited.append(new_purchases[-1])
+            batch.credits.append(ledger.Credit(m.id, "earn", points, "issued", purchase_ref, max(0, -m.balance), expires_at))
+            batch.credited.append(row)
             m.balance += points
         m.purchase_count += 1
         m.purchase_tat_us = tat_us
@@ -277,21 +325,123 @@ def ingest(session: Session, gw: Gateway, events: list[PurchaseEvent], now: date
             m.activity = (spend + e.amount_minor, count + 1, actions)
         tier, m.downgrade_due_at = tiers.decide(s, m.tier, m.downgrade_due_at, m.activity, now)
         if tier != m.tier:
-            tier_changes.append((m.id, m.tier, tier, "qualified", now))
-            announced.append((m.id, m.member_ref, m.tier, tier, "qualified"))
+            batch.tier_changes.append((m.id, m.member_ref, m.tier, tier, "qualified"))
             m.tier, m.tier_changed = tier, True
-        out[i] = Earned(purchase_ref, m.member_ref, points, earning.campaign, earning.points - points, m.balance, m.tier, False)
+        out[i] = Earned(purchase_ref, m.member_ref, points, earning.campaign, earning.points - points, m.balance, m.tier, False,
+                        e.points_burned, discount, paid if e.points_burned or coupon is not None else None)
         taken[e.idempotency_key] = (e.body_hash, out[i], m)
 
-    if new_purchases:
-        for row, txn_id in zip(credited, ledger.credit_many(session, credits, now), strict=True):
-            row[-1] = txn_id  # the last of _PURCHASE_COLUMNS
-        insert_many(session.connection(), purchases_t, _PURCHASE_COLUMNS, [tuple(row) for row in new_purchases])
-        insert_many(session.connection(), TierChange.__table__, ("member_id", "from_tier", "to_tier", "reason", "changed_at"),
-                    tier_changes)
-        tiers.announce(session, announced, now)
-        _store_members(session, [m for m in state.values() if m.touched], now)
+    batch.write(session, gw, state, now)
     return out  # type: ignore[return-value]
+
+
+@dataclass(slots=True)
+class _Writes:
+    """What a batch writes, kept until `write` (at its end, or before a burn needs points the batch
+    itself credited): one statement per table."""
+
+    purchases: list[list] = field(default_factory=list)  # _PURCHASE_COLUMNS
+    credits: list[ledger.Credit] = field(default_factory=list)
+    credited: list[list] = field(default_factory=list)  # the purchase rows of `credits`, in order
+    debits: list[ledger.Debit] = field(default_factory=list)
+    debited: list[list] = field(default_factory=list)
+    lots_left: dict[int, int] = field(default_factory=dict)  # lot id -> remaining after this batch's burns
+    coupons: list[tuple] = field(default_factory=list)  # (coupon row, purchase row, member_ref)
+    tier_changes: list[tuple] = field(default_factory=list)  # (member id, member_ref, from, to, reason)
+
+    def debit(self, m: _MemberState, debit: ledger.Debit, lots: list[list[int]]) -> None:
+        self.debits.append(debit)
+        m.balance -= debit.amount
+        for lot_id, _ in debit.takes:
+            self.lots_left[lot_id] = next(left for lid, left in lots if lid == lot_id)
+
+    def write(self, session: Session, gw: Gateway, state: dict[int, _MemberState], now: datetime) -> None:
+        if not self.purchases:
+            return
+        conn = session.connection()
+        for row, purchase_id in zip(self.purchases, allocate_ids(conn, Purchase.__table__, len(self.purchases)), strict=True):
+            row[0] = purchase_id
+        ledger.debit_many(session, self.debits, self.lots_left, now)
+        for row, txn_id in zip(self.credited, ledger.credit_many(session, self.credits, now), strict=True):
+            row[-1] = txn_id  # the last of _PURCHASE_COLUMNS
+        insert_many(conn, Purchase.__table__, _PURCHASE_COLUMNS, [tuple(row) for row in self.purchases])
+        if self.coupons:
+            update_many(conn, Coupon.__table__, ("status", "purchase_id"), [("used", row[0], c.id) for c, row, _ in self.coupons])
+            webhooks.emit(session, "coupon.used", [{"order_ref": c.order_ref, "purchase_ref": row[1], "member_ref": ref,
+                                                    "discount_minor": row[18]} for c, row, ref in self.coupons], now)
+        insert_many(conn, TierChange.__table__, ("member_id", "from_tier", "to_tier", "reason", "changed_at"),
+                    [(mid, old, new, reason, now) for mid, _, old, new, reason in self.tier_changes])
+        tiers.announce(session, self.tier_changes, now)
+        _store_members(session, [m for m in state.values() if m.touched], now)
+        for m in state.values():
+            m.tier_changed = False
+            m.unsaved.clear()  # written: the stored events count them now
+        self.purchases, self.credits, self.credited, self.debits, self.coupons, self.tier_changes = [], [], [], [], [], []
+        self.lots_left = {}
+
+
+def _inexact_burn(gw: Gateway, points: int) -> GatewayError | None:
+    try:
+        burn_value(gw, points)
+    except GatewayError as exc:
+        return exc
+    return None
+
+
+def _open_lots(session: Session, member_ids: set[int], now: datetime) -> dict[int, list[list[int]]]:
+    """The members' open lots, oldest-expiring first, as [lot id, remaining] (locked: an expiry run
+    must not take what a burn takes)."""
+    if not member_ids:
+        return {}
+    lots_t = PointLot.__table__
+    out: dict[int, list[list[int]]] = {}
+    for member_id, lot_id, remaining in session.execute(
+            select(lots_t.c.member_id, lots_t.c.id, lots_t.c.remaining)
+            .where(one_of(session, lots_t.c.member_id, member_ids), lots_t.c.remaining > 0, lots_t.c.expires_at > now)
+            .order_by(lots_t.c.member_id, lots_t.c.expires_at, lots_t.c.id).with_for_update()):
+        out.setdefault(member_id, []).append([lot_id, remaining])
+    return out
+
+
+def _coupons(session: Session, codes: list[str]) -> dict[str, object]:
+    """The coupons presented, by the hash of their code, locked (in id order) until the batch commits:
+    a coupon presented at two tills at once is used by one."""
+    if not codes:
+        return {}
+    coupons_t, orders_t = Coupon.__table__, RewardOrder.__table__
+    rows = session.execute(
+        select(coupons_t.c.id, coupons_t.c.code_hash, coupons_t.c.member_id, coupons_t.c.status, coupons_t.c.expires_at,
+               coupons_t.c.value_minor, coupons_t.c.min_spend_minor, orders_t.c.order_ref)
+        .join(orders_t, orders_t.c.id == coupons_t.c.order_id)
+        .where(one_of(session, coupons_t.c.code_hash, {rewards.code_hash(c) for c in codes}))
+        .order_by(coupons_t.c.id).with_for_update(of=coupons_t))
+    return {row.code_hash: _Coupon(*row) for row in rows}
+
+
+@dataclass(slots=True)
+class _Coupon:
+    id: int
+    code_hash: str
+    member_id: int
+    status: str
+    expires_at: datetime
+    value_minor: int
+    min_spend_minor: int
+    order_ref: str
+
+
+def _coupon_refusal(coupon: _Coupon | None, member_id: int, amount_minor: int, now: datetime) -> GatewayError | None:
+    """Why this coupon cannot take part of this member's purchase (None: it can, and is now used)."""
+    if coupon is None or coupon.member_id != member_id:
+        return NotFound("no such coupon for this member")
+    if coupon.status != "open":
+        return Conflict(f"the coupon is {'already used' if coupon.status == 'used' else 'void'}")
+    if as_utc(coupon.expires_at) <= now:
+        return Conflict(f"the coupon expired at {as_utc(coupon.expires_at).isoformat()}")
+    if amount_minor < coupon.min_spend_minor:
+        return Conflict(f"the coupon needs a purchase of at least {coupon.min_spend_minor}", min_spend_minor=coupon.min_spend_minor)
+    coupon.status = "used"  # a second presentation in this batch finds it used
+    return None
 
 
 def _load_members(session: Session, s: GatewaySettings, ids: list[int], now: datetime) -> dict[int, _MemberState]:
@@ -336,15 +486,6 @@ def ingest_committed(gw: Gateway, events: list[PurchaseEvent]) -> list[Outcome]:
     raise AssertionError("unreachable")
 
 
-class Paid(NamedTuple):
-    """A purchase paid in part with points or a coupon, as `pay` recorded it."""
-
-    earned: Earned
-    points_burned: int
-    discount_minor: int
-    paid_minor: int
-
-
 def burn_value(gw: Gateway, points: int) -> int:
     """What `points` pay, in minor units of the home currency; refused unless exact (P-15: one
     simple equation, no rounding a member could not follow)."""
@@ -355,48 +496,6 @@ def burn_value(gw: Gateway, points: int) -> int:
         step = s.points_per_currency_unit // math.gcd(s.points_per_currency_unit, minor)
         raise GatewayError(f"points_burned must be a multiple of {step} ({s.points_per_currency_unit} points pay 1 {s.earn.home_currency})")
     return value
-
-
-def pay(session: Session, gw: Gateway, event: PurchaseEvent, points_burned: int, coupon: str | None, now: datetime) -> Paid:
-    """A purchase paid in part with points and/or a coupon, in one transaction with its earning: the
-    coupon is checked and used, the points are burned (oldest-expiring first), and the purchase earns
-    on what was paid otherwise. Any refusal undoes all of it; a retry returns the first outcome."""
-    stored = session.scalars(select(Purchase).where(Purchase.idempotency_key == event.idempotency_key)).first()
-    if stored is not None:
-        [out] = ingest(session, gw, [event], now)
-        if isinstance(out, GatewayError):
-            raise out
-        return Paid(out, stored.points_burned, stored.discount_minor, stored.amount_minor - stored.discount_minor - stored.burn_value_minor)
-    s = gw.settings
-    if points_burned and event.currency != s.earn.home_currency:
-        raise GatewayError(f"points pay only in the home currency, {s.earn.home_currency}")
-    if event.member_ref is not None:
-        member = members.get_by_ref(session, event.member_ref)
-    else:
-        member = members.find_by_identifier(session, gw, event.identifier_kind, event.identifier)
-        if member is None:
-            raise NotFound("no member with this identifier")
-    member = members.lock(session, member)
-    members.require_active(member)
-    consent.require(session, member, Purpose.LOYALTY_CORE)
-    discount = rewards.use_coupon(session, member.id, coupon, event.amount_minor, now) if coupon else None
-    payable = event.amount_minor - (discount.discount_minor if discount else 0)
-    value = burn_value(gw, points_burned)
-    if value > payable:
-        raise GatewayError(f"{points_burned} points pay {value}, more than the {payable} left to pay")
-    burn = ledger.debit(session, member, "burn", points_burned, rewards.REDEEMED, now) if points_burned else None
-    session.flush()
-    [out] = ingest(session, gw, [event._replace(paid_minor=payable - value)], now)
-    if isinstance(out, GatewayError):
-        raise out  # the coupon and the burn roll back with it
-    purchase = session.scalars(select(Purchase).where(Purchase.purchase_ref == out.purchase_ref)).one()
-    purchase.points_burned, purchase.burn_value_minor = points_burned, value
-    purchase.discount_minor = discount.discount_minor if discount else 0
-    if burn is not None:
-        burn.ref = out.purchase_ref
-    if discount is not None:
-        rewards.link_coupon(session, discount.coupon_id, purchase, member.member_ref, now)
-    return Paid(out, points_burned, purchase.discount_minor, payable - value)
 
 
 def refund(session: Session, gw: Gateway, *, idempotency_key: str, purchase_ref: str, amount_minor: int,

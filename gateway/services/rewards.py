@@ -25,7 +25,7 @@ from privacy.receipts import Purpose
 
 from ..db import as_utc
 from ..errors import Conflict, GatewayError, IdempotencyMismatch, NotFound
-from ..models import Coupon, LedgerTxn, Member, Purchase, Reward, RewardOrder
+from ..models import Coupon, LedgerTxn, Member, Reward, RewardOrder
 from ..runtime import Gateway
 from . import audit, consent, ledger, members, notices, tiers, webhooks
 
@@ -305,34 +305,4 @@ def normalise_code(code: str) -> str:
     """As typed: case, spaces and dashes do not matter."""
     plain = "".join(ch for ch in code.upper() if ch not in " -")
     return "-".join(plain[i:i + 4] for i in range(0, len(plain), 4))
-
-
-class CouponUse(NamedTuple):
-    coupon_id: int
-    discount_minor: int
-
-
-def use_coupon(session: Session, member_id: int, code: str, amount_minor: int, now: datetime) -> CouponUse:
-    """Check a coupon presented at the till for this member's purchase and mark it used (once,
-    whatever else presents it at the same moment). The caller links it to the purchase."""
-    coupon = session.scalars(select(Coupon).where(Coupon.code_hash == code_hash(code))).first()
-    if coupon is None or coupon.member_id != member_id:
-        raise NotFound("no such coupon for this member")
-    if coupon.status != "open":
-        raise Conflict(f"the coupon is {'already used' if coupon.status == 'used' else 'void'}")
-    if as_utc(coupon.expires_at) <= now:
-        raise Conflict(f"the coupon expired at {as_utc(coupon.expires_at).isoformat()}")
-    if amount_minor < coupon.min_spend_minor:
-        raise Conflict(f"the coupon needs a purchase of at least {coupon.min_spend_minor}", min_spend_minor=coupon.min_spend_minor)
-    used = session.execute(update(Coupon).where(Coupon.id == coupon.id, Coupon.status == "open").values(status="used")).rowcount
-    if used != 1:
-        raise Conflict("the coupon is already used")
-    return CouponUse(coupon.id, min(coupon.value_minor, amount_minor))
-
-
-def link_coupon(session: Session, coupon_id: int, purchase: Purchase, member_ref: str, now: datetime) -> None:
-    session.execute(update(Coupon).where(Coupon.id == coupon_id).values(purchase_id=purchase.id))
-    order_ref = session.scalar(select(RewardOrder.order_ref).join(Coupon, Coupon.order_id == RewardOrder.id).where(Coupon.id == coupon_id))
-    webhooks.emit(session, "coupon.used", [{"order_ref": order_ref, "purchase_ref": purchase.purchase_ref, "member_ref": member_ref,
-                                            "discount_minor": purchase.discount_minor}], now)
 

@@ -266,3 +266,38 @@ def test_the_liability_report_accounts_for_every_point(brand, clock):
     assert report["outstanding"] == 0 and report["expired"] == held
     assert report["breakage_bp"] == held * 10_000 // 1_294
     assert brand.client.get("/v1/audit/liability", headers=m["auth"]).status_code == 403
+
+
+def test_one_grouped_write_burns_earns_and_uses_coupons_in_order(brand, clock):
+    """Concurrent till requests share one transaction (purchases.ingest): within it each purchase sees
+    the ones before it, as if sent one by one: points earned by an earlier purchase pay a later one,
+    a second burn finds what the first left, a coupon presented twice is used once."""
+    from gateway.services import purchases
+
+    m = enrol(brand, "+8613800000191")  # 100 welcome points
+    define(brand, "voucher", kind="coupon", points_price=10, coupon_value_minor=700)
+    code = order(brand, m, "voucher", "v").json()["coupon"]["code"]  # 90 points left
+    clock.advance(minutes=1)
+
+    def event(key: str, amount: int, **extra) -> purchases.PurchaseEvent:
+        return purchases.PurchaseEvent(idempotency_key=f"grouped:{key}", body_hash=key.ljust(64, "0"), amount_minor=amount,
+                                       currency="CNY", channel="store", eco=False, occurred_at=clock.now, member_ref=m["member_ref"],
+                                       **extra)
+
+    earned, burned, short, couponed, again = purchases.ingest_committed(brand.gw, [
+        event("earn", 20_000), event("burn", 5_000, points_burned=300), event("short", 5_000, points_burned=300),
+        event("coupon", 3_000, coupon_code=code), event("again", 3_000, coupon_code=code)])
+    assert earned.points == 400 and earned.paid_minor is None  # first order: x2
+    assert (burned.points_burned, burned.paid_minor, burned.points) == (300, 4_700, 47)  # paid with points the batch earned
+    assert isinstance(short, purchases.GatewayError) and short.code == "insufficient_points"
+    assert "237 available" in short.detail  # 90 + 400 - 300 + 47
+    assert (couponed.discount_minor, couponed.paid_minor, couponed.points) == (700, 2_300, 23)
+    assert isinstance(again, purchases.GatewayError) and "already used" in again.detail
+    assert db_balance(brand, m["member_ref"]) == (260,) * 3  # 237 + 23: balance, entries and lots agree
+    with brand.gw.sessions() as session:
+        coupon = session.query(Coupon).one()
+        assert coupon.status == "used" and coupon.purchase_id is not None
+    # Each replays alone with its first outcome.
+    [replayed] = purchases.ingest_committed(brand.gw, [event("burn", 5_000, points_burned=300)])
+    assert replayed.replayed and (replayed.points_burned, replayed.paid_minor) == (300, 4_700)
+    assert db_balance(brand, m["member_ref"])[0] == 260
