@@ -31,12 +31,13 @@ from .errors import (
     error_response,
     problem,
 )
-from .groupcommit import GroupCommit, each_in_savepoint
+from .groupcommit import GroupCommit
 from .guard import Limits, RequestGuard
 from .routes import admin, alliance, audit, campaigns, consent, gifts, members, points, problems, rewards, rights, webhooks
 from .runtime import Gateway, build_gateway
 from .schemas import BrandInfo, Health, Problem, ProblemType
 from .services import anchoring, purchases
+from .services.rewards import order_committed
 from .services import datakeys, notices, peppers
 from .services import webhooks as webhook_deliveries
 from .services.alliance import retry_pending
@@ -113,7 +114,7 @@ def create_app(settings: GatewaySettings | None = None, *, gateway: Gateway | No
     app.state.gateway = gw
     app.state.api_keys = ApiKeyCache(s.api_key_cache_s)
     app.state.purchases = GroupCommit(partial(purchases.ingest_committed, gw))
-    app.state.writes = GroupCommit(partial(each_in_savepoint, gw.sessions))
+    app.state.orders = GroupCommit(partial(order_committed, gw))
     app.add_middleware(RequestGuard, limits=Limits(max_bytes=s.max_body_bytes, max_depth=s.max_json_depth,
                                                    routes={"/v1/purchases/batch": s.max_batch_body_bytes}))
     install_problem_handlers(app)

@@ -74,7 +74,8 @@ def authenticate(session: Session, secret: str, now: datetime) -> Principal:
         member = members.member_for_token(session, secret, now)
         if member is None:
             raise Unauthorised("token unknown or expired")
-        return Principal("member", f"member:{member.member_ref}", member.id)
+        member_id, member_ref = member
+        return Principal("member", f"member:{member_ref}", member_id)
     if secret.startswith("ak_"):
         key = session.scalars(select(ApiKey).where(ApiKey.key_hash == _hash(secret))).first()
         if key is None or key.revoked_at is not None:

@@ -8,6 +8,7 @@ from contracts.client import Redemption as RedemptionAuth
 
 from ..auth import Principal, allow, own_member
 from ..db import as_utc, reading, transaction
+from ..errors import GatewayError
 from ..models import Coupon, Member, Redemption, Reward, RewardOrder
 from ..runtime import Gateway
 from ..schemas import (
@@ -25,7 +26,7 @@ from ..schemas import (
 )
 from ..services import alliance, rewards
 from ..services.purchases import request_hash
-from . import AUTH, gateway, grouped, idempotency_key, need_chain, problems
+from . import AUTH, gateway, idempotency_key, need_chain, problems
 from .points import REPLAY
 
 router = APIRouter(prefix="/v1", tags=["rewards"])
@@ -122,16 +123,11 @@ async def order(body: OrderRequest, request: Request, response: Response, key: s
     if body.pay_with_ap is not None:
         return await _order_with_ap(body, response, key, who, gw)
 
-    def place(session) -> OrderResponse:
-        member = session.get(Member, who.member_id)
-        out = rewards.order(session, gw, member, body.reward, idempotency_key=f"member:{member.member_ref}:{key}",
-                            body_hash=request_hash(body), now=gw.now())
-        return OrderResponse(**order_info(gw, out.order, out.reward, out.coupon), balance=out.balance, replayed=out.replayed)
-
-    answer = await grouped(request, place)
-    if answer.replayed:
-        response.status_code = status.HTTP_200_OK
-    return answer
+    # Concurrent orders share transactions (gateway/groupcommit.py); each is answered once committed.
+    out = await request.app.state.orders.submit(rewards.OrderItem(who.member_id, body.reward, f"{who.subject}:{key}", request_hash(body)))
+    if isinstance(out, GatewayError):
+        raise out
+    return _answer(gw, out, response)
 
 
 async def _order_with_ap(body: OrderRequest, response: Response, key: str, who: Principal, gw: Gateway) -> OrderResponse:

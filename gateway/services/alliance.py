@@ -288,7 +288,7 @@ def _redemptions_succeed(session: Session, gw: Gateway, done: list[tuple[Redempt
                                                      "ap_amount": row.ap_amount, "reward_points": row.reward_points} for row, _ in done], now)
     paid = [row.order_ref for row, _ in done if row.order_ref is not None]
     if paid:  # final on chain, credited: now, and only now, the rewards they pay for are granted
-        rewards.pay_awaited(session, gw, locked, paid, now)
+        rewards.pay_awaited(session, gw, paid, now)
 
 
 def _redemption_fail(session: Session, gw: Gateway, row: Redemption, reason: str) -> None:
@@ -376,22 +376,19 @@ def order_with_ap(session: Session, gw: Gateway, member: Member, code: str, veri
     The order takes its item from stock now and waits; the redemption goes through the outbox like
     any other, and the reward is granted in the transaction that records it final on chain, or the
     order is cancelled and its item returned if the chain refuses it. Nothing is granted otherwise."""
-    existing = rewards.replay(session, idempotency_key, body_hash)
-    if existing is not None:
-        paying = session.scalars(select(Redemption).where(Redemption.order_ref == existing.order.order_ref)).first()
-        return existing, paying
-    member = members.lock(session, member)
-    reward = rewards.get(session, code)
+    placed = rewards.order(session, gw, member, code, idempotency_key=idempotency_key, body_hash=body_hash, now=now, pay_now=False)
+    if placed.replayed:
+        return placed, session.scalars(select(Redemption).where(Redemption.order_ref == placed.order.order_ref)).first()
+    # New: it holds its item in this transaction, which any refusal below rolls back.
     rate, version = quote or _rate(gw)
-    if verified.auth.amount * rate < reward.points_price:
-        need = -(-reward.points_price // rate)
-        raise GatewayError(f"reward {code!r} costs {reward.points_price} points: {need} AP at this brand's rate of {rate} "
+    price = placed.reward.points_price
+    if verified.auth.amount * rate < price:
+        raise GatewayError(f"reward {code!r} costs {price} points: {-(-price // rate)} AP at this brand's rate of {rate} "
                            f"points per AP; the authorisation is for {verified.auth.amount}")
-    row = rewards.reserve(session, gw, member, code, idempotency_key=idempotency_key, body_hash=body_hash, now=now)
-    redemption, replayed = accept_redemption(session, gw, member, verified, now, (rate, version), order_ref=row.order_ref)
+    redemption, replayed = accept_redemption(session, gw, member, verified, now, (rate, version), order_ref=placed.order.order_ref)
     if replayed:
         raise Conflict("this authorisation was already presented; sign a new one (with the next free nonce)")
-    return rewards.Ordered(row, reward, None, member.balance, False), redemption
+    return placed, redemption
 
 
 def chain_id(gw: Gateway) -> int:

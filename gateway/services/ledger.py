@@ -19,7 +19,7 @@ from typing import NamedTuple
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from ..db import allocate_ids, insert_many, update_many
+from ..db import allocate_ids, insert_many, one_of, update_many
 from ..errors import InsufficientPoints
 from ..models import LedgerEntry, LedgerTxn, LotDebit, Member, PointLot
 
@@ -132,6 +132,21 @@ def take_fifo(lots: list[list[int]], amount: int) -> list[tuple[int, int]]:
             left -= take
             takes.append((lot[0], take))
     return takes
+
+
+def lots_of(session: Session, member_ids: set[int], now: datetime) -> dict[int, list[list[int]]]:
+    """The members' open lots, oldest-expiring first, as [lot id, remaining] (locked: an expiry run
+    must not take what a debit takes), for `take_fifo` and `debit_many`."""
+    if not member_ids:
+        return {}
+    lots_t = PointLot.__table__
+    out: dict[int, list[list[int]]] = {}
+    for member_id, lot_id, remaining in session.execute(
+            select(lots_t.c.member_id, lots_t.c.id, lots_t.c.remaining)
+            .where(one_of(session, lots_t.c.member_id, member_ids), lots_t.c.remaining > 0, lots_t.c.expires_at > now)
+            .order_by(lots_t.c.member_id, lots_t.c.expires_at, lots_t.c.id).with_for_update()):
+        out.setdefault(member_id, []).append([lot_id, remaining])
+    return out
 
 
 def open_lots(session: Session, member_id: int, now: datetime) -> list[PointLot]:

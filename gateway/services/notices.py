@@ -38,10 +38,13 @@ BATCH = 1000
 MAX_ATTEMPTS = 3
 
 
-def queue(session: Session, member_id: int, kind: str, subject: str, data: dict, now: datetime) -> None:
-    """Queue a notice in the caller's transaction (sent by `send_pending`)."""
-    session.add(Notice(member_id=member_id, kind=kind, subject=subject, data=json.dumps(data, sort_keys=True),
-                       status="pending", attempts=0, created_at=now))
+def queue(session: Session, items: list[tuple[int, str, str, dict]], now: datetime) -> None:
+    """Queue notices, (member id, kind, subject, data) each, in the caller's transaction (sent by
+    `send_pending`)."""
+    if items:
+        session.execute(Notice.__table__.insert(), [
+            dict(member_id=member_id, kind=kind, subject=subject, data=json.dumps(data, sort_keys=True), status="pending", attempts=0,
+                 created_at=now) for member_id, kind, subject, data in items])
 
 
 def _allowed():
@@ -93,10 +96,9 @@ def remind(gw: Gateway, now: datetime) -> int:
             .where(Coupon.status == "open", Coupon.expires_at > now, Coupon.expires_at <= now + timedelta(days=COUPON_NOTICE_DAYS),
                    ~exists().where(Notice.kind == "coupon_expiring", Notice.subject == literal("coupon:") + cast(Coupon.id, String)),
                    _allowed())).all()
-        for c in coupons:
-            queue(session, c.member_id, "coupon_expiring", f"coupon:{c.id}",
-                  {"value_minor": c.value_minor, "min_spend_minor": c.min_spend_minor,
-                   "expires_at": as_utc(c.expires_at).strftime("%Y-%m-%d %H:%M UTC")}, now)
+        queue(session, [(c.member_id, "coupon_expiring", f"coupon:{c.id}",
+                         {"value_minor": c.value_minor, "min_spend_minor": c.min_spend_minor,
+                          "expires_at": as_utc(c.expires_at).strftime("%Y-%m-%d %H:%M UTC")}) for c in coupons], now)
         queued += len(coupons)
     return queued
 

@@ -237,7 +237,7 @@ def ingest(session: Session, gw: Gateway, events: list[PurchaseEvent], now: date
     ids = sorted({mid for mid in member_of if mid is not None})
     state = _load_members(session, s, ids, now)
     burning = [i for i, e in enumerate(events) if e.points_burned and out[i] is None and refused[i] is None]
-    lots = _open_lots(session, {member_of[i] for i in burning}, now)  # member id -> [[lot id, remaining], ...]
+    lots = ledger.lots_of(session, {member_of[i] for i in burning}, now)  # member id -> [[lot id, remaining], ...]
     coupons = _coupons(session, [events[i].coupon_code for i, e in enumerate(events)
                                  if e.coupon_code and out[i] is None and refused[i] is None])
     taken: dict[str, tuple[str, Earned, _MemberState]] = {}  # keys this batch stored so far
@@ -287,7 +287,7 @@ def ingest(session: Session, gw: Gateway, events: list[PurchaseEvent], now: date
             if sum(lot[1] for lot in held) < e.points_burned and any(p for _, p in m.unsaved):
                 # Points this batch credited to the member are not in their lots until written.
                 batch.write(session, gw, state, now)
-                lots |= _open_lots(session, {m.id}, now)
+                lots |= ledger.lots_of(session, {m.id}, now)
                 held = lots.get(m.id, [])
             available = sum(lot[1] for lot in held)
             if e.points_burned > available:
@@ -386,21 +386,6 @@ def _inexact_burn(gw: Gateway, points: int) -> GatewayError | None:
     except GatewayError as exc:
         return exc
     return None
-
-
-def _open_lots(session: Session, member_ids: set[int], now: datetime) -> dict[int, list[list[int]]]:
-    """The members' open lots, oldest-expiring first, as [lot id, remaining] (locked: an expiry run
-    must not take what a burn takes)."""
-    if not member_ids:
-        return {}
-    lots_t = PointLot.__table__
-    out: dict[int, list[list[int]]] = {}
-    for member_id, lot_id, remaining in session.execute(
-            select(lots_t.c.member_id, lots_t.c.id, lots_t.c.remaining)
-            .where(one_of(session, lots_t.c.member_id, member_ids), lots_t.c.remaining > 0, lots_t.c.expires_at > now)
-            .order_by(lots_t.c.member_id, lots_t.c.expires_at, lots_t.c.id).with_for_update()):
-        out.setdefault(member_id, []).append([lot_id, remaining])
-    return out
 
 
 def _coupons(session: Session, codes: list[str]) -> dict[str, object]:

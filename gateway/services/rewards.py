@@ -14,20 +14,22 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
-from sqlalchemy import func, select, update
+from sqlalchemy import exists, func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from uuid_utils import uuid7
 
 from privacy.receipts import Purpose
 
-from ..db import as_utc
-from ..errors import Conflict, GatewayError, IdempotencyMismatch, NotFound
-from ..models import Coupon, LedgerTxn, Member, Reward, RewardOrder
+from ..db import allocate_ids, as_utc, insert_many, one_of, transaction, update_many
+from ..errors import Conflict, ConsentRequired, GatewayError, IdempotencyMismatch, InsufficientPoints, MemberNotActive, NotFound
+from ..models import Consent, Coupon, LedgerTxn, Member, Reward, RewardOrder
 from ..runtime import Gateway
-from . import audit, consent, ledger, members, notices, tiers, webhooks
+from . import audit, ledger, members, notices, tiers, webhooks
 
 KINDS = ("coupon", "good", "digital", "experience")
 REDEEMED = "redeemed"  # the ledger account points spent at the brand go to
@@ -138,76 +140,203 @@ class Ordered(NamedTuple):
     replayed: bool
 
 
+class OrderItem(NamedTuple):
+    member_id: int
+    code: str
+    idempotency_key: str
+    body_hash: str
+    pay_now: bool = True  # False: paid with AP later (it waits, holding its item, as awaiting_payment)
+
+
 def order(session: Session, gw: Gateway, member: Member, code: str, *, idempotency_key: str, body_hash: str,
-          now: datetime) -> Ordered:
-    """The member orders one of a reward, paying its points price now (idempotent on the key)."""
-    existing = replay(session, idempotency_key, body_hash)
-    if existing is not None:
-        return existing
-    member = members.lock(session, member)  # serialises the member's orders: the limit is counted under it
-    row = reserve(session, gw, member, code, idempotency_key=idempotency_key, body_hash=body_hash, now=now)
-    pay(session, gw, member, row, now)
-    return _outcome(session, row, replayed=False)
+          now: datetime, pay_now: bool = True) -> Ordered:
+    """One order (`order_many` of one): its refusal is raised."""
+    [out] = order_many(session, gw, [OrderItem(member.id, code, idempotency_key, body_hash, pay_now)], now)
+    if isinstance(out, GatewayError):
+        raise out
+    return out
 
 
-def replay(session: Session, idempotency_key: str, body_hash: str) -> Ordered | None:
-    """The order this key already made, or None (a different request under the key is refused)."""
-    existing = session.scalars(select(RewardOrder).where(RewardOrder.idempotency_key == idempotency_key)).first()
-    if existing is None:
-        return None
-    if existing.request_hash != body_hash:
-        raise IdempotencyMismatch("this idempotency key was used for a different request")
-    return _outcome(session, existing, replayed=True)
+def order_many(session: Session, gw: Gateway, items: list[OrderItem], now: datetime) -> list[Ordered | GatewayError]:
+    """Members order rewards, in order, each with exactly the rules a lone order gets (idempotency,
+    active member, loyalty_core consent, offer window, tier, per-member limit, stock, points): one
+    read per kind of fact and one write per table for the whole batch, so concurrent orders grouped
+    into one transaction cost a few statements, not a dozen each. A refused order gets its own error
+    and never stops the others.
+
+    The members and the rewards are locked (in id order) and stock is counted down here, so no
+    interleaving oversells or exceeds a limit on SQLite (one writer) or PostgreSQL (row locks)."""
+    out: list[Ordered | GatewayError | None] = [None] * len(items)
+    stored = {row.idempotency_key: row for row in session.scalars(
+        select(RewardOrder).where(one_of(session, RewardOrder.idempotency_key, {it.idempotency_key for it in items})))}
+    for i, it in enumerate(items):
+        if (old := stored.get(it.idempotency_key)) is not None:
+            out[i] = (IdempotencyMismatch("this idempotency key was used for a different request") if old.request_hash != it.body_hash
+                      else _outcome(session, old, replayed=True))
+    todo = [i for i in range(len(items)) if out[i] is None]
+    if not todo:
+        return out  # type: ignore[return-value]
+    members_t, rewards_t = Member.__table__, Reward.__table__
+    member_ids = sorted({items[i].member_id for i in todo})
+    consented = exists().where(Consent.member_id == members_t.c.id, Consent.purpose == Purpose.LOYALTY_CORE.value, Consent.granted.is_(True))
+    people = {row.id: _Buyer(row.id, row.member_ref, row.status, row.tier, row.balance, row.consented) for row in session.execute(
+        select(members_t.c.id, members_t.c.member_ref, members_t.c.status, members_t.c.tier, members_t.c.balance, consented.label("consented"))
+        .where(one_of(session, members_t.c.id, member_ids)).order_by(members_t.c.id).with_for_update(of=members_t))}
+    offered = {row.code: Reward(**row._mapping) for row in session.execute(
+        select(rewards_t).where(one_of(session, rewards_t.c.code, {items[i].code for i in todo})).order_by(rewards_t.c.id).with_for_update())}
+    limited = [r.id for r in offered.values() if r.per_member_limit is not None]
+    counts: dict[tuple[int, int], int] = {}
+    if limited:
+        counts = {(m, r): n for m, r, n in session.execute(
+            select(RewardOrder.member_id, RewardOrder.reward_id, func.count())
+            .where(one_of(session, RewardOrder.member_id, member_ids), RewardOrder.reward_id.in_(limited), RewardOrder.status != "cancelled")
+            .group_by(RewardOrder.member_id, RewardOrder.reward_id))}
+    lots = ledger.lots_of(session, {items[i].member_id for i in todo if items[i].pay_now}, now)
+    taken: dict[str, int] = {}  # keys this batch ordered so far -> their index
+    retries: list[tuple[int, int]] = []  # (index, index of the first with its key)
+    placed: list[tuple[int, RewardOrder, Reward, _Buyer]] = []
+    for i in todo:
+        it = items[i]
+        if (first := taken.get(it.idempotency_key)) is not None:  # a retry within the batch
+            if items[first].body_hash != it.body_hash:
+                out[i] = IdempotencyMismatch("this idempotency key was used for a different request")
+            else:
+                retries.append((i, first))
+            continue
+        buyer, reward = people.get(it.member_id), offered.get(it.code)
+        if buyer is None or reward is None:
+            out[i] = NotFound("no such reward" if buyer is not None else "no such member")
+            continue
+        if buyer.status != "active":
+            out[i] = MemberNotActive(f"the account is {buyer.status}")
+            continue
+        if not buyer.consented:
+            out[i] = ConsentRequired(f"the member has not consented to {Purpose.LOYALTY_CORE.value}", purpose=Purpose.LOYALTY_CORE.value)
+            continue
+        if (why := refusal(gw, reward, buyer, counts.get((buyer.id, reward.id), 0), now)) is not None:
+            out[i] = Conflict(f"reward {it.code!r} cannot be ordered: {why}", reason=why)
+            continue
+        if it.pay_now and (available := sum(lot[1] for lot in lots.get(buyer.id, []))) < reward.points_price:
+            out[i] = InsufficientPoints(f"{reward.points_price} points needed, {available} available", needed=reward.points_price,
+                                        available=available)
+            continue
+        if reward.stock is not None:
+            reward.stock -= 1
+        counts[(buyer.id, reward.id)] = counts.get((buyer.id, reward.id), 0) + 1
+        row = RewardOrder(order_ref=str(uuid7()), idempotency_key=it.idempotency_key, request_hash=it.body_hash, member_id=buyer.id,
+                          reward_id=reward.id, reward_version=reward.version, points=reward.points_price, status="awaiting_payment",
+                          debit_txn_id=None, created_at=now, updated_at=now)
+        placed.append((i, row, reward, buyer))
+        taken[it.idempotency_key] = i
+        out[i] = Ordered(row, reward, None, buyer.balance, False)
+    if placed:
+        _write(session, gw, items, placed, lots, out, now)
+    for i, first in retries:
+        out[i] = out[first]._replace(replayed=True)
+    return out  # type: ignore[return-value]
 
 
-def reserve(session: Session, gw: Gateway, member: Member, code: str, *, idempotency_key: str, body_hash: str,
-            now: datetime) -> RewardOrder:
-    """An order awaiting payment: the member (locked by the caller) may order the reward, and one of
-    its stock is taken for them."""
-    members.require_active(member)
-    consent.require(session, member, Purpose.LOYALTY_CORE)
-    reward = get(session, code)
-    why = refusal(gw, reward, member, ordered_counts(session, member.id).get(reward.id, 0), now)
-    if why is not None:
-        raise Conflict(f"reward {code!r} cannot be ordered: {why}", reason=why)
-    if reward.stock is not None:
-        taken = session.execute(update(Reward).where(Reward.id == reward.id, Reward.stock > 0)
-                                .values(stock=Reward.stock - 1)).rowcount
-        if taken != 1:
-            raise Conflict(f"reward {code!r} cannot be ordered: out of stock", reason="out of stock")
-    row = RewardOrder(order_ref=str(uuid7()), idempotency_key=idempotency_key, request_hash=body_hash, member_id=member.id,
-                      reward_id=reward.id, reward_version=reward.version, points=reward.points_price,
-                      status="awaiting_payment", debit_txn_id=None, created_at=now, updated_at=now)
-    session.add(row)
-    session.flush()
-    return row
+def _write(session: Session, gw: Gateway, items: list[OrderItem], placed: list[tuple[int, RewardOrder, Reward, _Buyer]],
+           lots: dict[int, list[list[int]]], out: list, now: datetime) -> None:
+    conn = session.connection()
+    for (_, row, _, _), order_id in zip(placed, allocate_ids(conn, RewardOrder.__table__, len(placed)), strict=True):
+        row.id = order_id
+    insert_many(conn, RewardOrder.__table__, _ORDER_COLUMNS, [tuple(getattr(row, c) for c in _ORDER_COLUMNS) for _, row, _, _ in placed])
+    update_many(conn, Reward.__table__, ("stock",), [(r.stock, r.id) for r in {r.id: r for _, _, r, _ in placed}.values() if r.stock is not None])
+    paying = [(i, row, reward, buyer) for i, row, reward, buyer in placed if items[i].pay_now]
+    coupons = grant(session, gw, [(row, reward, buyer) for _, row, reward, buyer in paying], lots, now)
+    for (i, row, reward, buyer), coupon in zip(paying, coupons, strict=True):
+        out[i] = Ordered(row, reward, coupon, buyer.balance, False)
 
 
-def pay(session: Session, gw: Gateway, member: Member, row: RewardOrder, now: datetime) -> None:
-    """Take an awaiting order's points from the member (locked by the caller) and grant it: a coupon
-    is issued, a good is to ship, a digital benefit or experience is the member's."""
-    reward = session.get(Reward, row.reward_id)
-    txn = ledger.debit(session, member, "reward", row.points, REDEEMED, now, ref=row.order_ref)
-    row.debit_txn_id, row.status, row.updated_at = txn.id, FIRST_STATUS[reward.kind], now
-    if reward.kind == "coupon":
-        coupon = Coupon(order_id=row.id, member_id=member.id, code_hash="", value_minor=reward.coupon_value_minor,
-                        min_spend_minor=reward.coupon_min_spend_minor or 0, status="open",
-                        expires_at=now + timedelta(days=reward.coupon_valid_days or COUPON_DAYS))
-        session.add(coupon)
-        session.flush()  # its id makes its code
-        coupon.code_hash = code_hash(coupon_code(gw, coupon.id))
-    webhooks.emit(session, "reward_order.granted", [_event(row, reward, member.member_ref)], now)
-    notices.queue(session, member.id, "reward_ordered", f"order:{row.order_ref}",
-                  {"reward": reward.name, "kind": reward.kind, "points": row.points,
-                   "coupon_expires_at": None if reward.kind != "coupon" else as_utc(coupon.expires_at).strftime("%Y-%m-%d %H:%M UTC")}, now)
+def order_committed(gw: Gateway, items: list[OrderItem]) -> list[Ordered | GatewayError]:
+    """`order_many` in a transaction of its own (concurrent orders, grouped: gateway/groupcommit.py).
+    A concurrent request that stored one of the same keys first makes the insert fail: the batch
+    runs again and now sees it as a replay."""
+    for attempt in (1, 2):
+        try:
+            with transaction(gw.sessions) as session:
+                return order_many(session, gw, items, gw.now())
+        except IntegrityError:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
 
 
-def pay_awaited(session: Session, gw: Gateway, locked: dict[int, Member], order_refs: list[str], now: datetime) -> None:
-    """The alliance points for these orders were burned on chain and their points credited: grant them.
-    `locked`: their members, locked by the caller."""
-    for row in session.scalars(select(RewardOrder).where(RewardOrder.order_ref.in_(order_refs)).with_for_update()):
-        if row.status == "awaiting_payment":
-            pay(session, gw, locked[row.member_id], row, now)
+@dataclass(slots=True)
+class _Buyer:
+    """A locked member, as an order needs it."""
+
+    id: int
+    member_ref: str
+    status: str
+    tier: str
+    balance: int
+    consented: bool = True
+
+
+_ORDER_COLUMNS = ("id", "order_ref", "idempotency_key", "request_hash", "member_id", "reward_id", "reward_version", "points", "status",
+                  "debit_txn_id", "created_at", "updated_at")
+
+
+def grant(session: Session, gw: Gateway, orders: list[tuple[RewardOrder, Reward, _Buyer]], lots: dict[int, list[list[int]]],
+          now: datetime) -> list[Coupon | None]:
+    """Pay orders awaiting payment with their members' points (locked by the caller, with `lots` from
+    ledger.lots_of) and grant them: a coupon is issued, a good is to ship, a digital benefit or
+    experience is the member's; the member is told and the brand's systems hear of it. Returns each
+    order's coupon (None if not a coupon)."""
+    if not orders:
+        return []
+    conn = session.connection()
+    debits, lots_left = [], {}
+    for row, reward, buyer in orders:
+        takes = ledger.take_fifo(lots[buyer.id], row.points)
+        debits.append(ledger.Debit(buyer.id, "reward", row.points, REDEEMED, row.order_ref, takes))
+        for lot_id, _ in takes:
+            lots_left[lot_id] = next(left for lid, left in lots[buyer.id] if lid == lot_id)
+        buyer.balance -= row.points
+    txn_ids = ledger.debit_many(session, debits, lots_left, now)
+    update_many(conn, RewardOrder.__table__, ("debit_txn_id", "status", "updated_at"),
+                [(txn_id, FIRST_STATUS[reward.kind], now, row.id) for (row, reward, _), txn_id in zip(orders, txn_ids, strict=True)])
+    update_many(conn, Member.__table__, ("balance",), [(buyer.balance, buyer.id) for buyer in {b.id: b for _, _, b in orders}.values()])
+    coupons: list[Coupon | None] = []
+    for (row, reward, buyer), txn_id in zip(orders, txn_ids, strict=True):
+        row.debit_txn_id, row.status, row.updated_at = txn_id, FIRST_STATUS[reward.kind], now
+        coupons.append(None if reward.kind != "coupon" else Coupon(
+            order_id=row.id, member_id=buyer.id, value_minor=reward.coupon_value_minor, min_spend_minor=reward.coupon_min_spend_minor or 0,
+            status="open", expires_at=now + timedelta(days=reward.coupon_valid_days or COUPON_DAYS), purchase_id=None))
+    issued = [c for c in coupons if c is not None]
+    for coupon, coupon_id in zip(issued, allocate_ids(conn, Coupon.__table__, len(issued)), strict=True):
+        coupon.id = coupon_id
+        coupon.code_hash = code_hash(coupon_code(gw, coupon_id))
+    insert_many(conn, Coupon.__table__, _COUPON_COLUMNS, [tuple(getattr(c, k) for k in _COUPON_COLUMNS) for c in issued])
+    webhooks.emit(session, "reward_order.granted", [_event(row, reward, buyer.member_ref) for row, reward, buyer in orders], now)
+    notices.queue(session, [(buyer.id, "reward_ordered", f"order:{row.order_ref}",
+                             {"reward": reward.name, "kind": reward.kind, "points": row.points,
+                              "coupon_expires_at": None if coupon is None else as_utc(coupon.expires_at).strftime("%Y-%m-%d %H:%M UTC")})
+                            for (row, reward, buyer), coupon in zip(orders, coupons, strict=True)], now)
+    return coupons
+
+
+_COUPON_COLUMNS = ("id", "order_id", "member_id", "code_hash", "value_minor", "min_spend_minor", "expires_at", "status", "purchase_id")
+
+
+def pay_awaited(session: Session, gw: Gateway, order_refs: list[str], now: datetime) -> None:
+    """The alliance points for these orders were burned on chain and their points credited: grant
+    them. Their members are locked by the caller."""
+    session.flush()  # the credits the caller made through the ORM, before the statements below read the lots
+    rows = session.scalars(select(RewardOrder).where(RewardOrder.order_ref.in_(order_refs), RewardOrder.status == "awaiting_payment")
+                           .with_for_update()).all()
+    if not rows:
+        return
+    buyers = {m.id: _Buyer(m.id, m.member_ref, m.status, m.tier, m.balance) for m in
+              session.scalars(select(Member).where(Member.id.in_({r.member_id for r in rows})))}
+    lots = ledger.lots_of(session, set(buyers), now)
+    grant(session, gw, [(row, session.get(Reward, row.reward_id), buyers[row.member_id]) for row in rows], lots, now)
+    for row in rows:
+        session.expire(row)  # written by the statements above
+    for member in session.scalars(select(Member).where(Member.id.in_(set(buyers)))):
+        session.expire(member, ["balance"])
 
 
 def release_awaited(session: Session, order_ref: str, reason: str, now: datetime) -> None:
@@ -271,8 +400,8 @@ def change_status(session: Session, gw: Gateway, actor: str, order_ref: str, sta
     webhooks.emit(session, f"reward_order.{status}",
                   [_event(row, session.get(Reward, row.reward_id), session.get(Member, row.member_id).member_ref)], now)
     if status == "shipped":
-        notices.queue(session, row.member_id, "reward_shipped", f"order:{order_ref}:shipped",
-                      {"reward": session.get(Reward, row.reward_id).name}, now)
+        notices.queue(session, [(row.member_id, "reward_shipped", f"order:{order_ref}:shipped",
+                                 {"reward": session.get(Reward, row.reward_id).name})], now)
     session.flush()
     return _outcome(session, row, replayed=False)
 

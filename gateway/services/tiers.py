@@ -69,9 +69,8 @@ def _change(session: Session, member: Member, to: str, reason: str, now: datetim
 def announce(session: Session, changes: list[tuple[int, str, str, str, str]], now: datetime) -> None:
     """Tell the members (a notice) and the brand's systems (a webhook) of tier changes:
     (member id, member_ref, from, to, reason) each."""
-    for member_id, member_ref, old, new, reason in changes:
-        notices.queue(session, member_id, "tier_changed", f"tier:{member_id}:{now.isoformat()}:{new}",
-                      {"from": old, "to": new, "reason": reason}, now)
+    notices.queue(session, [(member_id, "tier_changed", f"tier:{member_id}:{now.isoformat()}:{new}", {"from": old, "to": new, "reason": reason})
+                            for member_id, _, old, new, reason in changes], now)
     webhooks.emit(session, "member.tier_changed", [{"member_ref": ref, "from": old, "to": new, "reason": reason}
                                                    for _, ref, old, new, reason in changes], now)
 
