@@ -114,20 +114,21 @@ def send_pending(gw: Gateway, now: datetime) -> dict[str, int]:
     while True:
         with reading(gw.sessions) as session:
             batch = session.execute(
-                select(Notice, Member.member_ref, _allowed().label("allowed")).join(Member, Member.id == Notice.member_id)
-                .where(Notice.status == "pending").order_by(Notice.id).limit(BATCH)).all()
+                select(Notice.id, Notice.member_id, Notice.kind, Notice.data, Member.member_ref, _allowed().label("allowed"))
+                .join(Member, Member.id == Notice.member_id).where(Notice.status == "pending").order_by(Notice.id).limit(BATCH)).all()
             if not batch:
                 return counts
-            refs = {notice.member_id: ref for notice, ref, allowed in batch if allowed}
+            refs = {notice.member_id: notice.member_ref for notice in batch if notice.allowed}
             fields: dict[int, dict[str, bytes]] = {}
-            for row in session.scalars(select(PiiField).where(PiiField.member_id.in_(list(refs)), PiiField.field.in_(("email", "phone")))):
-                fields.setdefault(row.member_id, {})[row.field] = row.ciphertext
+            for member_id, name, ciphertext in session.execute(select(PiiField.member_id, PiiField.field, PiiField.ciphertext).where(
+                    PiiField.member_id.in_(list(refs)), PiiField.field.in_(("email", "phone")))):
+                fields.setdefault(member_id, {})[name] = ciphertext
         keys = gw.keystore.get_many(list(refs.values()))
         outcome: dict[str, list[int]] = {"sent": [], "skipped": [], "failed": []}
-        for notice, ref, allowed in batch:
-            message = None
-            if allowed and ref in keys:
-                message = _message(gw, notice, _contact(gw, keys[ref], ref, fields.get(notice.member_id, {})))
+        for notice in batch:
+            message, ref = None, notice.member_ref
+            if notice.allowed and ref in keys:
+                message = _message(gw, notice.kind, notice.data, _contact(gw, keys[ref], ref, fields.get(notice.member_id, {})))
             if message is None:
                 outcome["skipped"].append(notice.id)
                 continue
@@ -160,12 +161,12 @@ def _points(n: int) -> str:
     return f"{n:,} point{'' if n == 1 else 's'}"
 
 
-def _message(gw: Gateway, notice: Notice, contact: tuple[str, str] | None) -> Message | None:
+def _message(gw: Gateway, kind: str, data_json: str, contact: tuple[str, str] | None) -> Message | None:
     if contact is None:
         return None
     brand = gw.settings.brand_name
-    data = json.loads(notice.data)
-    if notice.kind == "points_expiring":
+    data = json.loads(data_json)
+    if kind == "points_expiring":
         total = sum(lot["points"] for lot in data["lots"])
         lines = [f"- {_points(lot['points'])} expire at the end of {lot['expires_on']} (UTC)" for lot in data["lots"]]
         kept = data["balance"] - total
@@ -176,15 +177,15 @@ def _message(gw: Gateway, notice: Notice, contact: tuple[str, str] | None) -> Me
                    if data["buys"] else "")
                 + "\nUsing points spends the oldest first, so the ones expiring soonest go first.")
         subject = f"{brand}: {_points(total)} expire on {data['lots'][0]['expires_on']}"
-    elif notice.kind == "coupon_expiring":
+    elif kind == "coupon_expiring":
         text = (f"Your {brand} coupon worth {data['value_minor']} (minor units) expires at {data['expires_at']}."
                 + (f" It needs a purchase of at least {data['min_spend_minor']}." if data["min_spend_minor"] else "")
                 + " Show its code (in your orders) at the till before then.")
         subject = f"{brand}: your coupon expires at {data['expires_at']}"
-    elif notice.kind == "tier_changed":
+    elif kind == "tier_changed":
         text = f"Your {brand} tier changed from {data['from']} to {data['to']} ({data['reason']})."
         subject = f"{brand}: you are now {data['to']}"
-    elif notice.kind == "reward_ordered":
+    elif kind == "reward_ordered":
         text = (f"You ordered {data['reward']} for {_points(data['points'])}. "
                 + ("Its code is in your orders; it expires at " + data["coupon_expires_at"] + "." if data.get("coupon_expires_at")
                    else "We will tell you when it ships." if data["kind"] == "good" else "It is yours now."))
