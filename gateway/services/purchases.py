@@ -171,9 +171,10 @@ class _MemberState:
     unsaved: list[tuple[datetime, int]] = field(default_factory=list)  # this batch's earnings: UTC time, points
 
 
-_PURCHASE_COLUMNS = ("id", "purchase_ref", "idempotency_key", "request_hash", "member_id", "amount_minor", "refunded_minor",
-                     "currency", "channel", "eco", "occurred_at", "received_at", "points", "campaign", "clawed_back",
-                     "points_burned", "burn_value_minor", "points_returned", "discount_minor", "txn_id")
+_PURCHASE_COLUMNS = ("purchase_ref", "idempotency_key", "request_hash", "member_id", "amount_minor", "refunded_minor",
+                     "currency", "channel", "eco", "occurred_at", "received_at", "points", "campaign", "clawed_back", "txn_id")
+# A purchase paid in part with points or a coupon also has these (the others take their defaults):
+_PAYMENT_COLUMNS = ("id", "points_burned", "burn_value_minor", "discount_minor")
 _MEMBER_COLUMNS = ("id", "member_ref", "status", "enrolled_at", "tier", "downgrade_due_at", "birth_month", "balance", "purchase_count",
                    "earned_day", "earned_today", "purchase_tat_us")
 
@@ -278,7 +279,7 @@ def ingest(session: Session, gw: Gateway, events: list[PurchaseEvent], now: date
                 out[i] = why
                 continue
             discount = min(coupon.value_minor, e.amount_minor)
-        value = burn_value(gw, e.points_burned)
+        value = burn_value(gw, e.points_burned) if e.points_burned else 0
         if value > e.amount_minor - discount:
             out[i] = GatewayError(f"{e.points_burned} points pay {value}, more than the {e.amount_minor - discount} left to pay")
             continue
@@ -305,8 +306,10 @@ def ingest(session: Session, gw: Gateway, events: list[PurchaseEvent], now: date
         purchase_ref = str(uuid7())  # time-ordered: appends to the refs' index instead of touching a random page
         occurred_utc = e.occurred_at.astimezone(UTC)  # stored in UTC: SQLite keeps no offset
         m.unsaved.append((occurred_utc, points))
-        row = [None, purchase_ref, e.idempotency_key, e.body_hash, m.id, e.amount_minor, 0, e.currency, e.channel, e.eco,
-               occurred_utc, now, points, earning.campaign, 0, e.points_burned, value, 0, discount, None]  # _PURCHASE_COLUMNS
+        row = [purchase_ref, e.idempotency_key, e.body_hash, m.id, e.amount_minor, 0, e.currency, e.channel, e.eco,
+               occurred_utc, now, points, earning.campaign, 0, None]  # _PURCHASE_COLUMNS
+        if e.points_burned or coupon is not None:
+            row.append([None, e.points_burned, value, discount])  # _PAYMENT_COLUMNS
         batch.purchases.append(row)
         if e.points_burned:  # burned before the earning is credited, as the till took them first
             batch.debit(m, ledger.Debit(m.id, "burn", e.points_burned, rewards.REDEEMED, purchase_ref,
@@ -340,7 +343,7 @@ class _Writes:
     """What a batch writes, kept until `write` (at its end, or before a burn needs points the batch
     itself credited): one statement per table."""
 
-    purchases: list[list] = field(default_factory=list)  # _PURCHASE_COLUMNS
+    purchases: list[list] = field(default_factory=list)  # _PURCHASE_COLUMNS, then _PAYMENT_COLUMNS if paid in part
     credits: list[ledger.Credit] = field(default_factory=list)
     credited: list[list] = field(default_factory=list)  # the purchase rows of `credits`, in order
     debits: list[ledger.Debit] = field(default_factory=list)
@@ -359,16 +362,20 @@ class _Writes:
         if not self.purchases:
             return
         conn = session.connection()
-        for row, purchase_id in zip(self.purchases, allocate_ids(conn, Purchase.__table__, len(self.purchases)), strict=True):
-            row[0] = purchase_id
         ledger.debit_many(session, self.debits, self.lots_left, now)
         for row, txn_id in zip(self.credited, ledger.credit_many(session, self.credits, now), strict=True):
-            row[-1] = txn_id  # the last of _PURCHASE_COLUMNS
-        insert_many(conn, Purchase.__table__, _PURCHASE_COLUMNS, [tuple(row) for row in self.purchases])
+            row[14] = txn_id  # the last of _PURCHASE_COLUMNS
+        plain = [tuple(row) for row in self.purchases if len(row) == len(_PURCHASE_COLUMNS)]
+        paid = [row for row in self.purchases if len(row) > len(_PURCHASE_COLUMNS)]
+        # Plain purchases (nearly all) leave the payment columns to their defaults: a narrower insert.
+        insert_many(conn, Purchase.__table__, _PURCHASE_COLUMNS, plain)
+        for row, purchase_id in zip(paid, allocate_ids(conn, Purchase.__table__, len(paid)), strict=True):
+            row[-1][0] = purchase_id
+        insert_many(conn, Purchase.__table__, _PURCHASE_COLUMNS + _PAYMENT_COLUMNS, [(*row[:-1], *row[-1]) for row in paid])
         if self.coupons:
-            update_many(conn, Coupon.__table__, ("status", "purchase_id"), [("used", row[0], c.id) for c, row, _ in self.coupons])
-            webhooks.emit(session, "coupon.used", [{"order_ref": c.order_ref, "purchase_ref": row[1], "member_ref": ref,
-                                                    "discount_minor": row[18]} for c, row, ref in self.coupons], now)
+            update_many(conn, Coupon.__table__, ("status", "purchase_id"), [("used", row[-1][0], c.id) for c, row, _ in self.coupons])
+            webhooks.emit(session, "coupon.used", [{"order_ref": c.order_ref, "purchase_ref": row[0], "member_ref": ref,
+                                                    "discount_minor": row[-1][3]} for c, row, ref in self.coupons], now)
         insert_many(conn, TierChange.__table__, ("member_id", "from_tier", "to_tier", "reason", "changed_at"),
                     [(mid, old, new, reason, now) for mid, _, old, new, reason in self.tier_changes])
         tiers.announce(session, self.tier_changes, now)
