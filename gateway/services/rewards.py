@@ -364,7 +364,7 @@ def _outcome(session: Session, row: RewardOrder, replayed: bool) -> Ordered:
 
 def get_order(session: Session, order_ref: str, *, for_update: bool = False) -> RewardOrder:
     query = select(RewardOrder).where(RewardOrder.order_ref == order_ref)
-    row = session.scalars(query.with_for_update() if for_update else query).first()
+    row = session.scalars(query.with_for_update().execution_options(populate_existing=True) if for_update else query).first()
     if row is None:
         raise NotFound("no such order")
     return row
@@ -375,6 +375,9 @@ def change_status(session: Session, gw: Gateway, actor: str, order_ref: str, sta
     """Move an order on (shipped, delivered) or cancel it: its points go back to the member, its item
     back to stock, its coupon is void. Asking for the status it already has changes nothing (a retry).
     `member_id`: the member asking (they may only cancel their own order, and only before it ships)."""
+    # The member first, then the order and its coupon: every writer locks members before anything
+    # else (orders, purchases), so no two can wait for each other (PostgreSQL).
+    member = members.lock(session, session.get(Member, get_order(session, order_ref).member_id))
     row = get_order(session, order_ref, for_update=True)
     if member_id is not None and row.member_id != member_id:
         raise NotFound("no such order")
@@ -391,14 +394,12 @@ def change_status(session: Session, gw: Gateway, actor: str, order_ref: str, sta
                                      .values(status="void")).rowcount
             if voided != 1:
                 raise Conflict("the coupon was already used: its order cannot be cancelled")
-        member = members.lock(session, session.get(Member, row.member_id))
         ledger.reverse_debit(session, member, session.get(LedgerTxn, row.debit_txn_id), "reward_cancel", REDEEMED, now)
         session.execute(update(Reward).where(Reward.id == row.reward_id, Reward.stock.is_not(None))
                         .values(stock=Reward.stock + 1))
     row.status, row.updated_at = status, now
     audit.record(session, actor, f"reward_order.{status}", now, order_ref=order_ref)
-    webhooks.emit(session, f"reward_order.{status}",
-                  [_event(row, session.get(Reward, row.reward_id), session.get(Member, row.member_id).member_ref)], now)
+    webhooks.emit(session, f"reward_order.{status}", [_event(row, session.get(Reward, row.reward_id), member.member_ref)], now)
     if status == "shipped":
         notices.queue(session, [(row.member_id, "reward_shipped", f"order:{order_ref}:shipped",
                                  {"reward": session.get(Reward, row.reward_id).name})], now)
