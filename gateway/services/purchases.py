@@ -315,6 +315,7 @@ def ingest(session: Session, gw: Gateway, events: list[PurchaseEvent], now: date
             batch.debit(m, ledger.Debit(m.id, "burn", e.points_burned, rewards.REDEEMED, purchase_ref,
                                         ledger.take_fifo(lots[m.id], e.points_burned)), lots[m.id])
         if coupon is not None:
+            coupon.status = "used"  # a second presentation in this batch finds it used
             batch.coupons.append((coupon, row, m.member_ref))
         if points:
             batch.credits.append(ledger.Credit(m.id, "earn", points, "issued", purchase_ref, max(0, -m.balance), expires_at))
@@ -347,7 +348,6 @@ class _Writes:
     credits: list[ledger.Credit] = field(default_factory=list)
     credited: list[list] = field(default_factory=list)  # the purchase rows of `credits`, in order
     debits: list[ledger.Debit] = field(default_factory=list)
-    debited: list[list] = field(default_factory=list)
     lots_left: dict[int, int] = field(default_factory=dict)  # lot id -> remaining after this batch's burns
     coupons: list[tuple] = field(default_factory=list)  # (coupon row, purchase row, member_ref)
     tier_changes: list[tuple] = field(default_factory=list)  # (member id, member_ref, from, to, reason)
@@ -395,7 +395,7 @@ def _inexact_burn(gw: Gateway, points: int) -> GatewayError | None:
     return None
 
 
-def _coupons(session: Session, codes: list[str]) -> dict[str, object]:
+def _coupons(session: Session, codes: list[str]) -> dict[str, _Coupon]:
     """The coupons presented, by the hash of their code, locked (in id order) until the batch commits:
     a coupon presented at two tills at once is used by one."""
     if not codes:
@@ -423,7 +423,7 @@ class _Coupon:
 
 
 def _coupon_refusal(coupon: _Coupon | None, member_id: int, amount_minor: int, now: datetime) -> GatewayError | None:
-    """Why this coupon cannot take part of this member's purchase (None: it can, and is now used)."""
+    """Why this coupon cannot take part of this member's purchase (None: it can)."""
     if coupon is None or coupon.member_id != member_id:
         return NotFound("no such coupon for this member")
     if coupon.status != "open":
@@ -432,7 +432,6 @@ def _coupon_refusal(coupon: _Coupon | None, member_id: int, amount_minor: int, n
         return Conflict(f"the coupon expired at {as_utc(coupon.expires_at).isoformat()}")
     if amount_minor < coupon.min_spend_minor:
         return Conflict(f"the coupon needs a purchase of at least {coupon.min_spend_minor}", min_spend_minor=coupon.min_spend_minor)
-    coupon.status = "used"  # a second presentation in this batch finds it used
     return None
 
 

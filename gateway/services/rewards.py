@@ -1,10 +1,11 @@
 """The brand's rewards catalogue: members spend their points on coupons, goods, digital benefits and
 experiences (P-10, P-11), and coupons are used at the till (P-36).
 
-Concurrency is settled by the database, not by reading first: stock is taken by one conditional
-UPDATE (`stock > 0`), a coupon is used by one (`status = 'open'`), and a member's orders are counted
-under the member's row lock, so no interleaving oversells, double-uses or exceeds a limit, on SQLite
-(one writer) as on PostgreSQL (the second UPDATE waits for the first and re-checks its condition).
+Concurrency is settled by locks, not by reading first: concurrent orders are written in one
+transaction (`order_many`) that locks their members, then their rewards, in id order, and counts
+stock and per-member limits down under those locks; a coupon presented at the till is locked with
+its purchase (purchases.ingest). So no interleaving oversells, double-uses or exceeds a limit, on
+SQLite (one writer) as on PostgreSQL (row locks, always members first: no lock-order cycle).
 
 Points leave through the ledger's `redeemed` account; a cancelled order puts them back into the very
 lots they came from (ledger.reverse_debit) and returns its item to stock.
@@ -230,14 +231,15 @@ def order_many(session: Session, gw: Gateway, items: list[OrderItem], now: datet
         taken[it.idempotency_key] = i
         out[i] = Ordered(row, reward, None, buyer.balance, False)
     if placed:
-        _write(session, gw, items, placed, lots, out, now)
+        _place(session, gw, items, placed, lots, out, now)
     for i, first in retries:
         out[i] = out[first]._replace(replayed=True)
     return out  # type: ignore[return-value]
 
 
-def _write(session: Session, gw: Gateway, items: list[OrderItem], placed: list[tuple[int, RewardOrder, Reward, _Buyer]],
+def _place(session: Session, gw: Gateway, items: list[OrderItem], placed: list[tuple[int, RewardOrder, Reward, _Buyer]],
            lots: dict[int, list[list[int]]], out: list, now: datetime) -> None:
+    """Write the orders `order_many` accepted and their stock, and grant those paid with points now."""
     conn = session.connection()
     for (_, row, _, _), order_id in zip(placed, allocate_ids(conn, RewardOrder.__table__, len(placed)), strict=True):
         row.id = order_id

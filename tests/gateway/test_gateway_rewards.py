@@ -271,7 +271,8 @@ def test_the_liability_report_accounts_for_every_point(brand, clock):
 def test_one_grouped_write_burns_earns_and_uses_coupons_in_order(brand, clock):
     """Concurrent till requests share one transaction (purchases.ingest): within it each purchase sees
     the ones before it, as if sent one by one: points earned by an earlier purchase pay a later one,
-    a second burn finds what the first left, a coupon presented twice is used once."""
+    a second burn finds what the first left, a coupon presented twice is used once, and a refused
+    purchase uses nothing."""
     from gateway.services import purchases
 
     m = enrol(brand, "+8613800000191")  # 100 welcome points
@@ -284,13 +285,16 @@ def test_one_grouped_write_burns_earns_and_uses_coupons_in_order(brand, clock):
                                        currency="CNY", channel="store", eco=False, occurred_at=clock.now, member_ref=m["member_ref"],
                                        **extra)
 
-    earned, burned, short, couponed, again = purchases.ingest_committed(brand.gw, [
+    earned, burned, short, overpaid, couponed, again = purchases.ingest_committed(brand.gw, [
         event("earn", 20_000), event("burn", 5_000, points_burned=300), event("short", 5_000, points_burned=300),
-        event("coupon", 3_000, coupon_code=code), event("again", 3_000, coupon_code=code)])
+        event("overpaid", 3_000, coupon_code=code, points_burned=2_400), event("coupon", 3_000, coupon_code=code),
+        event("again", 3_000, coupon_code=code)])
     assert earned.points == 400 and earned.paid_minor is None  # first order: x2
     assert (burned.points_burned, burned.paid_minor, burned.points) == (300, 4_700, 47)  # paid with points the batch earned
     assert isinstance(short, purchases.GatewayError) and short.code == "insufficient_points"
     assert "237 available" in short.detail  # 90 + 400 - 300 + 47
+    # Refused (the points pay more than the coupon leaves to pay): its coupon stays open for the next.
+    assert isinstance(overpaid, purchases.GatewayError) and "more than the 2300 left to pay" in overpaid.detail
     assert (couponed.discount_minor, couponed.paid_minor, couponed.points) == (700, 2_300, 23)
     assert isinstance(again, purchases.GatewayError) and "already used" in again.detail
     assert db_balance(brand, m["member_ref"]) == (260,) * 3  # 237 + 23: balance, entries and lots agree
