@@ -555,10 +555,10 @@ class Notice(Base):
     kind: Mapped[str] = mapped_column(String(24))  # points_expiring | coupon_expiring | tier_changed | reward_ordered | reward_shipped
     subject: Mapped[str] = mapped_column(String(80))
     data: Mapped[str] = mapped_column(Text)  # JSON: amounts, dates, codes of rewards; never personal data
-    status: Mapped[str] = mapped_column(String(8))  # pending | sent | skipped | failed
+    status: Mapped[str] = mapped_column(String(8))  # pending | sending (claimed by a run) | sent | skipped | failed
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)  # handed over (or claimed, while sending)
 
     __table_args__ = (UniqueConstraint("kind", "subject", name="uq_notices_kind_subject"), Index("ix_notices_status", "status"))
 

@@ -36,6 +36,7 @@ KINDS = ("points_expiring", "coupon_expiring", "tier_changed", "reward_ordered",
 COUPON_NOTICE_DAYS = 2  # a coupon lasts 7 days by default (P-36): remind two days before it lapses
 BATCH = 1000
 MAX_ATTEMPTS = 3
+CLAIM_LEASE = timedelta(minutes=5)
 
 
 def queue(session: Session, items: list[tuple[int, str, str, dict]], now: datetime) -> None:
@@ -109,15 +110,25 @@ def run(gw: Gateway, now: datetime) -> dict[str, int]:
 
 
 def send_pending(gw: Gateway, now: datetime) -> dict[str, int]:
-    """Hand every pending notice to the notifier; the counts by outcome."""
+    """Hand every pending notice to the notifier; the counts by outcome. Each batch is claimed first
+    (`sending`), so runs in several processes, or the schedule and an operator's maintenance at
+    once, never send one notice twice; a claim a dead run left is freed after CLAIM_LEASE."""
     counts = {"sent": 0, "skipped": 0, "failed": 0}
+    with transaction(gw.sessions) as session:
+        session.execute(update(Notice).where(Notice.status == "sending", Notice.sent_at < now - CLAIM_LEASE).values(status="pending"))
     while True:
+        with transaction(gw.sessions) as session:
+            due = session.scalars(select(Notice.id).where(Notice.status == "pending").order_by(Notice.id).limit(BATCH)).all()
+            if not due:
+                return counts
+            claimed = session.scalars(update(Notice).where(Notice.id.in_(due), Notice.status == "pending")
+                                      .values(status="sending", sent_at=now).returning(Notice.id)).all()
+        if not claimed:
+            continue  # another run took these
         with reading(gw.sessions) as session:
             batch = session.execute(
                 select(Notice.id, Notice.member_id, Notice.kind, Notice.data, Member.member_ref, _allowed().label("allowed"))
-                .join(Member, Member.id == Notice.member_id).where(Notice.status == "pending").order_by(Notice.id).limit(BATCH)).all()
-            if not batch:
-                return counts
+                .join(Member, Member.id == Notice.member_id).where(Notice.id.in_(claimed)).order_by(Notice.id)).all()
             refs = {notice.member_id: notice.member_ref for notice in batch if notice.allowed}
             fields: dict[int, dict[str, bytes]] = {}
             for member_id, name, ciphertext in session.execute(select(PiiField.member_id, PiiField.field, PiiField.ciphertext).where(
@@ -140,10 +151,10 @@ def send_pending(gw: Gateway, now: datetime) -> dict[str, int]:
         with transaction(gw.sessions) as session:
             for status, ids in outcome.items():
                 if ids:
-                    values = {"status": status, "attempts": Notice.attempts + 1} | ({"sent_at": now} if status == "sent" else {})
+                    values = {"status": status, "attempts": Notice.attempts + 1} | ({} if status == "sent" else {"sent_at": None})
                     if status == "failed":  # tried again on the next runs, three times in all
                         values["status"] = case((Notice.attempts + 1 >= MAX_ATTEMPTS, "failed"), else_="pending")
-                    session.execute(update(Notice).where(Notice.id.in_(ids), Notice.status == "pending").values(**values))
+                    session.execute(update(Notice).where(Notice.id.in_(ids), Notice.status == "sending").values(**values))
                 counts[status] += len(ids)
         if outcome["failed"]:
             return counts  # the notifier is down: the next run tries again

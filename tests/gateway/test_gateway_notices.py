@@ -121,3 +121,44 @@ def test_a_notifier_that_is_down_is_tried_again(database_url, tmp_path, clock):
         assert (notice.status, notice.attempts) == ("failed", 3)
     finally:
         b.close()
+
+
+def test_runs_at_once_send_each_notice_once_and_a_dead_runs_claim_is_freed(brand, clock):
+    """The schedule and an operator's maintenance (or several worker processes) send at the same
+    moment: each notice goes out once. A run that died holding notices gives them back after the lease."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from gateway.notify import DevNotifier
+    from gateway.services import notices
+
+    class SlowPhone(DevNotifier):  # the development notifier, as slow as a real provider: runs overlap
+        def send(self, message):
+            time.sleep(0.005)
+            super().send(message)
+
+    brand.gw.notifier = SlowPhone(brand.gw.settings.notifications_dir, brand.gw.settings.brand_id)
+    define(brand, "song", kind="digital", points_price=10)
+    ms = [enrol(brand, f"+86138000003{i:02d}") for i in range(12)]
+    for i, m in enumerate(ms):
+        assert brand.client.post("/v1/me/reward-orders", json={"reward": "song"}, headers=m["auth"] | {"Idempotency-Key": f"s{i}"}).status_code == 201
+    start = threading.Barrier(4)
+
+    def run(_):
+        start.wait()
+        return notices.send_pending(brand.gw, clock.now)
+
+    with ThreadPoolExecutor(4) as pool:
+        runs = list(pool.map(run, range(4)))
+    assert sum(r["sent"] for r in runs) == 12, runs
+    assert [len(notices_to(brand, m)) for m in ms] == [1] * 12
+
+    late = enrol(brand, "+8613800000399")
+    brand.client.post("/v1/me/reward-orders", json={"reward": "song"}, headers=late["auth"] | {"Idempotency-Key": "late"})
+    with brand.gw.sessions.begin() as session:  # a run claimed it, then its process died
+        session.query(Notice).filter(Notice.status == "pending").update({"status": "sending", "sent_at": clock.now})
+    assert notices.send_pending(brand.gw, clock.now)["sent"] == 0
+    clock.advance(minutes=6)
+    assert notices.send_pending(brand.gw, clock.now)["sent"] == 1
+    assert len(notices_to(brand, late)) == 1
