@@ -182,3 +182,24 @@ def test_bad_subscriptions_are_refused_with_a_reason(database_url, tmp_path, clo
         assert b.client.get("/v1/admin/webhooks/99/deliveries", headers=b.as_("operator")).status_code == 404
     finally:
         b.close()
+
+
+def test_runs_at_once_post_each_delivery_once(brand, receiver, clock):
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from gateway.services import webhooks
+
+    subscribe(brand, receiver.url, ["reward_order.granted"])
+    for i in range(8):
+        order(brand, enrol(brand, f"+86138000003{40 + i}"), f"o{i}")
+    start = threading.Barrier(4)
+
+    def run(_):
+        start.wait()
+        return webhooks.deliver_due(brand.gw, clock.now)
+
+    with ThreadPoolExecutor(4) as pool:
+        runs = list(pool.map(run, range(4)))
+    assert sum(r["delivered"] for r in runs) == 8, runs
+    assert len(receiver.received) == 8 and len({h["webhook-id"] for h, _ in receiver.received}) == 8
