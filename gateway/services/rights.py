@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -25,6 +26,7 @@ from ..models import (
     Member,
     MemberIdentifier,
     MemberToken,
+    Notice,
     PiiField,
     PointLot,
     Purchase,
@@ -124,6 +126,8 @@ def export(session: Session, gw: Gateway, member: Member) -> dict[str, Any]:
                     for a in session.scalars(select(Action).where(Action.member_id == m.id))],
         "tier_changes": [{"from": c.from_tier, "to": c.to_tier, "reason": c.reason, "at": _iso(c.changed_at)}
                          for c in session.scalars(select(TierChange).where(TierChange.member_id == m.id))],
+        "notices": [{"kind": n.kind, "data": json.loads(n.data), "status": n.status, "queued_at": _iso(n.created_at),
+                     "sent_at": _iso(n.sent_at)} for n in session.scalars(select(Notice).where(Notice.member_id == m.id).order_by(Notice.id))],
         "exchanges": [{"exchange_ref": e.exchange_ref, "ap_amount": e.ap_amount, "brand_points": e.brand_points,
                        "status": e.status, "wallet_address": e.wallet_address, "tx_hash": e.tx_hash}
                       for e in session.scalars(select(Exchange).where(Exchange.member_id == m.id))],

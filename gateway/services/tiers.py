@@ -10,6 +10,7 @@ from sqlalchemy import BigInteger, cast, func, select
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import ColumnElement
 from sqlalchemy.sql.selectable import ScalarSelect
+from uuid_utils import uuid7
 
 from ..db import as_utc
 from ..models import Action, Member, Purchase, TierChange
@@ -69,7 +70,7 @@ def _change(session: Session, member: Member, to: str, reason: str, now: datetim
 def announce(session: Session, changes: list[tuple[int, str, str, str, str]], now: datetime) -> None:
     """Tell the members (a notice) and the brand's systems (a webhook) of tier changes:
     (member id, member_ref, from, to, reason) each."""
-    notices.queue(session, [(member_id, "tier_changed", f"tier:{member_id}:{now.isoformat()}:{new}", {"from": old, "to": new, "reason": reason})
+    notices.queue(session, [(member_id, "tier_changed", f"tier:{uuid7()}", {"from": old, "to": new, "reason": reason})
                             for member_id, _, old, new, reason in changes], now)
     webhooks.emit(session, "member.tier_changed", [{"member_ref": ref, "from": old, "to": new, "reason": reason}
                                                    for _, ref, old, new, reason in changes], now)

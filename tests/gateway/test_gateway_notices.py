@@ -102,6 +102,11 @@ def test_order_shipping_coupon_and_tier_notices(brand, clock):
     assert purchase(brand, m["member_ref"], 10**7, "big", clock.now).status_code == 201
     maintenance(brand)
     assert "tier changed from" in notices_to(brand, m)[-1].text
+    # The member's copy of their data lists what they were sent (kinds and amounts, never a code).
+    exported = brand.client.get("/v1/me/export", headers=m["auth"]).json()["notices"]
+    assert [(n["kind"], n["status"]) for n in exported] == [("reward_ordered", "sent"), ("reward_ordered", "sent"),
+                                                           ("reward_shipped", "sent"), ("coupon_expiring", "sent"),
+                                                           ("tier_changed", "sent")]
 
 
 def test_a_notifier_that_is_down_is_tried_again(database_url, tmp_path, clock):
