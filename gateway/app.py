@@ -31,7 +31,7 @@ from .errors import (
     error_response,
     problem,
 )
-from .groupcommit import GroupCommit
+from .groupcommit import GroupCommit, each_in_savepoint
 from .guard import Limits, RequestGuard
 from .routes import admin, alliance, audit, campaigns, consent, gifts, members, points, problems, rewards, rights, webhooks
 from .runtime import Gateway, build_gateway
@@ -115,6 +115,8 @@ def create_app(settings: GatewaySettings | None = None, *, gateway: Gateway | No
     app.state.api_keys = ApiKeyCache(s.api_key_cache_s)
     app.state.purchases = GroupCommit(partial(purchases.ingest_committed, gw))
     app.state.orders = GroupCommit(partial(order_committed, gw))
+    # Small groups: the chain sender's writes queue behind one group at most.
+    app.state.writes = GroupCommit(partial(each_in_savepoint, gw.sessions), max_batch=32)
     app.add_middleware(RequestGuard, limits=Limits(max_bytes=s.max_body_bytes, max_depth=s.max_json_depth,
                                                    routes={"/v1/purchases/batch": s.max_batch_body_bytes}))
     install_problem_handlers(app)

@@ -7,6 +7,7 @@ import json
 import sqlite3
 import threading
 import weakref
+from collections import deque
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -59,7 +60,7 @@ def make_engine(url: str) -> Engine:
             cursor.execute(f"PRAGMA wal_autocheckpoint={WAL_SAFETY_NET_PAGES}")
             cursor.close()
 
-        writer = threading.Lock()
+        writer = FairLock()
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn):
@@ -69,8 +70,10 @@ def make_engine(url: str) -> Engine:
             # IMMEDIATE takes the write lock at BEGIN: a read-then-write (check balance, then debit)
             # can never interleave with another writer, the SQLite analogue of SELECT ... FOR UPDATE.
             # This process's writers queue on a lock of ours first: SQLite's own busy handler polls
-            # with sleeps of up to 100 ms, and under contention some waiters lost for seconds.
-            conn.info["holds_writer"] = writer.acquire(timeout=30)
+            # with sleeps of up to 100 ms, and under contention some waiters lost for seconds. The
+            # queue is first come, first served: with threading.Lock the chain sender's write waited
+            # behind a flood of requests' writes for as long as the flood lasted.
+            conn.info["holds_writer"] = writer.acquire(timeout=30, first=getattr(_writing_first, "on", False))
             try:
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
             except BaseException:
@@ -89,6 +92,57 @@ def make_engine(url: str) -> Engine:
             _checkpoint_in_background(engine, engine.url.database)
         return engine
     return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True, hide_parameters=True)
+
+
+_writing_first = threading.local()
+
+
+@contextmanager
+def writing_first() -> Iterator[None]:
+    """This thread's write transactions (SQLite) take the writer lock ahead of the queue: the chain
+    sender's, each of which settles a whole batch of waiting requests."""
+    _writing_first.on = True
+    try:
+        yield
+    finally:
+        _writing_first.on = False
+
+
+class FairLock:
+    """A lock taken in the order it was asked for: release hands it straight to the oldest waiter."""
+
+    def __init__(self) -> None:
+        self._mutex = threading.Lock()
+        self._held = False
+        self._waiters: deque[threading.Lock] = deque()
+
+    def acquire(self, timeout: float, first: bool = False) -> bool:
+        """`first`: go ahead of every waiter (the chain sender, whose writes finish many requests)."""
+        with self._mutex:
+            if not self._held:
+                self._held = True
+                return True
+            gate = threading.Lock()
+            gate.acquire()
+            if first:
+                self._waiters.appendleft(gate)
+            else:
+                self._waiters.append(gate)
+        if gate.acquire(timeout=timeout):
+            return True  # handed over by release
+        with self._mutex:
+            try:
+                self._waiters.remove(gate)
+                return False
+            except ValueError:  # handed over just as the wait ran out: it is ours
+                return True
+
+    def release(self) -> None:
+        with self._mutex:
+            if self._waiters:
+                self._waiters.popleft().release()  # still held: now by the oldest waiter
+            else:
+                self._held = False
 
 
 WAL_SAFETY_NET_PAGES = 10_000

@@ -6,15 +6,25 @@ meanwhile waits for the next. Under load a commit carries dozens of requests, so
 one writer with large batches instead of many writers contending for its lock (SQLite) or for
 round trips (PostgreSQL). Alone, a request is a batch of one and waits for nothing. A request is
 answered only after the transaction holding it has committed.
+
+Purchases and reward orders are written set-based (purchases.ingest, rewards.order_many); other
+requests on a hot path (exchanges, redemptions) are grouped by `each_in_savepoint`: each is a
+function of the session, run in a savepoint of the shared transaction, so one refused rolls back
+alone and its error goes to its own request. On SQLite this also keeps the writer lock's queue
+short, so the chain sender's own writes are not stuck behind hundreds of requests.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Callable, Generic, TypeVar
+from typing import Any, Callable, Generic, TypeVar
 
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
+
+from .db import transaction
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
@@ -80,3 +90,24 @@ def _resolve(future: asyncio.Future, result=None, error: Exception | None = None
         future.set_exception(error)
     else:
         future.set_result(result)
+
+
+def each_in_savepoint(sessions: sessionmaker[Session], items: list[Callable[[Session], Any]]) -> list[Any]:
+    """Run each item in a savepoint of one transaction; its result, or the exception that rolled it
+    back (returned, not raised: the other items stand). A uniqueness conflict (a retry of the same
+    request racing in another process) runs the item once more: it then finds the row."""
+    results: list[Any] = []
+    with transaction(sessions) as session:
+        for item in items:
+            for attempt in (1, 2):
+                try:
+                    with session.begin_nested():
+                        results.append(item(session))
+                    break
+                except IntegrityError as exc:
+                    if attempt == 2:
+                        results.append(exc)
+                except Exception as exc:  # the request's own refusal (4xx) or failure (5xx)
+                    results.append(exc)
+                    break
+    return results

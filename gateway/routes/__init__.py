@@ -7,7 +7,9 @@ always, and what its credentials, rules and storage can add. The fuzzing suite
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable, TypeVar
+
+from sqlalchemy.orm import Session
 
 from fastapi import Header, Request
 
@@ -42,8 +44,20 @@ def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return out
 
 
+T = TypeVar("T")
+
+
 async def gateway(request: Request) -> Gateway:
     return request.app.state.gateway
+
+
+async def grouped(request: Request, write: Callable[[Session], T]) -> T:
+    """`write(session)` committed together with the other requests writing now (one transaction, a
+    savepoint each: groupcommit.each_in_savepoint); its refusal is raised here."""
+    out = await request.app.state.writes.submit(write)
+    if isinstance(out, Exception):
+        raise out
+    return out
 
 
 async def client_address(request: Request) -> str:

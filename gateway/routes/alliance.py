@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Response, status
+from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 from pydantic import Field
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
@@ -28,7 +28,7 @@ from ..schemas import (
     WalletLinked,
 )
 from ..services import alliance, purchases
-from . import AUTH, gateway, idempotency_key, need_chain, problems
+from . import AUTH, gateway, grouped, idempotency_key, need_chain, problems
 
 router = APIRouter(prefix="/v1/me", tags=["alliance"])
 
@@ -60,20 +60,19 @@ def _exchange_out(row: Exchange, replayed: bool) -> ExchangeResponse:
                         202: {"model": ExchangeResponse, "description": "accepted, the mint is still pending (it is retried until settled)"}}
              | problems(*AUTH, 409, 503),
              summary="Exchange brand points into alliance points minted to the linked wallet")
-async def exchange(body: ExchangeRequest, response: Response, key: str = Depends(idempotency_key),
+async def exchange(body: ExchangeRequest, request: Request, response: Response, key: str = Depends(idempotency_key),
                    who: Principal = Depends(allow("member")), gw: Gateway = Depends(gateway)) -> ExchangeResponse:
     # Async: the request waits for the chain without holding one of the server's worker threads, so
     # hundreds can wait for the same batch.
     need_chain(gw)
+    quote = await run_in_threadpool(alliance.quote_or_none, gw)
 
-    def accept() -> tuple[str, bool]:
-        quote = alliance.quote_or_none(gw)
-        with transaction(gw.sessions) as session:
-            row, replayed = alliance.request_exchange(session, gw, own_member(session, who), body.ap_amount,
-                                                      f"{who.subject}:{key}", purchases.request_hash(body), gw.now(), quote)
-            return row.exchange_ref, replayed
+    def accept(session) -> tuple[str, bool]:
+        row, replayed = alliance.request_exchange(session, gw, own_member(session, who), body.ap_amount,
+                                                  f"{who.subject}:{key}", purchases.request_hash(body), gw.now(), quote)
+        return row.exchange_ref, replayed
 
-    ref, replayed = await run_in_threadpool(accept)
+    ref, replayed = await grouped(request, accept)
     out = await alliance.settle(gw, alliance.EXCHANGE_JOB, ref, lambda session, row: _exchange_out(row, replayed))
     response.status_code = status.HTTP_200_OK if replayed else (status.HTTP_202_ACCEPTED if out.status == "pending" else status.HTTP_201_CREATED)
     return out
@@ -100,20 +99,22 @@ def _redemption_out(row: Redemption, balance: int, replayed: bool) -> Redemption
                         202: {"model": RedemptionResponse, "description": "accepted, the redemption is still pending on chain"}}
              | problems(*AUTH, 400, 409, 503),
              summary="Redeem alliance points here by the wallet's signed authorisation; credits brand points")
-async def redeem(body: Authorisation, response: Response, who: Principal = Depends(allow("member")),
+async def redeem(body: Authorisation, request: Request, response: Response, who: Principal = Depends(allow("member")),
                  gw: Gateway = Depends(gateway)) -> RedemptionResponse:
     need_chain(gw)
     auth = RedemptionAuth(body.owner, body.brand, body.amount, body.nonce, body.deadline, bytes.fromhex(body.signature[2:]))
 
-    def accept() -> tuple[str, bool]:
+    def check() -> tuple:
         now = gw.now()
-        verified = alliance.verify_redemption(gw, auth, now)  # before the write lock: it is pure CPU
-        quote = alliance.quote_or_none(gw)
-        with transaction(gw.sessions) as session:
-            row, replayed = alliance.accept_redemption(session, gw, own_member(session, who), verified, now, quote)
-            return row.redemption_ref, replayed
+        return alliance.verify_redemption(gw, auth, now), alliance.quote_or_none(gw), now  # pure CPU, a cached read
 
-    ref, replayed = await run_in_threadpool(accept)
+    verified, quote, now = await run_in_threadpool(check)
+
+    def accept(session) -> tuple[str, bool]:
+        row, replayed = alliance.accept_redemption(session, gw, own_member(session, who), verified, now, quote)
+        return row.redemption_ref, replayed
+
+    ref, replayed = await grouped(request, accept)
     out = await alliance.settle(gw, alliance.REDEMPTION_JOB, ref,
                                 lambda session, row: _redemption_out(row, session.get(Member, row.member_id).balance, replayed))
     response.status_code = status.HTTP_200_OK if replayed else (status.HTTP_202_ACCEPTED if out.status == "pending" else status.HTTP_201_CREATED)

@@ -43,7 +43,7 @@ from sqlalchemy.orm import Session
 
 from contracts.chain import ChainError, ContractRevert, SignedTx
 
-from ..db import one_of, reading, transaction
+from ..db import one_of, reading, transaction, writing_first
 from ..models import ChainTx, SenderLease
 from ..runtime import Gateway
 
@@ -231,7 +231,7 @@ class Sender:
         """One pass over every pending row. Returns the rows it saw by their status afterwards
         (pending: left for a later round). Raises ChainError when the chain cannot be reached and
         NotLeader when another process sends."""
-        with self.exclusive(keep=keep):
+        with self.exclusive(keep=keep), writing_first():
             return _Round(self).run()
 
 

@@ -165,3 +165,36 @@ def test_sqlite_pool_hands_out_the_connection_returned_last(tmp_path):
         again.close()
     finally:
         engine.dispose()
+
+
+def test_the_sqlite_writer_lock_serves_in_order_and_the_chain_sender_first():
+    """Writers queue first come, first served (threading.Lock does not: under a flood of requests'
+    writes the chain sender's write waited for seconds), and the sender's writes go ahead of the
+    queue, each of them settling a batch of waiting requests. A waiter that gives up leaves the
+    queue intact."""
+    import threading
+    import time
+
+    from gateway.db import FairLock
+
+    lock = FairLock()
+    assert lock.acquire(timeout=1)
+    assert lock.acquire(timeout=0.05) is False  # held: gives up, and leaves no trace in the queue
+    order = []
+
+    def writer(name: str, first: bool = False) -> None:
+        assert lock.acquire(timeout=5, first=first)
+        order.append(name)
+        lock.release()
+
+    threads = []
+    for name, first in (("a", False), ("b", False), ("c", False), ("sender", True)):
+        threads.append(threading.Thread(target=writer, args=(name, first)))
+        threads[-1].start()
+        time.sleep(0.05)  # each is waiting before the next asks
+    lock.release()
+    for t in threads:
+        t.join(5)
+    assert order == ["sender", "a", "b", "c"]
+    assert lock.acquire(timeout=0.05)  # free again
+    lock.release()
