@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, TypeVar
 
-from sqlalchemy.orm import Session
-
 from fastapi import Header, Request
+from sqlalchemy.orm import Session
 
 from ..errors import PROBLEM_MEDIA_TYPE, PROBLEMS, Conflict, problem_body
 from ..runtime import Gateway
