@@ -97,7 +97,6 @@ class Gateway:
     # stored), to prove that a crash there loses and doubles nothing.
     before_broadcast: Callable[[list[str]], None] | None = None
     chain_sender: Any = None  # services/outbox.Sender, made on first use
-    rate_cache: tuple[float, tuple[int, int]] | None = None  # services/alliance._rate: (monotonic expiry, (rate, version))
 
     @property
     def brand_address(self) -> str:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import secrets
 import uuid
-from time import monotonic
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -187,20 +186,10 @@ def quote_or_none(gw: Gateway) -> tuple[int, int] | None:
         return None
 
 
-RATE_CACHE_S = 2.0  # about a block: a rate changes only after its notice period (a day at least)
-
-
 def _rate(gw: Gateway) -> tuple[int, int]:
-    """This brand's rate and its version, read from the registry at most every RATE_CACHE_S (every
-    exchange and redemption needs it). Within those seconds of a scheduled switch an exchange may be
-    quoted the old version: the contract then refuses its mint and the debit is reversed."""
-    cached = gw.rate_cache
-    if cached is not None and cached[0] > monotonic():
-        return cached[1]
+    # Read each time: it is also how a request learns the chain is away before it debits anything.
     try:
-        quote = gw.alliance.registry.rate(gw.brand_address)
-        gw.rate_cache = (monotonic() + RATE_CACHE_S, quote)
-        return quote
+        return gw.alliance.registry.rate(gw.brand_address)
     except ContractRevert as exc:
         raise ChainRejected(f"the alliance contracts refused to quote this brand's rate: {exc.error}") from None
     except ChainError:

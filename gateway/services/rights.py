@@ -34,6 +34,8 @@ from ..models import (
     RewardOrder,
     TierChange,
     WalletChallenge,
+    WebhookAttempt,
+    WebhookDelivery,
 )
 from ..runtime import Gateway
 from . import audit, consent, datakeys, gifts, members, rewards
@@ -165,8 +167,13 @@ def erase(session: Session, gw: Gateway, member: Member, actor: str, now: dateti
     # The key goes first, from its own store: should this transaction then fail, the member's data
     # is unreadable and the erasure is asked again (never the reverse: an erased member whose key lives).
     gw.keystore.delete(member.member_ref)
-    for model in (PiiField, MemberIdentifier, MemberToken, WalletChallenge):
+    # Notices were messages to a person who is gone; their times would tie the account to events.
+    for model in (PiiField, MemberIdentifier, MemberToken, WalletChallenge, Notice):
         session.execute(delete(model).where(model.member_id == member.id))
+    # So were the webhooks about them (the brand's own systems hold what was delivered; erase there too).
+    about = select(WebhookDelivery.id).where(WebhookDelivery.payload.contains(member.member_ref)).scalar_subquery()
+    session.execute(delete(WebhookAttempt).where(WebhookAttempt.delivery_id.in_(about)))
+    session.execute(delete(WebhookDelivery).where(WebhookDelivery.payload.contains(member.member_ref)))
     member.status, member.erased_at = "erased", now
     member.passphrase_hash = member.birth_month = member.wallet_address = None
     _unlink(session, member)

@@ -203,3 +203,23 @@ def test_runs_at_once_post_each_delivery_once(brand, receiver, clock):
         runs = list(pool.map(run, range(4)))
     assert sum(r["delivered"] for r in runs) == 8, runs
     assert len(receiver.received) == 8 and len({h["webhook-id"] for h, _ in receiver.received}) == 8
+
+
+def test_erasure_takes_the_members_webhooks_and_notices_with_it(brand, receiver):
+    """Delivered or not, what the gateway keeps of webhooks and notices about an erased member goes:
+    their times would tie the account to events (the brand's own systems erase what they received)."""
+    from gateway.models import Notice, WebhookDelivery
+
+    sub = subscribe(brand, receiver.url, ["reward_order.granted"])
+    gone, stays = enrol(brand, "+8613800000351"), enrol(brand, "+8613800000352")
+    order(brand, gone, "g1")
+    order(brand, stays, "s1")
+    assert maintenance(brand)["webhooks"]["delivered"] == 2
+    order(brand, gone, "g2")  # queued, not yet delivered
+    assert brand.client.post(f"/v1/members/{gone['member_ref']}/erasure", headers=brand.as_("operator")).status_code == 200
+    refs = [d["payload"]["data"]["member_ref"] for d in log(brand, sub["id"])]
+    assert refs == [stays["member_ref"]]
+    assert maintenance(brand)["webhooks"]["delivered"] == 0  # the queued one about the erased member is not sent
+    with brand.gw.sessions() as session:
+        assert session.query(Notice).count() == 1  # the remaining member's one; the erased member's two are gone
+        assert all(gone["member_ref"] not in d.payload for d in session.query(WebhookDelivery))
