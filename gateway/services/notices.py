@@ -82,10 +82,8 @@ def remind(gw: Gateway, now: datetime) -> int:
                 balance = balances[member_id]
                 expiring = [{"points": lot.remaining, "expires_on": as_utc(lot.expires_at).strftime("%Y-%m-%d")} for lot in lots]
                 buys = [{"reward": name, "points": price} for name, price in offers if price <= balance][:3]
-                rows.append(dict(member_id=member_id, kind="points_expiring", subject=f"lot:{lots[0].id}:{days}d",
-                                 data=json.dumps({"lots": expiring, "balance": balance, "buys": buys}, sort_keys=True),
-                                 status="pending", attempts=0, created_at=now))
-            session.execute(Notice.__table__.insert(), rows)
+                rows.append((member_id, "points_expiring", f"lot:{lots[0].id}:{days}d", {"lots": expiring, "balance": balance, "buys": buys}))
+            queue(session, rows, now)
             ids = [lot.id for lot in due]
             for start in range(0, len(ids), BATCH):
                 session.execute(update(PointLot).where(PointLot.id.in_(ids[start:start + BATCH])).values(reminded_days=days)
