@@ -11,11 +11,12 @@ from collections import deque
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence, TypeVar
 
 from sqlalchemy import String, Table, any_, bindparam, create_engine, event, func, select
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.sql import ColumnElement
 
@@ -203,6 +204,22 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
     """One unit of work: commit on success, roll back on any error."""
     with factory() as session, session.begin():
         yield session
+
+
+T = TypeVar("T")
+
+
+def committed_replaying_conflicts(factory: sessionmaker[Session], write: Callable[[Session], T]) -> T:
+    """`write(session)` in a transaction of its own. A concurrent request that stored one of the same
+    idempotency keys first makes an insert fail: `write` runs once more and now sees it as a replay."""
+    for attempt in (1, 2):
+        try:
+            with transaction(factory) as session:
+                return write(session)
+        except IntegrityError:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
 
 
 @contextmanager

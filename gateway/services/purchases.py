@@ -11,13 +11,12 @@ from typing import NamedTuple
 
 from pydantic import BaseModel
 from sqlalchemy import exists, func, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from uuid_utils import uuid7
 
 from privacy.receipts import Purpose
 
-from ..db import allocate_ids, as_utc, insert_many, one_of, transaction, update_many
+from ..db import allocate_ids, as_utc, committed_replaying_conflicts, insert_many, one_of, update_many
 from ..errors import (
     Conflict,
     ConsentRequired,
@@ -465,16 +464,8 @@ def _store_members(session: Session, touched: list[_MemberState], now: datetime)
 
 
 def ingest_committed(gw: Gateway, events: list[PurchaseEvent]) -> list[Outcome]:
-    """`ingest` in a transaction of its own. A concurrent request that stored one of the same keys
-    first makes the insert fail: the batch runs again and now sees it as a replay."""
-    for attempt in (1, 2):
-        try:
-            with transaction(gw.sessions) as session:
-                return ingest(session, gw, events, gw.now())
-        except IntegrityError:
-            if attempt == 2:
-                raise
-    raise AssertionError("unreachable")
+    """`ingest` in a transaction of its own (a batch, or concurrent purchases grouped)."""
+    return committed_replaying_conflicts(gw.sessions, lambda session: ingest(session, gw, events, gw.now()))
 
 
 def burn_value(gw: Gateway, points: int) -> int:

@@ -20,13 +20,12 @@ from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 from sqlalchemy import exists, func, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from uuid_utils import uuid7
 
 from privacy.receipts import Purpose
 
-from ..db import allocate_ids, as_utc, insert_many, one_of, transaction, update_many
+from ..db import allocate_ids, as_utc, committed_replaying_conflicts, insert_many, one_of, update_many
 from ..errors import Conflict, ConsentRequired, GatewayError, IdempotencyMismatch, InsufficientPoints, MemberNotActive, NotFound
 from ..models import Consent, Coupon, LedgerTxn, Member, Reward, RewardOrder
 from ..runtime import Gateway
@@ -252,17 +251,8 @@ def _place(session: Session, gw: Gateway, items: list[OrderItem], placed: list[t
 
 
 def order_committed(gw: Gateway, items: list[OrderItem]) -> list[Ordered | GatewayError]:
-    """`order_many` in a transaction of its own (concurrent orders, grouped: gateway/groupcommit.py).
-    A concurrent request that stored one of the same keys first makes the insert fail: the batch
-    runs again and now sees it as a replay."""
-    for attempt in (1, 2):
-        try:
-            with transaction(gw.sessions) as session:
-                return order_many(session, gw, items, gw.now())
-        except IntegrityError:
-            if attempt == 2:
-                raise
-    raise AssertionError("unreachable")
+    """`order_many` in a transaction of its own (concurrent orders, grouped: gateway/groupcommit.py)."""
+    return committed_replaying_conflicts(gw.sessions, lambda session: order_many(session, gw, items, gw.now()))
 
 
 @dataclass(slots=True)
