@@ -4,7 +4,9 @@
   process (bench/loadgen.py), SQLite and PostgreSQL: requests/s, p50/p99 latency.
 - bulk: POST /v1/purchases/batch, events/s over 8 batches of 5,000 sent one after another (after a
   warm-up batch), on the database the ingest run left.
-- redemptions: cross-brand redemption end to end (HTTP -> gateway -> anvil), redemptions/s and p99.
+- redemptions: cross-brand redemption end to end (HTTP -> gateway -> anvil), redemptions/s and p99,
+  with the gateway run as in production (one uvicorn worker per core; they share the brand's one
+  chain sender) and, beside it, on one worker (`..._one_worker`).
 """
 
 from __future__ import annotations
@@ -202,9 +204,12 @@ def main() -> None:
         result |= {"ingest_rps_postgres": postgres["single"]["rps"], "ingest_p50_ms_postgres": postgres["single"]["p50_ms"],
                    "ingest_p99_ms_postgres": postgres["single"]["p99_ms"], "ingest_errors_postgres": postgres["single"]["errors"],
                    "bulk_events_per_s_postgres": postgres["bulk"]["events_per_s"]}
-    redeemed = redemptions()
+    workers = os.cpu_count() or 1
+    redeemed, alone = redemptions(workers=workers), redemptions(workers=1)
     result |= {"redemptions_per_s": redeemed["rps"], "redemption_p50_ms": redeemed["p50_ms"], "redemption_p99_ms": redeemed["p99_ms"],
-               "redemptions": redeemed["requests"], "redemption_errors": redeemed["errors"], "redemption_concurrency": REDEMPTION_CONCURRENCY}
+               "redemptions": redeemed["requests"], "redemption_errors": redeemed["errors"], "redemption_concurrency": REDEMPTION_CONCURRENCY,
+               "redemption_workers": workers, "redemptions_per_s_one_worker": alone["rps"], "redemption_p99_ms_one_worker": alone["p99_ms"],
+               "redemption_errors_one_worker": alone["errors"]}
     print(json.dumps(result))
 
 

@@ -8,9 +8,10 @@ from dataclasses import asdict, dataclass
 from enum import IntEnum
 from typing import Any, Iterable, Sequence
 
+from eth_abi import decode as abi_decode
 from eth_account.messages import encode_typed_data
 from eth_account.signers.local import LocalAccount
-from eth_utils import to_checksum_address
+from eth_utils import event_abi_to_log_topic, to_checksum_address
 from web3.contract import Contract
 
 from .artifacts import load_artifact
@@ -162,9 +163,37 @@ class _Bound:
 
     def events(self, receipt: Any, event: str) -> list[dict[str, Any]]:
         """Decoded `event` logs of this contract in a receipt."""
-        from web3.logs import DISCARD
+        return [args for _, args in self.logs(receipt, (event,))]
 
-        return [dict(e["args"]) for e in getattr(self.contract.events, event)().process_receipt(receipt, errors=DISCARD)]
+    def logs(self, receipt: Any, events: Iterable[str]) -> list[tuple[str, dict[str, Any]]]:
+        """This contract's logs of the named `events` in a receipt, in order, each as (event, arguments).
+        Decoded with eth_abi straight from the ABI: web3's process_receipt tries each log against the
+        event and formats it on the way, which for a batch's hundreds of logs cost the gateway's sender
+        a tenth of its time."""
+        decoders = {topic: decoder for topic, decoder in self._event_decoders().items() if decoder[0] in set(events)}
+        found = []
+        for entry in receipt["logs"]:
+            if entry["address"] != self.address or not entry["topics"]:
+                continue
+            decoder = decoders.get(bytes(entry["topics"][0]))
+            if decoder is not None:
+                name, indexed, plain = decoder
+                values = [abi_decode([kind], bytes(topic))[0] for (_, kind), topic in zip(indexed, entry["topics"][1:])]
+                values += abi_decode([kind for _, kind in plain], bytes(entry["data"]))
+                found.append((name, {arg: to_checksum_address(v) if kind == "address" else v
+                                     for (arg, kind), v in zip(indexed + plain, values)}))
+        return found
+
+    def _event_decoders(self) -> dict[bytes, tuple[str, list[tuple[str, str]], list[tuple[str, str]]]]:
+        if not hasattr(self, "_decoders"):
+            self._decoders = {}
+            for entry in self.contract.abi:
+                if entry["type"] == "event" and not entry.get("anonymous"):
+                    inputs = entry["inputs"]
+                    self._decoders[event_abi_to_log_topic(entry)] = (
+                        entry["name"], [(i["name"], i["type"]) for i in inputs if i["indexed"]],
+                        [(i["name"], i["type"]) for i in inputs if not i["indexed"]])
+        return self._decoders
 
 
 class RegistryClient(_Bound):
@@ -317,6 +346,14 @@ class PointsClient(_Bound):
 
     def redeem_batch(self, tx: Transactor, redemptions: Sequence[Redemption]):
         return tx.send(self.redeem_batch_call(redemptions))
+
+    # Gas that bounds `redeem` or `redeemBatch` of n ECDSA-signed authorisations in any state: the
+    # brand's first in its epoch, each opening a fresh record (test_contract_points_redeem proves it).
+    # A smart wallet's ERC-1271 check runs its own code, which no bound covers: those are estimated.
+    REDEEM_GAS_BASE, REDEEM_GAS_PER_AUTHORISATION = 150_000, 80_000
+
+    def redeem_gas_limit(self, n: int) -> int:
+        return self.REDEEM_GAS_BASE + self.REDEEM_GAS_PER_AUTHORISATION * n
 
     def refund(self, tx: Transactor, owner: str, nonce: int, amount: int):
         """Give back ``amount`` AP of the owner's redemption ``nonce`` at the calling brand."""

@@ -40,7 +40,7 @@ from .services import anchoring, purchases
 from .services.rewards import order_committed
 from .services import datakeys, notices, peppers
 from .services import webhooks as webhook_deliveries
-from .services.alliance import retry_pending
+from .services.alliance import redemptions_committed, retry_pending
 from .settings import GatewaySettings
 
 log = logging.getLogger("gateway")
@@ -115,6 +115,7 @@ def create_app(settings: GatewaySettings | None = None, *, gateway: Gateway | No
     app.state.api_keys = ApiKeyCache(s.api_key_cache_s)
     app.state.purchases = GroupCommit(partial(purchases.ingest_committed, gw))
     app.state.orders = GroupCommit(partial(order_committed, gw))
+    app.state.redemptions = GroupCommit(partial(redemptions_committed, gw))
     # Small groups: the chain sender's writes queue behind one group at most.
     app.state.writes = GroupCommit(partial(each_in_savepoint, gw.sessions), max_batch=32)
     app.add_middleware(RequestGuard, limits=Limits(max_bytes=s.max_body_bytes, max_depth=s.max_json_depth,

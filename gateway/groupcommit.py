@@ -12,12 +12,16 @@ requests on a hot path (exchanges, redemptions) are grouped by `each_in_savepoin
 function of the session, run in a savepoint of the shared transaction, so one refused rolls back
 alone and its error goes to its own request. On SQLite this also keeps the writer lock's queue
 short, so the chain sender's own writes are not stuck behind hundreds of requests.
+
+`FreshRead` does the same for a chain read every request must make (the brand's rate).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+from concurrent.futures import Future
 from typing import Any, Callable, Generic, TypeVar
 
 from sqlalchemy.exc import IntegrityError
@@ -111,3 +115,32 @@ def each_in_savepoint(sessions: sessionmaker[Session], items: list[Callable[[Ses
                     results.append(exc)
                     break
     return results
+
+
+class FreshRead(Generic[Result]):
+    """Group commit's twin for a read: callers that arrive together share one call of `read`. Each
+    gets the result of a call that began after it arrived (never an older answer, so never a cached
+    one: a chain that went away is noticed by the very next caller), yet under load one call serves
+    everyone who came while the previous call was out."""
+
+    def __init__(self, read: Callable[[], Result]):
+        self.read = read
+        self._guard = threading.Lock()
+        self._running = threading.Lock()  # held by the call under way
+        self._next: Future | None = None  # the call the callers arriving now will share
+
+    def __call__(self) -> Result:
+        with self._guard:
+            leader = self._next is None
+            if leader:
+                self._next = Future()
+            shared = self._next
+        if leader:
+            with self._running:  # after the call under way: it may have begun before some of us came
+                with self._guard:
+                    self._next = None  # who comes from now on shares a later call
+                try:
+                    shared.set_result(self.read())
+                except BaseException as exc:
+                    shared.set_exception(exc)
+        return shared.result()

@@ -97,6 +97,7 @@ class Gateway:
     # stored), to prove that a crash there loses and doubles nothing.
     before_broadcast: Callable[[list[str]], None] | None = None
     chain_sender: Any = None  # services/outbox.Sender, made on first use
+    rate_reads: Any = None  # services/alliance: a groupcommit.FreshRead of this brand's rate, made on first use
 
     @property
     def brand_address(self) -> str:

@@ -104,17 +104,14 @@ async def redeem(body: Authorisation, request: Request, response: Response, who:
     need_chain(gw)
     auth = RedemptionAuth(body.owner, body.brand, body.amount, body.nonce, body.deadline, bytes.fromhex(body.signature[2:]))
 
-    def check() -> tuple:
-        now = gw.now()
-        return alliance.verify_redemption(gw, auth, now), alliance.quote_or_none(gw), now  # pure CPU, a cached read
+    def check() -> alliance.RedemptionItem:  # before any write transaction: pure CPU and a chain read
+        return alliance.RedemptionItem(who.member_id, alliance.verify_redemption(gw, auth, gw.now()), alliance.quote_or_none(gw))
 
-    verified, quote, now = await run_in_threadpool(check)
-
-    def accept(session) -> tuple[str, bool]:
-        row, replayed = alliance.accept_redemption(session, gw, own_member(session, who), verified, now, quote)
-        return row.redemption_ref, replayed
-
-    ref, replayed = await grouped(request, accept)
+    # Concurrent redemptions share transactions (gateway/groupcommit.py); each is answered once committed.
+    accepted = await request.app.state.redemptions.submit(await run_in_threadpool(check))
+    if isinstance(accepted, Exception):
+        raise accepted
+    ref, replayed = accepted
     out = await alliance.settle(gw, alliance.REDEMPTION_JOB, ref,
                                 lambda session, row: _redemption_out(row, session.get(Member, row.member_id).balance, replayed))
     response.status_code = status.HTTP_200_OK if replayed else (status.HTTP_202_ACCEPTED if out.status == "pending" else status.HTTP_201_CREATED)

@@ -14,7 +14,7 @@ from typing import TypeVar
 from eth_account import Account
 from eth_account.messages import encode_defunct, encode_typed_data
 from eth_utils import is_address, to_checksum_address
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, insert, select, tuple_
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -23,9 +23,11 @@ from contracts.chain import ChainError, ContractRevert
 from contracts.client import Redemption as RedemptionAuth
 from privacy.receipts import Purpose
 
-from ..db import as_utc, reading
-from ..errors import ChainRejected, ChainUnavailable, Conflict, Forbidden, GatewayError, IdempotencyMismatch, NotFound, RateLimited
-from ..models import Exchange, Member, Redemption, WalletChallenge
+from ..db import as_utc, committed_replaying_conflicts, one_of, reading
+from ..errors import (ChainRejected, ChainUnavailable, Conflict, ConsentRequired, Forbidden, GatewayError, IdempotencyMismatch,
+                      MemberNotActive, NotFound, RateLimited, Unauthorised)
+from ..groupcommit import FreshRead
+from ..models import Consent, Exchange, Member, Redemption, WalletChallenge
 from ..runtime import Gateway
 from . import consent, ledger, members, rewards, webhooks
 from . import outbox
@@ -187,9 +189,12 @@ def quote_or_none(gw: Gateway) -> tuple[int, int] | None:
 
 
 def _rate(gw: Gateway) -> tuple[int, int]:
-    # Read each time: it is also how a request learns the chain is away before it debits anything.
+    # Read for each request, never cached: it is also how a request learns the chain is away before it
+    # debits anything. Concurrent requests share one read that began after they all arrived.
+    if gw.rate_reads is None:
+        gw.rate_reads = FreshRead(lambda: gw.alliance.registry.rate(gw.brand_address))
     try:
-        return gw.alliance.registry.rate(gw.brand_address)
+        return gw.rate_reads()
     except ContractRevert as exc:
         raise ChainRejected(f"the alliance contracts refused to quote this brand's rate: {exc.error}") from None
     except ChainError:
@@ -299,7 +304,9 @@ def _redemption_fail(session: Session, gw: Gateway, row: Redemption, reason: str
 
 
 REDEMPTION_JOB = ChainJob(Redemption, "redemption_ref", lambda row: None, _redemption_call, _redemption_outcome,
-                          _redemption_search, _redemptions_succeed, _redemption_fail)
+                          _redemption_search, _redemptions_succeed, _redemption_fail,
+                          # every authorisation here was verified as an ECDSA signature (verify_redemption)
+                          gas_limit=lambda gw, rows: gw.alliance.points.redeem_gas_limit(len(rows)))
 
 
 @dataclass(frozen=True)
@@ -330,43 +337,94 @@ def verify_redemption(gw: Gateway, auth: RedemptionAuth, now: datetime) -> Verif
     return VerifiedRedemption(auth, signer)
 
 
+@dataclass(frozen=True)
+class RedemptionItem:
+    """A verified authorisation a member presents (`member_id`: the member the request is from)."""
+    member_id: int
+    verified: VerifiedRedemption
+    quote: tuple[int, int] | None = None  # this brand's rate, read after the request arrived (`quote_or_none`)
+    order_ref: str | None = None  # the reward order it pays for (`order_with_ap`)
+
+
+def accept_redemptions(session: Session, gw: Gateway, items: list[RedemptionItem], now: datetime
+                       ) -> list[tuple[str, bool] | GatewayError]:
+    """Queue verified authorisations for the brand's sender, in order, each by exactly the rules of
+    one alone: (redemption ref, replayed) or its own refusal, which never stops the others. One read per
+    kind of fact and one insert for the batch, so concurrent requests grouped into one transaction
+    cost a few statements, not five each. An item without a quote reads the rate here (a chain that
+    cannot be reached refuses that item: nothing is accepted that the chain may not see).
+
+    An authorisation already presented is answered as it stands (a replay) if it is the same one and
+    refused if another with its nonce came first; one that failed left the nonce unused on chain and
+    nothing in the ledger, so a wallet that asks the chain for its next free nonce signs it again: a
+    new attempt, not a replay. Members are locked (in id order) before anything is written."""
+    out: list[tuple[str, bool] | GatewayError | None] = [None] * len(items)
+    keys = {(it.verified.owner, str(it.verified.auth.nonce)) for it in items}
+    stored = {(row.owner, row.nonce): row for row in session.scalars(
+        select(Redemption).where(tuple_(Redemption.owner, Redemption.nonce).in_(keys)).with_for_update())}
+    people = members.lock_many(session, {it.member_id for it in items})
+    consented = set(session.scalars(select(Consent.member_id).where(
+        one_of(session, Consent.member_id, list(people)), Consent.purpose == Purpose.ALLIANCE_EXCHANGE.value, Consent.granted.is_(True))))
+    new: list[dict] = []
+    for i, it in enumerate(items):
+        auth, key = it.verified.auth, (it.verified.owner, str(it.verified.auth.nonce))
+        existing = stored.get(key)
+        if existing is not None and existing.status != "failed":
+            same = (existing.member_id, existing.ap_amount, existing.deadline, existing.signature) == (
+                it.member_id, auth.amount, auth.deadline, "0x" + auth.signature.hex())
+            out[i] = (existing.redemption_ref, True) if same else Conflict("another authorisation with this nonce was already submitted")
+            continue
+        member = people.get(it.member_id)
+        if member is None:
+            out[i] = Unauthorised("token unknown or expired")
+        elif member.status != "active":
+            out[i] = MemberNotActive(f"the account is {member.status}")
+        elif member.id not in consented:
+            out[i] = ConsentRequired(f"the member has not consented to {Purpose.ALLIANCE_EXCHANGE.value}",
+                                     purpose=Purpose.ALLIANCE_EXCHANGE.value)
+        elif member.wallet_address != it.verified.owner:
+            # The signed authorisation names the brand but not the member account to credit: only a
+            # member who has proved control of the wallet here (by linking it) may present it, so an
+            # authorisation that leaks or is intercepted credits nobody else.
+            out[i] = Forbidden("link this wallet to your account at this brand before redeeming its points")
+        if out[i] is not None:
+            continue
+        try:
+            rate, version = it.quote or _rate(gw)
+        except GatewayError as exc:
+            out[i] = exc
+            continue
+        fields = dict(member_id=member.id, owner=it.verified.owner, nonce=key[1], deadline=auth.deadline, ap_amount=auth.amount,
+                      signature="0x" + auth.signature.hex(), reward_points=auth.amount * rate, rate=rate, rate_version=version,
+                      status="pending", failure=None, credit_txn_id=None, tx_hash=None, block_number=None, epoch=None,
+                      order_ref=it.order_ref, attempts=0, created_at=now, updated_at=now)
+        fields["redemption_ref"] = str(uuid.uuid4())
+        if existing is None:
+            new.append(fields)
+        else:  # a new attempt at a failed one's nonce
+            for name, value in fields.items():
+                setattr(existing, name, value)
+        stored[key] = Redemption(**fields)  # a second presentation in this batch is a replay of this one
+        out[i] = (fields["redemption_ref"], False)
+    if new:
+        session.execute(insert(Redemption), new)  # one executemany
+    return out  # type: ignore[return-value]
+
+
+def redemptions_committed(gw: Gateway, items: list[RedemptionItem]) -> list[tuple[str, bool] | GatewayError]:
+    """`accept_redemptions` in a transaction of its own (concurrent requests, grouped:
+    gateway/groupcommit.py): each item's redemption ref and whether it was a replay, or its refusal."""
+    return committed_replaying_conflicts(gw.sessions, lambda session: accept_redemptions(session, gw, items, gw.now()))
+
+
 def accept_redemption(session: Session, gw: Gateway, member: Member, verified: VerifiedRedemption, now: datetime,
                       quote: tuple[int, int] | None = None, order_ref: str | None = None) -> tuple[Redemption, bool]:
-    """Queue a verified authorisation for the brand's sender. `quote` as for `request_exchange`;
-    `order_ref`: the reward order it pays for (`order_with_ap`)."""
-    auth = verified.auth
-    owner, nonce = verified.owner, str(auth.nonce)
-    existing = session.scalars(select(Redemption).where(Redemption.owner == owner, Redemption.nonce == nonce)
-                               .with_for_update()).first()
-    if existing is not None and existing.status != "failed":
-        same = (existing.member_id, existing.ap_amount, existing.deadline, existing.signature) == (
-            member.id, auth.amount, auth.deadline, "0x" + auth.signature.hex())
-        if not same:
-            raise Conflict("another authorisation with this nonce was already submitted")
-        return existing, True
-    member = members.lock(session, member)
-    members.require_active(member)
-    consent.require(session, member, Purpose.ALLIANCE_EXCHANGE)
-    # The signed authorisation names the brand but not the member account to credit: only a member
-    # who has proved control of the wallet here (by linking it) may present it, so an authorisation
-    # that leaks or is intercepted credits nobody else.
-    if member.wallet_address != owner:
-        raise Forbidden("link this wallet to your account at this brand before redeeming its points")
-    rate, version = quote or _rate(gw)
-    fields = dict(redemption_ref=str(uuid.uuid4()), member_id=member.id, owner=owner, nonce=nonce,
-                  deadline=auth.deadline, ap_amount=auth.amount, signature="0x" + auth.signature.hex(),
-                  reward_points=auth.amount * rate, rate=rate, rate_version=version, status="pending", failure=None,
-                  credit_txn_id=None, tx_hash=None, block_number=None, epoch=None, order_ref=order_ref,
-                  attempts=0, created_at=now, updated_at=now)
-    if existing is not None:
-        # A failed attempt left the nonce unused on chain and nothing in the ledger, so a wallet that
-        # asks the chain for its next free nonce signs this one again: it is a new attempt, not a replay.
-        for name, value in fields.items():
-            setattr(existing, name, value)
-        return existing, False
-    row = Redemption(**fields)
-    session.add(row)
-    return row, False
+    """`accept_redemptions` for one; its refusal is raised."""
+    [out] = accept_redemptions(session, gw, [RedemptionItem(member.id, verified, quote, order_ref)], now)
+    if isinstance(out, GatewayError):
+        raise out
+    ref, replayed = out
+    return session.scalars(select(Redemption).where(Redemption.redemption_ref == ref)).one(), replayed
 
 
 def order_with_ap(session: Session, gw: Gateway, member: Member, code: str, verified: VerifiedRedemption, *,

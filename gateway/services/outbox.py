@@ -36,7 +36,6 @@ from datetime import UTC, datetime, timedelta
 from time import monotonic
 from typing import Any, Callable, Hashable, Iterator
 
-from hexbytes import HexBytes
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -75,6 +74,8 @@ class ChainJob:
     search: Callable[[Gateway, Any], Outcome | None]  # the row's effect anywhere since deployment
     succeed: Callable[[Session, Gateway, list[tuple[Any, dict]]], None]  # rows done, with their effects
     fail: Callable[[Session, Gateway, Any, str], None]
+    # A gas limit known to hold for these rows (the call is then checked, not estimated); None: estimate
+    gas_limit: Callable[[Gateway, list], int | None] = lambda gw, rows: None
 
     @property
     def name(self) -> str:
@@ -353,7 +354,7 @@ class _Round:
         """Sign one transaction for `rows`; if the contracts would refuse it, halve it until each
         refused row stands alone (k bad rows among n cost about k log n estimates)."""
         try:
-            signed.append((self.tx.prepare(job.call(self.gw, rows)), job, rows))
+            signed.append((self.tx.prepare(job.call(self.gw, rows), job.gas_limit(self.gw, rows)), job, rows))
         except ContractRevert as exc:
             if len(rows) == 1:
                 refused.append((job, rows[0], str(exc)))
@@ -417,22 +418,9 @@ def _lock(session: Session, job: ChainJob, row: Any) -> Any:
 
 
 def _events(gw: Gateway, receipt: Any) -> list[dict]:
-    """The points contract's events in a receipt, each as its arguments plus `event` and `blockNumber`
-    (logs are matched by topic before decoding: trying every log against every event costs more)."""
-    points = gw.alliance.points
-    by_topic = {}
-    for name in ("Issued", "Redeemed", "RedemptionRejected"):
-        event = getattr(points.contract.events, name)()
-        by_topic[bytes(HexBytes(event.topic))] = (name, event)
-    found = []
-    for entry in receipt["logs"]:
-        if entry["address"] != points.address or not entry["topics"]:
-            continue
-        match = by_topic.get(bytes(HexBytes(entry["topics"][0])))
-        if match is not None:
-            decoded = match[1].process_log(entry)
-            found.append(dict(decoded["args"]) | {"event": match[0], "blockNumber": decoded["blockNumber"]})
-    return found
+    """The points contract's events in a receipt, each as its arguments plus `event` and `blockNumber`."""
+    return [args | {"event": name, "blockNumber": receipt["blockNumber"]}
+            for name, args in gw.alliance.points.logs(receipt, ("Issued", "Redeemed", "RedemptionRejected"))]
 
 
 _SENDER_GUARD = threading.Lock()

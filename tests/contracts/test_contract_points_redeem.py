@@ -424,3 +424,36 @@ def test_reverted_blocks_leave_no_logs(funded):
     """Every test of this module minted "seed-0" and was reverted: only this test's mint is left."""
     logs = funded.points.issued_logs("seed-0")
     assert [(log["brand"], log["to"], log["amount"]) for log in logs] == [(funded.a.address, funded.members[0].address, 1_000)]
+
+
+def test_the_redeem_gas_limit_bounds_the_costliest_redemptions(w):
+    """The gateway's sender gives a batch of redemptions `redeem_gas_limit` instead of estimating it:
+    the bound must hold for the costliest case, a brand's first redemptions in its epoch, each by a
+    member redeeming there for the first time (a fresh record slot)."""
+    holders = [Account.create() for _ in range(40)]
+    w.mint_batch(w.a, [(h.address, 100, f"holder-{i}") for i, h in enumerate(holders)])
+    single = w.points.redeem(w.t(w.c), w.authorise(holders[0], w.c, 10))
+    assert len(w.points.events(single, "Redeemed")) == 1
+    assert single["gasUsed"] <= w.points.redeem_gas_limit(1)
+    batch = w.points.redeem_batch(w.t(w.b), [w.authorise(h, w.b, 10, nonce=7) for h in holders])
+    assert len(w.points.events(batch, "Redeemed")) == len(holders)
+    assert batch["gasUsed"] <= w.points.redeem_gas_limit(len(holders))
+    assert batch["gasUsed"] / len(holders) >= w.points.REDEEM_GAS_PER_AUTHORISATION / 2  # a bound, not a blank cheque
+
+
+def test_logs_decode_as_web3_decodes_them(funded):
+    """`logs` (eth_abi straight from the ABI, for the sender's speed) agrees with web3's own decoding on
+    every event of a batch: indexed addresses, bytes4 reasons, integers, and a mint's indexed bytes32."""
+    from web3.logs import DISCARD
+
+    w = funded
+    m0, m1 = w.members[:2]
+    receipts = [w.points.redeem_batch(w.t(w.b), [w.authorise(m0, w.b, 7), w.authorise(m1, w.b, 10**9), w.authorise(m1, w.b, 3, nonce=4)]),
+                w.mint_batch(w.a, [(m0.address, 5, "again-0"), (m1.address, 6, "again-1")])]
+    for receipt in receipts:
+        names = ("Issued", "Redeemed", "RedemptionRejected", "Transfer")
+        expected = sorted(((e["logIndex"], e["event"], dict(e["args"])) for name in names
+                           for e in getattr(w.points.contract.events, name)().process_receipt(receipt, errors=DISCARD)),
+                          key=lambda e: e[0])
+        assert [(name, args) for _, name, args in expected] == w.points.logs(receipt, names)
+        assert expected
