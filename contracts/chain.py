@@ -46,7 +46,30 @@ sys.setrecursionlimit(RECURSION_LIMIT)
 REVERTS = (ContractCustomError, ContractLogicError, ContractPanicError, TransactionFailed)
 #: anvil's first development account (from its public default mnemonic).
 ANVIL_FAUCET_KEY = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
-ANVIL_BINARY = Path(__file__).resolve().parent / "node_modules" / ".bin" / "anvil"
+NODE_MODULES = Path(__file__).resolve().parent / "node_modules"
+
+
+def anvil_binary() -> str:
+    """anvil's own executable: ALLIANCE_ANVIL, else the native binary of the npm package (not its
+    Node.js launcher in node_modules/.bin, whose process is not anvil's: stopping it left anvil
+    running), else `anvil` on PATH."""
+    native = sorted((NODE_MODULES / "@foundry-rs").glob("anvil-*/bin/anvil"))
+    found = os.environ.get("ALLIANCE_ANVIL") or (str(native[0]) if native else shutil.which("anvil"))
+    if not found:
+        raise ChainError(f"anvil not found: run `npm install` in {NODE_MODULES.parent} or set ALLIANCE_ANVIL")
+    return found
+
+
+def anvil_command(port: int, chain_id: int = 31337, state: Path | None = None, block_time: int | None = None) -> list[str]:
+    """The command line of an anvil node on loopback as the alliance runs it. `state`: a file the
+    chain is loaded from and kept in (every few seconds and on exit), so a restart resumes it."""
+    cmd = [anvil_binary(), "--host", "127.0.0.1", "--port", str(port), "--chain-id", str(chain_id),
+           "--hardfork", "prague", "--silent", "--gas-limit", "100000000"]
+    if state is not None:
+        cmd += ["--state", str(state), "--state-interval", "2"]
+    if block_time:
+        cmd += ["--block-time", str(block_time)]
+    return cmd
 
 
 class ChainError(RuntimeError):
@@ -395,11 +418,7 @@ class Transactor:
 class Anvil:
     """A throwaway anvil node on a free loopback port (``with Anvil() as url: ...``)."""
 
-    def __init__(self, binary: str | Path | None = None, chain_id: int = 31337, block_time: int | None = None):
-        found = binary or os.environ.get("ALLIANCE_ANVIL") or (ANVIL_BINARY if ANVIL_BINARY.exists() else shutil.which("anvil"))
-        if not found:
-            raise ChainError(f"anvil not found: run `npm install` in {ANVIL_BINARY.parents[2]} or set ALLIANCE_ANVIL")
-        self.binary = str(found)
+    def __init__(self, chain_id: int = 31337, block_time: int | None = None):
         self.chain_id = chain_id
         self.block_time = block_time
         self.port = free_port()
@@ -407,14 +426,11 @@ class Anvil:
         self.process: subprocess.Popen | None = None
 
     def start(self) -> str:
-        cmd = [self.binary, "--host", "127.0.0.1", "--port", str(self.port), "--chain-id", str(self.chain_id),
-               "--hardfork", "prague", "--silent", "--gas-limit", "100000000"]
-        if self.block_time:
-            cmd += ["--block-time", str(self.block_time)]
+        cmd = anvil_command(self.port, self.chain_id, block_time=self.block_time)
         try:
             self.process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         except OSError as exc:  # not there, not executable
-            raise ChainError(f"cannot run anvil at {self.binary}: {exc}") from exc
+            raise ChainError(f"cannot run anvil at {cmd[0]}: {exc}") from exc
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -22,6 +22,17 @@ def _gateway():
 
 
 @app.command()
+def settings() -> None:
+    """The gateway's effective settings as JSON (GATEWAY_* variables over the defaults, and the file
+    GATEWAY_ENV_FILE names, if any), with secrets masked: passwords, and the database URL's password."""
+    from sqlalchemy.engine import make_url
+
+    shown = json.loads(GatewaySettings().model_dump_json())  # SecretStr values dump as '**********'
+    shown["database_url"] = make_url(shown["database_url"]).render_as_string(hide_password=True)
+    typer.echo(json.dumps(shown, indent=2))
+
+
+@app.command()
 def keys() -> None:
     """Create the brand's keys if missing (receipt signing key, KEK, pepper, chain account) and show their public parts."""
     from .runtime import build_gateway

@@ -1,13 +1,14 @@
-"""Gateway configuration (environment variables prefixed GATEWAY_, or a .env file)."""
+"""Gateway configuration: environment variables prefixed GATEWAY_ (nested ones with __), and the
+.env-style file GATEWAY_ENV_FILE names, if it names one (no file is read unless named)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, DotEnvSettingsSource, SettingsConfigDict
 
 
 class TierRule(BaseModel):
@@ -107,14 +108,16 @@ class SmtpSettings(BaseModel):
 
 
 class GatewaySettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="GATEWAY_", env_file=".env", extra="ignore", env_nested_delimiter="__")
+    model_config = SettingsConfigDict(env_prefix="GATEWAY_", extra="ignore", env_nested_delimiter="__")
 
     brand_id: str = Field("brand", pattern=r"^[a-z][a-z0-9-]{1,31}$")
     brand_name: str = "Brand"
-    database_url: str = "sqlite:///var/gateway.sqlite"
+    # Unless set, every per-brand path derives from the brand id (var/<brand id>/...): two brands
+    # started in one directory never share a database, keys or an account on the chain.
+    database_url: str = ""  # default sqlite:///var/<brand id>/gateway.sqlite
     chain_url: str = "embedded"
     manifest: Path | None = None  # deployment manifest of the alliance
-    keys_dir: Path = Path("var/keys")  # signing key, pepper, chain key (made by `gateway keys`)
+    keys_dir: Path = Path()  # default var/<brand id>/keys: signing key, pepper, chain key (made by `gateway keys`)
     # The members' data keys and the KEKs wrapping them (privacy/keystore.py): by default beside the
     # other keys; point it at a volume of its own to keep it out of the database's and keys' backups.
     keystore_dir: Path | None = None
@@ -159,7 +162,7 @@ class GatewaySettings(BaseSettings):
     max_json_depth: int = Field(32, ge=4, le=256)
     # Self-enrolment: a one-time code proves each contact identifier (phone, e-mail) before the account exists.
     notifier: Literal["dev", "smtp"] = "dev"  # dev: messages appended to notifications_dir/<brand>.jsonl
-    notifications_dir: Path = Path("var/notifications")
+    notifications_dir: Path = Path()  # default var/<brand id>/notifications
     smtp: SmtpSettings | None = None  # for notifier=smtp (e-mail codes)
     sms_sender: str | None = None  # "package.module:factory" of an SmsSender, for phone codes with notifier=smtp
     enrolment_code_ttl_s: int = Field(600, ge=60, le=86_400)
@@ -172,6 +175,27 @@ class GatewaySettings(BaseSettings):
     login_lock_max_s: int = Field(86_400, ge=1)
     api_key_cache_s: float = Field(5.0, ge=0, le=300)  # a revoked or expired API key is refused by every worker within this
     open_wallet_challenges: int = Field(5, ge=1, le=100)  # unexpired, unused challenges a member may hold
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):
+        # A .env file in the working directory is not read unless GATEWAY_ENV_FILE names it: a file
+        # left there silently configured a gateway started in that directory.
+        named = os.environ.get("GATEWAY_ENV_FILE")
+        if not named:
+            return init_settings, env_settings, file_secret_settings
+        if not Path(named).is_file():
+            raise ValueError(f"GATEWAY_ENV_FILE names {named}, which is not a file")
+        return init_settings, env_settings, DotEnvSettingsSource(settings_cls, env_file=named), file_secret_settings
+
+    @model_validator(mode="after")
+    def _paths_of_this_brand(self) -> "GatewaySettings":
+        home = Path("var") / self.brand_id
+        self.database_url = self.database_url or f"sqlite:///{home / 'gateway.sqlite'}"
+        if self.keys_dir == Path():
+            self.keys_dir = home / "keys"
+        if self.notifications_dir == Path():
+            self.notifications_dir = home / "notifications"
+        return self
 
     @field_validator("timezone")
     @classmethod

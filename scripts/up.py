@@ -1,0 +1,456 @@
+"""`alliance up | down | status | logs`: a whole alliance as separate processes on loopback, from one
+declarative file (`alliance.toml`), kept running by a supervisor.
+
+`up` starts the supervisor as a background process and waits until every process is healthy. The
+supervisor starts the chain (anvil, its state kept in a file, unless the file names a JSON-RPC URL),
+sets the alliance up once (deployment with a saved governor key, each brand's keys, admission,
+collateral and API keys, `settlement.json`), then runs one gateway (uvicorn) per brand and the settlement
+indexer, and restarts any process that dies. Everything lives under the file's `workdir`; `up` again after `down` resumes
+with every ledger, the chain and the keys as they were. `down` stops what the supervisor started and
+nothing else.
+
+Layout of the workdir: governor.key, deployment.json, settlement.json, state.json (the supervisor's
+processes), chain/state.json, logs/<process>.log, brands/<id>/{keys/, gateway.sqlite, api-keys.json,
+notifications/}. Key files are readable by their owner only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import tomllib
+from contextlib import suppress
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import BaseModel, Field, ValidationError, model_validator
+
+ROOT = Path(__file__).resolve().parents[1]
+ENCODING = "utf-8"
+
+
+class ChainSpec(BaseModel):
+    # "anvil": a local anvil node the supervisor runs, its state kept in workdir/chain/state.json;
+    # otherwise the JSON-RPC URL of a chain that runs elsewhere (the supervisor does not manage it).
+    url: str = Field("anvil", pattern=r"^(anvil|https?://\S+)$")
+    port: int = Field(8545, ge=1, le=65535)  # anvil's port
+
+
+class BrandSpec(BaseModel):
+    id: str = Field(pattern=r"^[a-z][a-z0-9-]{1,31}$")
+    name: str = Field(min_length=1, max_length=64)
+    rate: int = Field(ge=1)  # brand points per alliance point
+    credit_limit: int = Field(1_000_000, ge=0)  # alliance points of open net issuance
+    collateral: int = Field(10**12, ge=0)  # settlement-token units deposited at admission
+    port: int = Field(ge=1, le=65535)
+    database_url: str | None = None  # default: SQLite at brands/<id>/gateway.sqlite
+    workers: int = Field(1, ge=1, le=32)  # uvicorn workers (PostgreSQL for more than one)
+
+    @model_validator(mode="after")
+    def _workers_need_postgres(self) -> "BrandSpec":
+        if self.workers > 1 and not (self.database_url or "").startswith("postgresql"):
+            raise ValueError(f"brand {self.id}: several workers need a PostgreSQL database_url")
+        return self
+
+
+class AllianceSpec(BaseModel):
+    workdir: Path = Path("var/alliance")
+    chain: ChainSpec = ChainSpec()
+    brands: Annotated[list[BrandSpec], Field(min_length=1, max_length=32)]
+
+    @model_validator(mode="after")
+    def _distinct(self) -> "AllianceSpec":
+        ids = [b.id for b in self.brands]
+        ports = [b.port for b in self.brands] + ([self.chain.port] if self.chain.url == "anvil" else [])
+        if len(set(ids)) != len(ids):
+            raise ValueError("brand ids must be distinct")
+        if len(set(ports)) != len(ports):
+            raise ValueError("every brand (and anvil) needs a port of its own")
+        return self
+
+    def brand_dir(self, brand: BrandSpec) -> Path:
+        return self.workdir / "brands" / brand.id
+
+    def database_url(self, brand: BrandSpec) -> str:
+        return brand.database_url or f"sqlite:///{(self.brand_dir(brand) / 'gateway.sqlite').absolute()}"
+
+    @property
+    def chain_url(self) -> str:
+        return f"http://127.0.0.1:{self.chain.port}" if self.chain.url == "anvil" else self.chain.url
+
+
+DEFAULT_SPEC = {"brands": [
+    {"id": "grocery", "name": "Grocery", "rate": 100, "port": 8101},
+    {"id": "airline", "name": "Airline", "rate": 20, "port": 8102},
+    {"id": "cafe", "name": "Cafe", "rate": 50, "port": 8103},
+]}
+
+
+class SpecError(ValueError):
+    """The alliance file is missing, unreadable or invalid (the message says where)."""
+
+
+def load_spec(path: Path | None, workdir: Path | None = None) -> AllianceSpec:
+    """The alliance file, or three brands on embedded defaults without one. A relative workdir is
+    relative to the file."""
+    if path is None:
+        raw = dict(DEFAULT_SPEC)
+    else:
+        try:
+            raw = tomllib.loads(path.read_text(encoding=ENCODING))
+        except OSError as exc:
+            raise SpecError(f"cannot read {path}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise SpecError(f"{path}: not TOML: {exc}") from None
+    try:
+        spec = AllianceSpec.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'file'}: {e['msg']}" for e in exc.errors())
+        raise SpecError(f"{path or 'the default alliance'}: {problems}") from None
+    if workdir is not None:
+        spec.workdir = workdir
+    elif path is not None and not spec.workdir.is_absolute():
+        spec.workdir = path.parent / spec.workdir
+    spec.workdir = spec.workdir.absolute()
+    return spec
+
+
+# ---------------------------------------------------------------- files
+
+
+def _private(path: Path, text: str) -> Path:
+    """Write a file only its owner can read (created so: never readable by others, not even briefly)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding=ENCODING) as f:
+        f.write(text)
+    return path
+
+
+def state_path(workdir: Path) -> Path:
+    return workdir / "state.json"
+
+
+def read_state(workdir: Path) -> dict:
+    try:
+        return json.loads(state_path(workdir).read_text(encoding=ENCODING))
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_state(workdir: Path, state: dict) -> None:
+    tmp = state_path(workdir).with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=2), encoding=ENCODING)
+    tmp.replace(state_path(workdir))
+
+
+def alive(pid: int | None, marker: str | None = None) -> bool:
+    """Whether process `pid` runs (and, with `marker`, whether its command line names it: a pid the
+    system gave to another program since is not ours)."""
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return marker is None
+    if marker is None:
+        return True
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return True  # no /proc: trust the pid
+    return marker in cmdline
+
+
+# ---------------------------------------------------------------- set-up (in the supervisor)
+
+
+def _gateway_env(spec: AllianceSpec, brand: BrandSpec) -> dict[str, str]:
+    d = spec.brand_dir(brand)
+    return {"GATEWAY_BRAND_ID": brand.id, "GATEWAY_BRAND_NAME": brand.name, "GATEWAY_DATABASE_URL": spec.database_url(brand),
+            "GATEWAY_KEYS_DIR": str(d / "keys"), "GATEWAY_MANIFEST": str(spec.workdir / "deployment.json"),
+            "GATEWAY_CHAIN_URL": spec.chain_url, "GATEWAY_NOTIFIER": "dev", "GATEWAY_NOTIFICATIONS_DIR": str(d / "notifications")}
+
+
+def set_up(spec: AllianceSpec, log) -> dict[str, dict]:
+    """Deploy (once), then make each brand's keys and database, admit it with its collateral and
+    issue its API keys (each once); write settlement.json. Returns each brand's address and URL.
+    Safe to run again: what exists is kept (a chain that lost the deployment is an error)."""
+    from eth_account import Account
+
+    from contracts.chain import connect
+    from contracts.client import Alliance, BrandStatus
+    from contracts.deploy import BrandTerms, deploy_alliance, onboard_brand
+    from contracts.manifest import Manifest
+    from gateway.auth import create_api_key
+    from gateway.db import transaction
+    from gateway.runtime import build_gateway
+    from gateway.settings import GatewaySettings
+
+    chain = connect(spec.chain_url)
+    governor_file, manifest_file = spec.workdir / "governor.key", spec.workdir / "deployment.json"
+    if governor_file.exists():
+        governor = Account.from_key(governor_file.read_text(encoding=ENCODING).strip())
+    else:
+        governor = Account.create()
+        _private(governor_file, governor.key.hex() + "\n")
+        log(f"governor key made: {governor.address}, saved in {governor_file}")
+    if manifest_file.exists():
+        alliance = Alliance(chain, Manifest.load(manifest_file))
+        if not chain.w3.eth.get_code(alliance.registry.address):
+            raise RuntimeError(f"the chain at {spec.chain_url} has no alliance at {alliance.registry.address} (its state was lost); "
+                               f"move {manifest_file} away to deploy a new one")
+    else:
+        chain.fund(governor.address)
+        alliance = deploy_alliance(chain, governor)
+        alliance.manifest.save(manifest_file)
+        log(f"alliance deployed: registry {alliance.registry.address}")
+    brands: dict[str, dict] = {}
+    for brand in spec.brands:
+        spec.brand_dir(brand).mkdir(parents=True, exist_ok=True, mode=0o700)  # its database and keys: the brand's alone
+        env = _gateway_env(spec, brand)
+        settings = GatewaySettings(**{k.removeprefix("GATEWAY_").lower(): v for k, v in env.items()}, outbox_interval_s=0,
+                                   anchor_interval_s=0)
+        gw = build_gateway(settings)
+        try:
+            address = gw.brand_address
+            if alliance.registry.status(address) == BrandStatus.NONE:
+                chain.fund(address)
+                onboard_brand(alliance, governor, gw.chain_account,
+                              BrandTerms(brand.name, brand.rate, brand.credit_limit, brand.collateral))
+                log(f"{brand.id}: admitted as {address}, collateral {brand.collateral} deposited")
+            keys_file = spec.brand_dir(brand) / "api-keys.json"
+            if not keys_file.exists():
+                with transaction(gw.sessions) as session:
+                    keys = {role: create_api_key(session, role, f"{role} (alliance up)", gw.now())[1] for role in ("operator", "pos", "auditor")}
+                _private(keys_file, json.dumps(keys, indent=2) + "\n")
+                log(f"{brand.id}: API keys issued, in {keys_file}")
+            brands[brand.id] = {"address": address, "url": f"http://127.0.0.1:{brand.port}", "keys": str(keys_file)}
+        finally:
+            gw.engine.dispose()
+    gateways = [{"brand_id": b.id, "address": brands[b.id]["address"], "url": brands[b.id]["url"],
+                 "auditor_key": json.loads(Path(brands[b.id]["keys"]).read_text(encoding=ENCODING))["auditor"],
+                 "public_key_pem_file": str(spec.brand_dir(b) / "keys" / "signing.pub"), "database_url": spec.database_url(b)}
+                for b in spec.brands]
+    _private(spec.workdir / "settlement.json", json.dumps({
+        "chain_url": spec.chain_url, "manifest": str(manifest_file),
+        "store": f"sqlite:///{spec.workdir / 'settlement' / 'index.sqlite'}", "gateways": gateways}, indent=2) + "\n")
+    (spec.workdir / "settlement").mkdir(exist_ok=True)
+    return brands
+
+
+# ---------------------------------------------------------------- the supervisor
+
+
+class Child:
+    """One supervised process: its command, its log, its restarts."""
+
+    def __init__(self, name: str, cmd: list[str], env: dict[str, str], log_dir: Path, health: str | None = None):
+        self.name, self.cmd, self.env, self.health = name, cmd, env, health
+        self.log_file = log_dir / f"{name}.log"
+        self.process: subprocess.Popen | None = None
+        self.restarts = 0
+        self.started_at = 0.0
+        self.next_start = 0.0
+
+    def start(self) -> None:
+        with open(self.log_file, "ab") as log:
+            self.process = subprocess.Popen(self.cmd, cwd=ROOT, env=os.environ | self.env, stdin=subprocess.DEVNULL,
+                                            stdout=log, stderr=subprocess.STDOUT)
+        self.started_at = time.monotonic()
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(sig)
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def describe(self) -> dict:
+        return {"name": self.name, "pid": self.process.pid if self.process else None, "cmd": self.cmd[:2], "log": str(self.log_file),
+                "health": self.health, "restarts": self.restarts}
+
+
+def _healthy(url: str, timeout: float = 1.0) -> bool:
+    import httpx
+
+    try:
+        if url.endswith("/healthz"):
+            return httpx.get(url, timeout=timeout).status_code == 200
+        r = httpx.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_blockNumber", "params": []}, timeout=timeout)
+        return r.status_code == 200 and "result" in r.json()
+    except (httpx.HTTPError, ValueError):
+        return False
+
+
+def _wait_healthy(child: Child, seconds: float) -> None:
+    """Until `child` answers its health check (one without: until it has run for a second)."""
+    deadline = time.monotonic() + seconds
+    while not (_healthy(child.health) if child.health else time.monotonic() - child.started_at > 1):
+        if child.process.poll() is not None:
+            raise RuntimeError(f"{child.name} exited with status {child.process.returncode}: see {child.log_file}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{child.name} was not healthy within {seconds:.0f} s: see {child.log_file}")
+        time.sleep(0.2)
+
+
+def supervise(spec: AllianceSpec) -> int:
+    """The supervisor's life: start, set up, keep running until SIGTERM/SIGINT, stop everything."""
+    from contracts.chain import anvil_command
+
+    workdir, logs = spec.workdir, spec.workdir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    stopping = []
+
+    def log(message: str) -> None:
+        print(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {message}", flush=True)
+
+    def on_signal(signum, _frame) -> None:
+        stopping.append(signum)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    state = {"supervisor": os.getpid(), "workdir": str(workdir), "ready": False, "processes": [], "brands": {}}
+    _write_state(workdir, state)
+    children: list[Child] = []
+
+    def publish() -> None:
+        state["processes"] = [c.describe() for c in children]
+        _write_state(workdir, state)
+
+    try:
+        if spec.chain.url == "anvil":
+            (workdir / "chain").mkdir(exist_ok=True)
+            chain = Child("anvil", anvil_command(spec.chain.port, state=workdir / "chain" / "state.json"), {}, logs, spec.chain_url)
+            children.append(chain)
+            chain.start()
+            publish()
+            _wait_healthy(chain, 30)
+        brands = set_up(spec, log)
+        state["brands"] = brands
+        for brand in spec.brands:
+            cmd = [sys.executable, "-m", "uvicorn", "gateway.app:create_app", "--factory", "--host", "127.0.0.1",
+                   "--port", str(brand.port), "--workers", str(brand.workers), "--no-access-log"]
+            children.append(Child(f"gateway-{brand.id}", cmd, _gateway_env(spec, brand), logs, brands[brand.id]["url"] + "/healthz"))
+            children[-1].start()
+        # The settlement store follows the chain's events (epochs, positions) for `alliance settle`.
+        children.append(Child("indexer", [sys.executable, "-m", "scripts.cli", "settle", "index", "--follow",
+                                          "-c", str(workdir / "settlement.json")], {}, logs))
+        children[-1].start()
+        publish()
+        for child in children:
+            _wait_healthy(child, 60)
+        state["ready"] = True
+        publish()
+        log("alliance up: " + ", ".join(c.name for c in children))
+        while not stopping:
+            for child in children:
+                code = child.process.poll()
+                if code is None:
+                    continue
+                now = time.monotonic()
+                if child.next_start == 0:
+                    # Restarted at once, then after 1, 2, 4 ... 30 s while it keeps dying within a minute.
+                    quick = now - child.started_at < 60
+                    delay = min(30.0, 2.0 ** (child.restarts - 1)) if quick and child.restarts else 0.0
+                    child.next_start = now + delay
+                    log(f"{child.name} exited with status {code}; restarting in {delay:.0f} s")
+                if now >= child.next_start:
+                    child.restarts += 1
+                    child.next_start = 0
+                    child.start()
+                    publish()
+            time.sleep(0.2)
+        return 0
+    except Exception as exc:  # the set-up failed: say why in the log, which `up` shows
+        log(f"alliance up failed: {exc}")
+        return 1
+    finally:
+        log("stopping")
+        for child in reversed(children):  # the gateways first, the chain last (it keeps its state on exit)
+            child.stop(signal.SIGINT if child.name == "anvil" else signal.SIGTERM)
+        state.update(ready=False, supervisor=None)
+        publish()
+        log("stopped")
+
+
+# ---------------------------------------------------------------- the commands
+
+
+def up(spec: AllianceSpec, timeout_s: float = 180) -> dict:
+    """Start the supervisor in the background; return the state once every process is healthy.
+    Raises RuntimeError (with the supervisor log's end) if it fails or takes too long."""
+    workdir = spec.workdir
+    current = read_state(workdir)
+    if alive(current.get("supervisor"), "scripts.up"):
+        raise RuntimeError(f"the alliance in {workdir} is already up (supervisor pid {current['supervisor']}); `alliance down` first")
+    workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    (workdir / "logs").mkdir(exist_ok=True)
+    spec_file = _private(workdir / "alliance.json", spec.model_dump_json(indent=2))
+    with open(workdir / "logs" / "supervisor.log", "ab") as log:
+        supervisor = subprocess.Popen([sys.executable, "-m", "scripts.up", str(spec_file)], cwd=ROOT, stdin=subprocess.DEVNULL,
+                                      stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        state = read_state(workdir)
+        if state.get("supervisor") == supervisor.pid and state.get("ready"):
+            return state
+        if supervisor.poll() is not None:
+            raise RuntimeError("the alliance did not come up:\n" + tail(workdir / "logs" / "supervisor.log", 15))
+        time.sleep(0.2)
+    os.kill(supervisor.pid, signal.SIGTERM)
+    raise RuntimeError(f"the alliance was not up within {timeout_s:.0f} s:\n" + tail(workdir / "logs" / "supervisor.log", 15))
+
+
+def down(workdir: Path, timeout_s: float = 60) -> list[str]:
+    """Stop the supervisor, which stops its processes. If the supervisor is gone, stop the processes
+    it recorded, each only if it is still the program it started. Returns what was stopped."""
+    state = read_state(workdir)
+    stopped = []
+    pid = state.get("supervisor")
+    if alive(pid, "scripts.up"):
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        while alive(pid, "scripts.up") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        stopped.append(f"supervisor (pid {pid})")
+    for proc in state.get("processes", []):
+        if alive(proc.get("pid"), _MARKERS.get(proc["name"], "uvicorn")):
+            with suppress(ProcessLookupError):
+                os.kill(proc["pid"], signal.SIGINT if proc["name"] == "anvil" else signal.SIGTERM)
+            stopped.append(f"{proc['name']} (pid {proc['pid']})")
+    return stopped
+
+
+_MARKERS = {"anvil": "anvil", "indexer": "settle"}  # what each process's command line names
+
+
+def status(workdir: Path) -> dict:
+    """Each process: alive, healthy; each brand's chain account."""
+    state = read_state(workdir)
+    processes = []
+    for proc in state.get("processes", []):
+        running = alive(proc.get("pid"), _MARKERS.get(proc["name"], "uvicorn"))
+        processes.append(proc | {"running": running, "healthy": running and (not proc["health"] or _healthy(proc["health"]))})
+    return {"workdir": str(workdir), "supervisor": state.get("supervisor") if alive(state.get("supervisor"), "scripts.up") else None,
+            "ready": bool(state.get("ready")), "processes": processes, "brands": state.get("brands", {})}
+
+
+def tail(path: Path, lines: int) -> str:
+    try:
+        return "\n".join(path.read_text(encoding=ENCODING, errors="replace").splitlines()[-lines:])
+    except OSError:
+        return f"({path} not found)"
+
+
+if __name__ == "__main__":  # the supervisor: python -m scripts.up <workdir>/alliance.json
+    sys.exit(supervise(AllianceSpec.model_validate_json(Path(sys.argv[1]).read_text(encoding=ENCODING))))
