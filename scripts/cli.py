@@ -57,6 +57,7 @@ def up(file: Path = ALLIANCE_FILE, workdir: Path = WORKDIR,
       port = 8101
       database_url = "postgresql+psycopg://..."   # optional; default SQLite in workdir/brands/<id>
       workers = 2                     # uvicorn workers (PostgreSQL for more than one)
+      settings = { EARN__WELCOME_POINTS = "50" }   # other GATEWAY_* settings, without the prefix
 
     A second `up` resumes the alliance with all its state. Keys (governor.key, brands/<id>/keys,
     brands/<id>/api-keys.json) are readable by their owner only."""

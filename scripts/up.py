@@ -23,7 +23,8 @@ import subprocess
 import sys
 import time
 import tomllib
-from contextlib import suppress
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Annotated
 
@@ -49,6 +50,8 @@ class BrandSpec(BaseModel):
     port: int = Field(ge=1, le=65535)
     database_url: str | None = None  # default: SQLite at brands/<id>/gateway.sqlite
     workers: int = Field(1, ge=1, le=32)  # uvicorn workers (PostgreSQL for more than one)
+    # Further gateway settings, by their GATEWAY_* names without the prefix (the README's table).
+    settings: dict[Annotated[str, Field(pattern=r"^[A-Z][A-Z0-9_]*$")], str] = {}
 
     @model_validator(mode="after")
     def _workers_need_postgres(self) -> "BrandSpec":
@@ -171,11 +174,23 @@ def alive(pid: int | None, marker: str | None = None) -> bool:
 # ---------------------------------------------------------------- set-up (in the supervisor)
 
 
+@contextmanager
+def _environment(env: dict[str, str]) -> Iterator[None]:
+    saved = dict(os.environ)
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
 def _gateway_env(spec: AllianceSpec, brand: BrandSpec) -> dict[str, str]:
     d = spec.brand_dir(brand)
     return {"GATEWAY_BRAND_ID": brand.id, "GATEWAY_BRAND_NAME": brand.name, "GATEWAY_DATABASE_URL": spec.database_url(brand),
             "GATEWAY_KEYS_DIR": str(d / "keys"), "GATEWAY_MANIFEST": str(spec.workdir / "deployment.json"),
-            "GATEWAY_CHAIN_URL": spec.chain_url, "GATEWAY_NOTIFIER": "dev", "GATEWAY_NOTIFICATIONS_DIR": str(d / "notifications")}
+            "GATEWAY_CHAIN_URL": spec.chain_url, "GATEWAY_NOTIFIER": "dev", "GATEWAY_NOTIFICATIONS_DIR": str(d / "notifications")
+            } | {f"GATEWAY_{name}": value for name, value in brand.settings.items()}
 
 
 def set_up(spec: AllianceSpec, log) -> dict[str, dict]:
@@ -215,9 +230,8 @@ def set_up(spec: AllianceSpec, log) -> dict[str, dict]:
     for brand in spec.brands:
         spec.brand_dir(brand).mkdir(parents=True, exist_ok=True, mode=0o700)  # its database and keys: the brand's alone
         env = _gateway_env(spec, brand)
-        settings = GatewaySettings(**{k.removeprefix("GATEWAY_").lower(): v for k, v in env.items()}, outbox_interval_s=0,
-                                   anchor_interval_s=0)
-        gw = build_gateway(settings)
+        with _environment(env | {"GATEWAY_OUTBOX_INTERVAL_S": "0", "GATEWAY_ANCHOR_INTERVAL_S": "0"}):
+            gw = build_gateway(GatewaySettings())  # read as the gateway process will read them
         try:
             address = gw.brand_address
             if alliance.registry.status(address) == BrandStatus.NONE:

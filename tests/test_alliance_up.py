@@ -68,6 +68,7 @@ id = "grocery"
 name = "Grocery"
 rate = 100
 port = {grocery_port}
+settings = {{ EARN__WELCOME_POINTS = "40" }}
 [[brands]]
 id = "airline"
 name = "Airline"
@@ -101,6 +102,7 @@ def test_up_runs_supervises_and_resumes_an_alliance(alliance_file):
 
     # A member earns at the grocery and exchanges points into AP on the alliance's chain.
     member = enrol(urls["grocery"], workdir, "grocery")
+    assert member.balance()["points"] == 40  # the brand's own setting, from the alliance file
     r = httpx.post(urls["grocery"] + "/v1/purchases", headers={"Authorization": f"Bearer {pos}", "Idempotency-Key": "till-1"},
                    json={"member_ref": member.member_ref, "amount_minor": 150_000, "occurred_at": datetime.now(UTC).isoformat()})
     assert r.status_code == 201, r.text

@@ -50,3 +50,12 @@ def test_the_settings_command_masks_secrets(monkeypatch):
     assert shown["database_url"] == "postgresql+psycopg://gw:***@db.internal/grocery"
     assert shown["smtp"]["password"] == "**********" and shown["smtp"]["host"] == "smtp.internal"
     assert shown["keys_dir"] == "var/grocery/keys"
+
+
+def test_every_setting_is_in_the_readme_table():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    table = {line for line in readme.splitlines() if line.startswith("| `GATEWAY_")}
+    missing = [name for name in GatewaySettings.model_fields if not any(f"`GATEWAY_{name.upper()}`" in row for row in table)]
+    assert not missing, f"settings missing from README's table: {missing}"
