@@ -9,16 +9,17 @@ import logging
 from functools import partial
 from http import HTTPStatus
 
-from fastapi import FastAPI, Path, Request
+from fastapi import Depends, FastAPI, Path, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
+from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from contracts.chain import Chain, ChainError, ContractRevert
 from privacy.receipts import PURPOSE_TEXT, policy_digest
 
-from .auth import ApiKeyCache
+from .auth import ApiKeyCache, Principal, allow
 from .errors import (
     BUSY,
     INVALID_REQUEST,
@@ -33,7 +34,8 @@ from .errors import (
 )
 from .groupcommit import GroupCommit, each_in_savepoint
 from .guard import Limits, RequestGuard
-from .routes import admin, alliance, audit, campaigns, consent, gifts, members, points, problems, rewards, rights, webhooks
+from .metrics import Metrics, RequestMetrics
+from .routes import AUTH, admin, alliance, audit, campaigns, consent, gifts, members, points, problems, rewards, rights, webhooks
 from .runtime import Gateway, build_gateway
 from .schemas import BrandInfo, Health, Problem, ProblemType
 from .services import anchoring, purchases
@@ -120,11 +122,20 @@ def create_app(settings: GatewaySettings | None = None, *, gateway: Gateway | No
     app.state.writes = GroupCommit(partial(each_in_savepoint, gw.sessions), max_batch=32)
     app.add_middleware(RequestGuard, limits=Limits(max_bytes=s.max_body_bytes, max_depth=s.max_json_depth,
                                                    routes={"/v1/purchases/batch": s.max_batch_body_bytes}))
+    metrics = Metrics(gw)
+    app.add_middleware(RequestMetrics, metrics=metrics)  # outermost: requests the guard refuses count too
     install_problem_handlers(app)
 
     @app.get("/healthz", tags=["service"], response_model=Health, responses=problems(), summary="Liveness")
     def healthz() -> Health:
         return Health(status="ok", brand=s.brand_id)
+
+    @app.get("/metrics", tags=["service"], response_class=Response, summary="Prometheus metrics (operator key): requests, "
+             "latencies, the chain outbox's depth and age, the chain head's age, each log's anchoring age",
+             responses={200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}, "description": "the exposition"}}
+             | problems(*AUTH, 503))
+    def metrics_endpoint(who: Principal = Depends(allow("operator"))) -> Response:
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/problems/{code}", tags=["service"], response_model=ProblemType, responses=problems(404),
              summary="What a problem `type` means (error bodies point here)")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -352,9 +353,15 @@ def supervise(spec: AllianceSpec) -> int:
         brands = set_up(spec, log)
         state["brands"] = brands
         for brand in spec.brands:
+            env = _gateway_env(spec, brand)
+            if brand.workers > 1:  # prometheus-client sums the workers' counts from files here, emptied at each start
+                metrics_dir = spec.brand_dir(brand) / "metrics"
+                shutil.rmtree(metrics_dir, ignore_errors=True)
+                metrics_dir.mkdir()
+                env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
             cmd = [sys.executable, "-m", "uvicorn", "gateway.app:create_app", "--factory", "--host", "127.0.0.1",
                    "--port", str(brand.port), "--workers", str(brand.workers), "--no-access-log"]
-            children.append(Child(f"gateway-{brand.id}", cmd, _gateway_env(spec, brand), logs, brands[brand.id]["url"] + "/healthz"))
+            children.append(Child(f"gateway-{brand.id}", cmd, env, logs, brands[brand.id]["url"] + "/healthz"))
             children[-1].start()
         # The settlement store follows the chain's events (epochs, positions) for `alliance settle`.
         children.append(Child("indexer", [sys.executable, "-m", "scripts.cli", "settle", "index", "--follow",
