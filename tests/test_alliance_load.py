@@ -1,4 +1,5 @@
-"""Load and faults through the multi-process alliance (`alliance up`): 1,000 members, 20,000 purchases,
+"""Load and faults through the multi-process alliance (`alliance up`; the cafe on PostgreSQL with two
+uvicorn workers): 1,000 members, 20,000 purchases,
 2,000 exchanges and 1,000 cross-brand redemptions, while a gateway is killed with kill -9, the chain
 node is stopped for a while, and the whole alliance goes `down` and `up` in the middle of the work.
 Clients retry as the partner guide says (transport errors and 5xx, with the same idempotency key or
@@ -28,7 +29,7 @@ from contracts.manifest import Manifest
 from gateway.member import MemberClient, SignedNonces
 from scripts.up import AllianceSpec, down, read_state, up
 
-pytestmark = [pytest.mark.anvil, pytest.mark.slow]
+pytestmark = [pytest.mark.anvil, pytest.mark.postgres, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[1]
 MEMBERS, PURCHASES, TRADERS, EXCHANGES_EACH, REDEMPTIONS_EACH = 1_000, 20_000, 200, 10, 5
@@ -63,10 +64,12 @@ def settled(url: str, kind: str, ref: str, token: str) -> dict:
         time.sleep(0.5)
 
 
-def test_load_and_faults_lose_and_double_nothing(tmp_path):
+def test_load_and_faults_lose_and_double_nothing(tmp_path, postgres_url):
+    # The cafe, where every redemption goes, runs as in production: two workers on PostgreSQL, sharing one chain sender.
+    production = {"cafe": {"database_url": postgres_url, "workers": 2}}
     spec = AllianceSpec.model_validate({"workdir": str(tmp_path / "alliance"), "chain": {"port": free_port()}, "brands": [
         {"id": b, "name": b.title(), "rate": r, "port": free_port(), "credit_limit": 10**9, "collateral": 10**15, "settings": SETTINGS}
-        for b, r in (("grocery", 10), ("airline", 20), ("cafe", 50))]})
+        | production.get(b, {}) for b, r in (("grocery", 10), ("airline", 20), ("cafe", 50))]})
     state = up(spec)
     try:
         urls = {b: s["url"] for b, s in state["brands"].items()}
