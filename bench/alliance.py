@@ -61,7 +61,7 @@ def main() -> None:
     from gateway.member import MemberClient, SignedNonces
 
     with tempfile.TemporaryDirectory() as tmp:
-        spec = AllianceSpec.model_validate({"workdir": tmp, "chain": {"port": free_port()}, "brands": [
+        spec = AllianceSpec.model_validate({"workdir": tmp, "chain": {"port": free_port()}, "federation": {"enabled": False}, "brands": [
             {"id": b, "name": b.title(), "rate": r, "port": free_port(), "credit_limit": 10**9, "collateral": 10**15, "settings": BENCH_SETTINGS}
             for b, r in (("grocery", 10), ("airline", 20), ("cafe", 50))]})
         began = time.monotonic()

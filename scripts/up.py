@@ -4,8 +4,8 @@ declarative file (`alliance.toml`), kept running by a supervisor.
 `up` starts the supervisor as a background process and waits until every process is healthy. The
 supervisor starts the chain (anvil, its state kept in a file, unless the file names a JSON-RPC URL),
 sets the alliance up once (deployment with a saved governor key, each brand's keys, admission,
-collateral and API keys, `settlement.json`), then runs one gateway (uvicorn) per brand and the settlement
-indexer, and restarts any process that dies. Everything lives under the file's `workdir`; `up` again after `down` resumes
+collateral and API keys, `settlement.json`), then runs one gateway (uvicorn) per brand, a Flower SuperLink
+with a SuperNode per brand, and the settlement indexer, and restarts any process that dies. Everything lives under the file's `workdir`; `up` again after `down` resumes
 with every ledger, the chain and the keys as they were. `down` stops what the supervisor started and
 nothing else.
 
@@ -61,15 +61,25 @@ class BrandSpec(BaseModel):
         return self
 
 
+class FederationSpec(BaseModel):
+    # A Flower SuperLink and one SuperNode per brand (reading its gateway's database), on loopback
+    # without TLS: for trying it out. docs/production.md has the TLS and authentication set-up.
+    enabled: bool = True
+    port: int = Field(9092, ge=1, le=65535)  # the SuperLink's (one HTTP port for all its APIs)
+
+
 class AllianceSpec(BaseModel):
     workdir: Path = Path("var/alliance")
     chain: ChainSpec = ChainSpec()
+    federation: FederationSpec = FederationSpec()
     brands: Annotated[list[BrandSpec], Field(min_length=1, max_length=32)]
 
     @model_validator(mode="after")
     def _distinct(self) -> "AllianceSpec":
         ids = [b.id for b in self.brands]
         ports = [b.port for b in self.brands] + ([self.chain.port] if self.chain.url == "anvil" else [])
+        if self.federation.enabled:
+            ports.append(self.federation.port)
         if len(set(ids)) != len(ids):
             raise ValueError("brand ids must be distinct")
         if len(set(ports)) != len(ports):
@@ -275,19 +285,22 @@ class Child:
         self.next_start = 0.0
 
     def start(self) -> None:
+        # A session of its own: stopping it stops what it started too (uvicorn's workers, Flower's apps).
         with open(self.log_file, "ab") as log:
             self.process = subprocess.Popen(self.cmd, cwd=ROOT, env=os.environ | self.env, stdin=subprocess.DEVNULL,
-                                            stdout=log, stderr=subprocess.STDOUT)
+                                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.started_at = time.monotonic()
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> None:
         if self.process is None or self.process.poll() is not None:
             return
-        self.process.send_signal(sig)
+        with suppress(ProcessLookupError):
+            os.killpg(self.process.pid, sig)
         try:
             self.process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            self.process.kill()
+            with suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
 
     def describe(self) -> dict:
@@ -316,6 +329,27 @@ def _wait_healthy(child: Child, seconds: float) -> None:
         if time.monotonic() > deadline:
             raise RuntimeError(f"{child.name} was not healthy within {seconds:.0f} s: see {child.log_file}")
         time.sleep(0.2)
+
+
+def _federation(spec: AllianceSpec, logs: Path) -> list[Child]:
+    """The SuperLink, and a SuperNode per brand reading its gateway's database; `flwr run` finds the
+    SuperLink as the federation `alliance` with FLWR_HOME=<workdir>/flwr."""
+    from contracts.chain import free_port
+
+    bin_dir, port = Path(sys.executable).parent, spec.federation.port
+    home = spec.workdir / "flwr"
+    home.mkdir(exist_ok=True)
+    (home / "config.toml").write_text(f'[superlink]\ndefault = "alliance"\n\n[superlink.alliance]\n'
+                                      f'address = "127.0.0.1:{port}"\ninsecure = true\n', encoding=ENCODING)
+    env = {"FLWR_HOME": str(home), "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+           "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}  # they start Flower's other programs by name
+    superlink = Child("superlink", [str(bin_dir / "flower-superlink"), "--insecure", "--host", "127.0.0.1", "--port", str(port),
+                                    "--database", str(home / "superlink.db")], env, logs)
+    nodes = [Child(f"supernode-{b.id}", [str(bin_dir / "flower-supernode"), "--insecure", "--superlink", f"127.0.0.1:{port}",
+                                          "--host", "127.0.0.1", "--port", str(free_port()),
+                                          "--node-config", f"brand-id='{b.id}' brand-db-url='{spec.database_url(b)}'"], env, logs)
+             for b in spec.brands]
+    return [superlink, *nodes]
 
 
 def supervise(spec: AllianceSpec) -> int:
@@ -363,6 +397,10 @@ def supervise(spec: AllianceSpec) -> int:
                    "--port", str(brand.port), "--workers", str(brand.workers), "--no-access-log"]
             children.append(Child(f"gateway-{brand.id}", cmd, env, logs, brands[brand.id]["url"] + "/healthz"))
             children[-1].start()
+        if spec.federation.enabled:
+            for child in _federation(spec, logs):
+                children.append(child)
+                child.start()
         # The settlement store follows the chain's events (epochs, positions) for `alliance settle`.
         children.append(Child("indexer", [sys.executable, "-m", "scripts.cli", "settle", "index", "--follow",
                                           "-c", str(workdir / "settlement.json")], {}, logs))
@@ -445,14 +483,18 @@ def down(workdir: Path, timeout_s: float = 60) -> list[str]:
             time.sleep(0.1)
         stopped.append(f"supervisor (pid {pid})")
     for proc in state.get("processes", []):
-        if alive(proc.get("pid"), _MARKERS.get(proc["name"], "uvicorn")):
-            with suppress(ProcessLookupError):
-                os.kill(proc["pid"], signal.SIGINT if proc["name"] == "anvil" else signal.SIGTERM)
+        if alive(proc.get("pid"), _marker(proc["name"])):
+            with suppress(ProcessLookupError):  # the process and what it started (its own session)
+                os.killpg(proc["pid"], signal.SIGINT if proc["name"] == "anvil" else signal.SIGTERM)
             stopped.append(f"{proc['name']} (pid {proc['pid']})")
     return stopped
 
 
-_MARKERS = {"anvil": "anvil", "indexer": "settle"}  # what each process's command line names
+_MARKERS = {"anvil": "anvil", "indexer": "settle", "superlink": "flower-superlink"}  # what each command line names
+
+
+def _marker(name: str) -> str:
+    return "flower-supernode" if name.startswith("supernode-") else _MARKERS.get(name, "uvicorn")
 
 
 def status(workdir: Path) -> dict:
@@ -460,7 +502,7 @@ def status(workdir: Path) -> dict:
     state = read_state(workdir)
     processes = []
     for proc in state.get("processes", []):
-        running = alive(proc.get("pid"), _MARKERS.get(proc["name"], "uvicorn"))
+        running = alive(proc.get("pid"), _marker(proc["name"]))
         processes.append(proc | {"running": running, "healthy": running and (not proc["health"] or _healthy(proc["health"]))})
     return {"workdir": str(workdir), "supervisor": state.get("supervisor") if alive(state.get("supervisor"), "scripts.up") else None,
             "ready": bool(state.get("ready")), "processes": processes, "brands": state.get("brands", {})}

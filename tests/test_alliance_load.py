@@ -67,7 +67,7 @@ def settled(url: str, kind: str, ref: str, token: str) -> dict:
 def test_load_and_faults_lose_and_double_nothing(tmp_path, postgres_url):
     # The cafe, where every redemption goes, runs as in production: two workers on PostgreSQL, sharing one chain sender.
     production = {"cafe": {"database_url": postgres_url, "workers": 2}}
-    spec = AllianceSpec.model_validate({"workdir": str(tmp_path / "alliance"), "chain": {"port": free_port()}, "brands": [
+    spec = AllianceSpec.model_validate({"workdir": str(tmp_path / "alliance"), "chain": {"port": free_port()}, "federation": {"enabled": False}, "brands": [
         {"id": b, "name": b.title(), "rate": r, "port": free_port(), "credit_limit": 10**9, "collateral": 10**15, "settings": SETTINGS}
         | production.get(b, {}) for b, r in (("grocery", 10), ("airline", 20), ("cafe", 50))]})
     state = up(spec)

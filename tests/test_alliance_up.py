@@ -56,13 +56,15 @@ def wait_for(condition, seconds: float, what: str):
 
 @pytest.fixture
 def alliance_file(tmp_path):
-    chain_port, grocery_port, airline_port = free_port(), free_port(), free_port()
+    chain_port, grocery_port, airline_port, superlink_port = free_port(), free_port(), free_port(), free_port()
     file = tmp_path / "alliance.toml"
     file.write_text(f"""
 workdir = "state"
 [chain]
 url = "anvil"
 port = {chain_port}
+[federation]
+port = {superlink_port}
 [[brands]]
 id = "grocery"
 name = "Grocery"
@@ -94,7 +96,15 @@ def test_up_runs_supervises_and_resumes_an_alliance(alliance_file):
     assert time.monotonic() - began < 60
     workdir = alliance_file.parent / "state"
     report = status(alliance_file)
-    assert report["ok"] and [p["name"] for p in report["processes"]] == ["anvil", "gateway-grocery", "gateway-airline", "indexer"]
+    assert report["ok"] and [p["name"] for p in report["processes"]] == [
+        "anvil", "gateway-grocery", "gateway-airline", "superlink", "supernode-grocery", "supernode-airline", "indexer"]
+    # Both brands' SuperNodes joined the SuperLink (the federation `alliance` in workdir/flwr).
+    def online() -> int:
+        listed = subprocess.run([str(Path(sys.executable).parent / "flwr"), "supernode", "list", "--format", "json"], capture_output=True,
+                                text=True, env=os.environ | {"FLWR_HOME": str(workdir / "flwr")}, timeout=60)
+        return sum(n["status"] == "online" for n in json.loads(listed.stdout).get("nodes", []))
+
+    wait_for(lambda: online() == 2, 30, "two SuperNodes online")
     for secret in ("governor.key", "settlement.json", "brands/grocery/api-keys.json", "brands/airline/api-keys.json"):
         assert stat.S_IMODE((workdir / secret).stat().st_mode) == 0o600, secret
     urls = {b: report["brands"][b]["url"] for b in ("grocery", "airline")}
