@@ -106,8 +106,18 @@ class ContractRevert(ChainError):
         self.error = error
         self.args_ = args or {}
         self.raw = raw
-        detail = ", ".join(f"{k}={v}" for k, v in self.args_.items())
+        detail = ", ".join(f"{k}={_shown(v)}" for k, v in self.args_.items())
         super().__init__(f"{error}({detail})" if detail else error)
+
+
+# The contracts' access roles by their bytes32 id, so a refusal names the role a key lacks.
+ROLES = {bytes(32): "DEFAULT_ADMIN_ROLE"} | {Web3.keccak(text=name): name for name in ("GOVERNOR_ROLE", "SETTLER_ROLE")}
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, bytes):
+        return ROLES.get(value, "0x" + value.hex())
+    return str(value)
 
 
 def decode_revert(exc: Exception) -> ContractRevert:

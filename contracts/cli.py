@@ -56,7 +56,7 @@ def check() -> None:
 @app.command()
 def deploy(
     chain_url: str = typer.Option(EMBEDDED, "--chain", envvar="ALLIANCE_CHAIN_URL", help="'embedded' or an http(s) JSON-RPC URL"),
-    manifest: Path = typer.Option(Path("var/deployment.json"), help="where to write the deployment manifest"),
+    manifest: Path = typer.Option(Path("var/deployment.json"), envvar="ALLIANCE_MANIFEST", help="where to write the deployment manifest"),
     value_per_point: int = typer.Option(VALUE_PER_POINT, min=1, help="settlement-token units per alliance point"),
     rate_notice: int = typer.Option(RATE_NOTICE_S, min=86_400, help="seconds between publishing a rate and its effect"),
     admin_delay: int = typer.Option(ADMIN_DELAY_S, min=0, help="seconds a transfer of the admin role waits"),
@@ -67,8 +67,9 @@ def deploy(
 ) -> None:
     """Deploy registry, settlement token, settlement, points and anchor, and write the manifest.
 
-    The governor key comes from ALLIANCE_GOVERNOR_KEY; without it a new key is made and funded from
-    the development faucet (embedded chain and anvil only)."""
+    The governor key comes from ALLIANCE_GOVERNOR_KEY; without it a new key is made, funded from the
+    development faucet (embedded chain and anvil only) and saved beside the manifest as governor.key
+    (readable by its owner only): it is the only way to manage the alliance afterwards."""
     from eth_account import Account
 
     from .chain import ChainError, connect
@@ -76,8 +77,15 @@ def deploy(
 
     try:
         chain = connect(chain_url)
-        key = os.environ.get("ALLIANCE_GOVERNOR_KEY")
+        key, saved = os.environ.get("ALLIANCE_GOVERNOR_KEY"), manifest.parent / "governor.key"
+        if not key and saved.exists():
+            raise typer.BadParameter(f"{saved} exists: set ALLIANCE_GOVERNOR_KEY to it, or move it away to make a new governor")
         governor = Account.from_key(key) if key else chain.new_account()
+        if not key:
+            saved.parent.mkdir(parents=True, exist_ok=True)
+            with os.fdopen(os.open(saved, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
+                f.write(governor.key.hex() + "\n")
+            console.print(f"governor {governor.address}: new key saved in {saved} (owner-only; ALLIANCE_GOVERNOR_KEY for later commands)")
         if min_epoch > epoch:
             raise typer.BadParameter("--min-epoch must not exceed --epoch")
         alliance = deploy_alliance(chain, governor, value_per_point=value_per_point, rate_notice=rate_notice,

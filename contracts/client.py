@@ -15,7 +15,7 @@ from eth_utils import event_abi_to_log_topic, to_checksum_address
 from web3.contract import Contract
 
 from .artifacts import load_artifact
-from .chain import REVERTS, Chain, Transactor, decode_revert
+from .chain import REVERTS, Chain, ChainError, Transactor, decode_revert
 from .defaults import CONTRACTS_VERSION
 from .manifest import Manifest
 
@@ -155,11 +155,18 @@ class _Bound:
 
     @staticmethod
     def _read(call) -> Any:
-        """A view call; a revert is a ContractRevert naming the Solidity error, as for transactions."""
+        """A view call; a revert is a ContractRevert naming the Solidity error, as for transactions. No
+        contract at the address (a chain that lost its state, a manifest of another chain) is a
+        ChainError saying so, not a decoding error."""
+        from web3.exceptions import BadFunctionCallOutput
+
         try:
             return call.call()
         except REVERTS as exc:
             raise decode_revert(exc) from None
+        except BadFunctionCallOutput:
+            raise ChainError(f"no {call.address} contract answers on this chain: was the chain reset "
+                             f"(an anvil without --state), or is the manifest for another chain?") from None
 
     def events(self, receipt: Any, event: str) -> list[dict[str, Any]]:
         """Decoded `event` logs of this contract in a receipt."""

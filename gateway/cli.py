@@ -33,11 +33,15 @@ def settings() -> None:
 
 
 @app.command()
-def keys() -> None:
+def keys(as_json: bool = typer.Option(False, "--json", help="one JSON object (for scripts)")) -> None:
     """Create the brand's keys if missing (receipt signing key, KEK, pepper, chain account) and show their public parts."""
     from .runtime import build_gateway
 
     gw = build_gateway(GatewaySettings(), create_schema=False)
+    if as_json:
+        typer.echo(json.dumps({"keys_dir": str(gw.settings.keys_dir), "chain_account": gw.brand_address,
+                               "receipt_key_id": gw.signing_key.key_id}))
+        return
     console.print(f"keys directory   {gw.settings.keys_dir}")
     console.print(f"chain account    {gw.brand_address}  (the governor admits this address; fund it with gas)")
     console.print(f"receipt key id   {gw.signing_key.key_id}")

@@ -142,3 +142,41 @@ def test_settlement_token(w):
     assert w.token.events(receipt, "Transfer") == [{"from": ZERO, "to": w.outsider.address, "value": 5}]
     with reverts("OwnableUnauthorizedAccount", account=w.a.address):
         w.token.mint(w.t(w.a), w.a.address, 1)
+
+
+def test_deploy_without_a_governor_key_saves_the_one_it_makes(tmp_path, monkeypatch):
+    """Before, the key it made was neither shown nor saved: the alliance could never be managed.
+    ALLIANCE_MANIFEST says where the manifest (and the key beside it) go."""
+    import os
+    import re
+    import stat
+
+    from eth_account import Account
+    from typer.testing import CliRunner
+
+    from contracts.cli import app
+
+    monkeypatch.delenv("ALLIANCE_GOVERNOR_KEY", raising=False)
+    manifest = tmp_path / "alliance" / "deployment.json"
+    result = CliRunner().invoke(app, ["deploy"], env={"ALLIANCE_MANIFEST": str(manifest), "ALLIANCE_CHAIN_URL": "embedded"})
+    assert result.exit_code == 0, result.output
+    saved = manifest.parent / "governor.key"
+    assert manifest.exists() and stat.S_IMODE(os.stat(saved).st_mode) == 0o600
+    governor = Account.from_key(saved.read_text().strip())
+    assert governor.address in result.output and str(saved) in result.output.replace("\n", "")
+    again = CliRunner().invoke(app, ["deploy"], env={"ALLIANCE_MANIFEST": str(manifest), "ALLIANCE_CHAIN_URL": "embedded"})
+    assert again.exit_code == 2 and "governor.keyexists" in re.sub(r"[\s│╭╮╰╯─]+", "", again.output)
+    assert Account.from_key(saved.read_text().strip()).address == governor.address  # never overwritten
+
+
+def test_a_read_where_no_contract_is_says_so(w):
+    """Before, a chain that lost its state (anvil without --state) made every read a decoding error
+    (the gateway's reconciliation answered 500); now it is a ChainError naming the likely cause."""
+    from eth_account import Account
+
+    from contracts.chain import ChainError
+    from contracts.client import PointsClient
+
+    nowhere = PointsClient(w.chain, Account.create().address)
+    with pytest.raises(ChainError, match="was the chain reset"):
+        nowhere.balance_of(w.a.address)

@@ -56,8 +56,9 @@ def test_admit_reverts(w):
         w.registry.admit(w.gov, "0x" + "00" * 20, "nobody", 10)
     with reverts("InvalidRate"):
         w.registry.admit(w.gov, w.candidate.address, "Delta Foods", 0)
-    with reverts("AccessControlUnauthorizedAccount", account=w.a.address, neededRole=GOVERNOR):
+    with reverts("AccessControlUnauthorizedAccount", account=w.a.address, neededRole=GOVERNOR) as refused:
         w.registry.admit(w.t(w.a), w.candidate.address, "Delta Foods", 75)
+    assert "neededRole=GOVERNOR_ROLE" in str(refused.value)  # the role by name, not as raw bytes
     assert w.registry.status(w.candidate.address) == BrandStatus.NONE
 
 

@@ -59,3 +59,13 @@ def test_every_setting_is_in_the_readme_table():
     table = {line for line in readme.splitlines() if line.startswith("| `GATEWAY_")}
     missing = [name for name in GatewaySettings.model_fields if not any(f"`GATEWAY_{name.upper()}`" in row for row in table)]
     assert not missing, f"settings missing from README's table: {missing}"
+
+
+def test_keys_prints_json_a_script_can_read(tmp_path, monkeypatch):
+    monkeypatch.delenv("GATEWAY_ENV_FILE", raising=False)
+    env = {"GATEWAY_BRAND_ID": "grocery", "GATEWAY_KEYS_DIR": str(tmp_path / "keys"), "GATEWAY_DATABASE_URL": f"sqlite:///{tmp_path}/gw.sqlite"}
+    result = CliRunner().invoke(app, ["keys", "--json"], env=env)
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.output)
+    assert shown["chain_account"].startswith("0x") and len(shown["chain_account"]) == 42 and shown["keys_dir"] == str(tmp_path / "keys")
+    assert CliRunner().invoke(app, ["keys", "--json"], env=env).output == result.output  # the same keys, kept
