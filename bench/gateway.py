@@ -5,8 +5,8 @@
 - bulk: POST /v1/purchases/batch, events/s over 8 batches of 5,000 sent one after another (after a
   warm-up batch), on the database the ingest run left.
 - redemptions: cross-brand redemption end to end (HTTP -> gateway -> anvil), redemptions/s and p99,
-  with the gateway run as in production (one uvicorn worker per core; they share the brand's one
-  chain sender) and, beside it, on one worker (`..._one_worker`).
+  with the gateway run as in production (PostgreSQL, one uvicorn worker per core, sharing the brand's
+  one chain sender) and, beside it, on SQLite with one worker (`..._sqlite_one_worker`).
 """
 
 from __future__ import annotations
@@ -204,12 +204,14 @@ def main() -> None:
         result |= {"ingest_rps_postgres": postgres["single"]["rps"], "ingest_p50_ms_postgres": postgres["single"]["p50_ms"],
                    "ingest_p99_ms_postgres": postgres["single"]["p99_ms"], "ingest_errors_postgres": postgres["single"]["errors"],
                    "bulk_events_per_s_postgres": postgres["bulk"]["events_per_s"]}
-    workers = os.cpu_count() or 1
-    redeemed, alone = redemptions(workers=workers), redemptions(workers=1)
-    result |= {"redemptions_per_s": redeemed["rps"], "redemption_p50_ms": redeemed["p50_ms"], "redemption_p99_ms": redeemed["p99_ms"],
-               "redemptions": redeemed["requests"], "redemption_errors": redeemed["errors"], "redemption_concurrency": REDEMPTION_CONCURRENCY,
-               "redemption_workers": workers, "redemptions_per_s_one_worker": alone["rps"], "redemption_p99_ms_one_worker": alone["p99_ms"],
-               "redemption_errors_one_worker": alone["errors"]}
+    alone = redemptions()
+    result |= {"redemptions_per_s_sqlite_one_worker": alone["rps"], "redemption_p99_ms_sqlite_one_worker": alone["p99_ms"],
+               "redemption_errors_sqlite_one_worker": alone["errors"], "redemption_concurrency": REDEMPTION_CONCURRENCY}
+    pg, workers = fresh_postgres(), os.cpu_count() or 1
+    if pg is not None:
+        redeemed = redemptions(database_url=pg, workers=workers)
+        result |= {"redemptions_per_s": redeemed["rps"], "redemption_p50_ms": redeemed["p50_ms"], "redemption_p99_ms": redeemed["p99_ms"],
+                   "redemptions": redeemed["requests"], "redemption_errors": redeemed["errors"], "redemption_workers": workers}
     print(json.dumps(result))
 
 
