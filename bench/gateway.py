@@ -142,7 +142,8 @@ def ingest(database_url: str) -> dict:
         return {"single": single, "bulk": {"events": accepted, "seconds": round(bulk_s, 2), "events_per_s": round(accepted / bulk_s)}}
 
 
-def redemptions(members: int = REDEEMING_MEMBERS, per_member: int = 4, database_url: str | None = None, workers: int = 1) -> dict:
+def redemptions(members: int = REDEEMING_MEMBERS, per_member: int = 4, database_url: str | None = None, workers: int = 1,
+                dedicated_sender: bool = False) -> dict:
     """Cross-brand redemption end to end on anvil: members exchange points into AP at a grocer, then
     redeem them at a cafe whose gateway runs as its own uvicorn process. Each request carries one
     member's signed authorisation; the gateway submits it, waits for the receipt and credits points."""
@@ -180,13 +181,19 @@ def redemptions(members: int = REDEEMING_MEMBERS, per_member: int = 4, database_
                 requests.append(json.dumps({"headers": {"Authorization": f"Bearer {at_cafe.token}"}, "body": auth.to_dict()}))
         cafe.gateway.engine.dispose()
         s = cafe.gateway.settings
-        server = Server({"GATEWAY_BRAND_ID": s.brand_id, "GATEWAY_BRAND_NAME": s.brand_name, "GATEWAY_DATABASE_URL": s.database_url,
-                         "GATEWAY_KEYS_DIR": str(s.keys_dir), "GATEWAY_MANIFEST": str(s.manifest), "GATEWAY_CHAIN_URL": anvil_url,
-                         "GATEWAY_OUTBOX_INTERVAL_S": "0", "GATEWAY_ANCHOR_INTERVAL_S": "0"}, workers)
+        env = {"GATEWAY_BRAND_ID": s.brand_id, "GATEWAY_BRAND_NAME": s.brand_name, "GATEWAY_DATABASE_URL": s.database_url,
+               "GATEWAY_KEYS_DIR": str(s.keys_dir), "GATEWAY_MANIFEST": str(s.manifest), "GATEWAY_CHAIN_URL": anvil_url,
+               "GATEWAY_OUTBOX_INTERVAL_S": "0", "GATEWAY_ANCHOR_INTERVAL_S": "0"}
+        sender = subprocess.Popen([sys.executable, "-m", "scripts.cli", "gateway", "sender"], cwd=ROOT, env=os.environ | env,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) if dedicated_sender else None
+        server = Server(env, workers)
         try:
             result = load(server.url, "/v1/me/redemptions", {}, requests, seconds=300, concurrency=REDEMPTION_CONCURRENCY, once=True)
         finally:
             server.stop()
+            if sender is not None:
+                sender.terminate()
+                sender.wait(timeout=20)
         return result
 
 

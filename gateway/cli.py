@@ -22,6 +22,26 @@ def _gateway():
 
 
 @app.command()
+def sender() -> None:
+    """Run the brand's chain sender as a process of its own: it sends every exchange and redemption
+    any gateway worker stores (one account, one nonce sequence), until stopped (SIGTERM, Ctrl-C).
+    Without it, the workers share the sending through a lease in the database."""
+    import signal
+    import threading
+
+    from .services import alliance
+
+    gw = _gateway()
+    if gw.alliance is None:
+        raise typer.BadParameter("this gateway has no chain configured (GATEWAY_MANIFEST)")
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    console.print(f"sending for {gw.brand_address}")
+    alliance.sender(gw).run(stop)
+
+
+@app.command()
 def settings() -> None:
     """The gateway's effective settings as JSON (GATEWAY_* variables over the defaults, and the file
     GATEWAY_ENV_FILE names, if any), with secrets masked: passwords, and the database URL's password."""

@@ -4,8 +4,9 @@ declarative file (`alliance.toml`), kept running by a supervisor.
 `up` starts the supervisor as a background process and waits until every process is healthy. The
 supervisor starts the chain (anvil, its state kept in a file, unless the file names a JSON-RPC URL),
 sets the alliance up once (deployment with a saved governor key, each brand's keys, admission,
-collateral and API keys, `settlement.json`), then runs one gateway (uvicorn) per brand, a Flower SuperLink
-with a SuperNode per brand, and the settlement indexer, and restarts any process that dies. Everything lives under the file's `workdir`; `up` again after `down` resumes
+collateral and API keys, `settlement.json`), then runs per brand a gateway (uvicorn) and its chain sender,
+a Flower SuperLink with a SuperNode per brand, and the settlement indexer, and restarts any process
+that dies. Everything lives under the file's `workdir`; `up` again after `down` resumes
 with every ledger, the chain and the keys as they were. `down` stops what the supervisor started and
 nothing else.
 
@@ -396,7 +397,10 @@ def supervise(spec: AllianceSpec) -> int:
             cmd = [sys.executable, "-m", "uvicorn", "gateway.app:create_app", "--factory", "--host", "127.0.0.1",
                    "--port", str(brand.port), "--workers", str(brand.workers), "--no-access-log"]
             children.append(Child(f"gateway-{brand.id}", cmd, env, logs, brands[brand.id]["url"] + "/healthz"))
-            children[-1].start()
+            # The brand's one chain sender, for all its workers: they only wait for their rows.
+            children.append(Child(f"sender-{brand.id}", [sys.executable, "-m", "scripts.cli", "gateway", "sender"], env, logs))
+            for child in children[-2:]:
+                child.start()
         if spec.federation.enabled:
             for child in _federation(spec, logs):
                 children.append(child)
@@ -494,7 +498,9 @@ _MARKERS = {"anvil": "anvil", "indexer": "settle", "superlink": "flower-superlin
 
 
 def _marker(name: str) -> str:
-    return "flower-supernode" if name.startswith("supernode-") else _MARKERS.get(name, "uvicorn")
+    if name.startswith(("supernode-", "sender-")):
+        return "flower-supernode" if name.startswith("supernode-") else "gateway sender"
+    return _MARKERS.get(name, "uvicorn")
 
 
 def status(workdir: Path) -> dict:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -97,7 +98,8 @@ def test_up_runs_supervises_and_resumes_an_alliance(alliance_file):
     workdir = alliance_file.parent / "state"
     report = status(alliance_file)
     assert report["ok"] and [p["name"] for p in report["processes"]] == [
-        "anvil", "gateway-grocery", "gateway-airline", "superlink", "supernode-grocery", "supernode-airline", "indexer"]
+        "anvil", "gateway-grocery", "sender-grocery", "gateway-airline", "sender-airline", "superlink", "supernode-grocery",
+        "supernode-airline", "indexer"]
     # Both brands' SuperNodes joined the SuperLink (the federation `alliance` in workdir/flwr).
     def online() -> int:
         listed = subprocess.run([str(Path(sys.executable).parent / "flwr"), "supernode", "list", "--format", "json"], capture_output=True,
@@ -121,6 +123,11 @@ def test_up_runs_supervises_and_resumes_an_alliance(alliance_file):
     member.link_wallet(wallet)
     assert member.exchange(12)["status"] == "confirmed"
     balance = member.balance()["points"]
+    # The brand's dedicated sender sent it: it holds the sending lease, not the gateway's worker.
+    with sqlite3.connect(workdir / "brands" / "grocery" / "gateway.sqlite") as db:
+        holder = db.execute("SELECT holder FROM sender_lease").fetchone()[0]
+    sender_pid = next(p["pid"] for p in report["processes"] if p["name"] == "sender-grocery")
+    assert holder.split(":")[1] == str(sender_pid)
 
     def chain_view():
         alliance_ = Alliance(connect(report["processes"][0]["health"]), Manifest.load(workdir / "deployment.json"))

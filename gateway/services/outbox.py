@@ -28,6 +28,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from collections import Counter, defaultdict
 from contextlib import contextmanager
@@ -52,6 +53,8 @@ LEASE_S = 30  # a sender that stops renewing (a dead process) is replaced after 
 RECEIPT_WAIT_S = 30.0  # how long a round waits for what it broadcast before it moves on
 MAX_ATTEMPTS = 3  # signings of a row whose transactions revert on chain before it fails
 ROWS_PER_ROUND = 1000  # unsent rows one round takes on (the rest wait for the next)
+IDLE_S = 0.02  # a dedicated sender with nothing to send looks for new rows this often
+FOLLOW_S = 0.05  # a request waiting on another process's sender reads its row this often
 
 
 @dataclass(frozen=True)
@@ -178,7 +181,10 @@ class Sender:
                     self._waiters.pop(key, None)
 
     def _drain(self) -> None:
-        """Rounds for as long as requests wait, then the lease goes back."""
+        """Rounds for as long as requests wait, then the lease goes back. While another process holds
+        the lease (a dedicated sender, another worker) this only reads its waiters' rows, every
+        FOLLOW_S, and asks for the lease again once a second (it is taken over if that process dies)."""
+        leader_elsewhere_until = 0.0
         while True:
             with self._guard:
                 if not self._waiters:
@@ -187,9 +193,13 @@ class Sender:
             self._wake.clear()
             error: Exception | None = None
             try:
-                self.round(keep=True)
+                if monotonic() < leader_elsewhere_until:
+                    time.sleep(FOLLOW_S)
+                else:
+                    self.round(keep=True)
             except NotLeader:
-                self._wake.wait(0.1)  # the leader sends our rows; look at them again shortly
+                leader_elsewhere_until = monotonic() + 1.0
+                time.sleep(FOLLOW_S)  # the leader sends our rows; look at them again shortly
             except ChainError as exc:
                 error = exc
             except Exception as exc:  # answered to the waiters; the rows stay pending for the next round
@@ -227,6 +237,25 @@ class Sender:
                         pass
 
     # ------------------------------------------------------------ a round
+
+    def run(self, stop: threading.Event) -> None:
+        """The brand's dedicated sender (`alliance gateway sender`): hold the lease and send whatever
+        any worker stores, looking for new rows every IDLE_S when there is nothing to do, until `stop`.
+        The workers then only wait for their rows; if this process dies, one of them takes over
+        when the lease runs out."""
+        while not stop.is_set():
+            try:
+                seen = self.round(keep=True)
+            except NotLeader:  # another sender runs (a second copy, or a worker until its lease ends)
+                stop.wait(1.0)
+                continue
+            except ChainError:
+                log.warning("the chain cannot be reached; the rows wait", exc_info=True)
+                stop.wait(1.0)
+                continue
+            if not seen:
+                stop.wait(IDLE_S)
+        self.release()
 
     def round(self, keep: bool = False) -> dict[str, int]:
         """One pass over every pending row. Returns the rows it saw by their status afterwards

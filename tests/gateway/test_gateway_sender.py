@@ -165,3 +165,34 @@ def test_one_process_sends_at_a_time(env):
     finally:
         other.engine.dispose()
         chain_ops.sender(brand.gw)._leased_until = datetime.min.replace(tzinfo=UTC)  # it knows it lost the lease
+
+
+def test_a_dedicated_sender_sends_for_the_workers(env):
+    """`alliance gateway sender` (Sender.run) holds the lease and sends what the workers store; their
+    requests only wait for their rows, and get their answer from its transactions."""
+    import threading
+
+    world, brand, clock, state = env
+    dedicated = build_gateway(brand.gw.settings, chain=world.alliance.chain)
+    dedicated.clock = brand.gw.clock
+    stop = threading.Event()
+    runner = threading.Thread(target=chain_ops.sender(dedicated).run, args=(stop,))
+    try:
+        ms = [_member(brand, clock, state) for _ in range(6)]
+        runner.start()
+        with ThreadPoolExecutor(len(ms)) as pool:
+            answers = list(pool.map(lambda i: exchange(brand, ms[i], 5, f"dedicated-{i}"), range(len(ms))))
+        assert [r.status_code for r in answers] == [201] * len(ms), [r.text for r in answers]
+        assert {r.json()["status"] for r in answers} == {"confirmed"}
+        with brand.gw.sessions() as session:
+            assert session.get(SenderLease, 1).holder == chain_ops.sender(dedicated).holder  # it sent them, not the worker
+        assert [world.alliance.points.balance_of(m["wallet"].address) for m in ms] == [5] * len(ms)
+    finally:
+        stop.set()
+        runner.join(10)
+        dedicated.engine.dispose()
+        chain_ops.sender(brand.gw)._leased_until = datetime.min.replace(tzinfo=UTC)
+    assert not runner.is_alive()
+    # Stopped, it gave the lease back: the worker sends again at once.
+    m = _member(brand, clock, state)
+    assert exchange(brand, m, 5, "after").json()["status"] == "confirmed"
