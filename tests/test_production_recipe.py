@@ -92,7 +92,8 @@ def test_besu_serves_its_gateway_only_over_tls():
 
 def test_the_systemd_units_run_real_commands_hardened():
     found = units()
-    assert set(found) == {"alliance-gateway.service", "alliance-supernode.service", "alliance-superlink.service", "alliance-indexer.service"}
+    assert set(found) == {"alliance-gateway.service", "alliance-sender.service", "alliance-supernode.service", "alliance-superlink.service",
+                          "alliance-indexer.service"}
     for name, unit in found.items():
         service = unit["Service"]
         for key in ("ExecStartPre", "ExecStart"):
@@ -113,15 +114,15 @@ def test_the_systemd_units_run_real_commands_hardened():
 def test_the_compose_file_publishes_only_the_proxy_and_uses_real_settings():
     compose = yaml.safe_load((FILES / "compose.yaml").read_text())
     services = compose["services"]
-    assert set(services) == {"postgres", "gateway", "proxy", "supernode", "besu"}
+    assert set(services) == {"postgres", "gateway", "sender", "proxy", "supernode", "besu"}
     published = {name: s.get("ports", []) for name, s in services.items() if s.get("ports")}
     assert set(published) == {"proxy", "besu"}
     assert all(p.startswith("10.") or p.startswith("443") for p in published["proxy"])
-    for name in ("gateway", "supernode"):
+    for name in ("gateway", "sender", "supernode"):
         env = services[name]["environment"]
         assert {v for v in env if v.startswith("GATEWAY_")} <= settings_names(), name
         assert not any("password" in str(value).lower() for value in env.values()), f"{name}: a secret in the file"
-        check_command(services[name]["command"] if name == "supernode" else services[name]["command"])
+        check_command(services[name]["command"])
     assert services["gateway"]["depends_on"]["postgres"]["condition"] == "service_healthy"
     assert services["gateway"]["environment"]["GATEWAY_CHAIN_URL"].startswith("https://")
     assert set(compose["secrets"]) == {"postgres_password", "gateway_env", "alliance_ca", "supernode_key"}
