@@ -151,6 +151,7 @@ def _purchase_body(ctx: Ctx) -> dict:
 ENDPOINTS: dict[tuple[str, str], Endpoint] = {
     ("GET", "/healthz"): Endpoint(PUBLIC, lambda c, r: {"path": "/healthz"}),
     ("GET", "/v1/brand"): Endpoint(PUBLIC, lambda c, r: {"path": "/v1/brand"}),
+    ("GET", "/metrics"): Endpoint(OPERATOR, lambda c, r: {"path": "/metrics"}),
     ("GET", "/v1/redemption-nonce"): Endpoint(PUBLIC, lambda c, r: {
         "path": "/v1/redemption-nonce", "params": {"owner": c.wallets[c.m["member_ref"]].address}}),
     ("GET", "/problems/{code}"): Endpoint(PUBLIC, lambda c, r: {"path": "/problems/insufficient_points"}),
