@@ -5,8 +5,9 @@
 - bulk: POST /v1/purchases/batch, events/s over 8 batches of 5,000 sent one after another (after a
   warm-up batch), on the database the ingest run left.
 - redemptions: cross-brand redemption end to end (HTTP -> gateway -> anvil), redemptions/s and p99,
-  with the gateway run as in production (PostgreSQL, one uvicorn worker per core, sharing the brand's
-  one chain sender) and, beside it, on SQLite with one worker (`..._sqlite_one_worker`).
+  with the gateway run as deployed (one uvicorn worker per core and the brand's dedicated chain
+  sender, `alliance gateway sender`) on SQLite, the same on PostgreSQL (`..._postgres`), and one
+  worker alone sending for itself (`..._one_worker`).
 """
 
 from __future__ import annotations
@@ -211,14 +212,19 @@ def main() -> None:
         result |= {"ingest_rps_postgres": postgres["single"]["rps"], "ingest_p50_ms_postgres": postgres["single"]["p50_ms"],
                    "ingest_p99_ms_postgres": postgres["single"]["p99_ms"], "ingest_errors_postgres": postgres["single"]["errors"],
                    "bulk_events_per_s_postgres": postgres["bulk"]["events_per_s"]}
+    workers = os.cpu_count() or 1
+    redeemed = redemptions(workers=workers, dedicated_sender=True)
+    result |= {"redemptions_per_s": redeemed["rps"], "redemption_p50_ms": redeemed["p50_ms"], "redemption_p99_ms": redeemed["p99_ms"],
+               "redemptions": redeemed["requests"], "redemption_errors": redeemed["errors"], "redemption_workers": workers,
+               "redemption_concurrency": REDEMPTION_CONCURRENCY}
     alone = redemptions()
-    result |= {"redemptions_per_s_sqlite_one_worker": alone["rps"], "redemption_p99_ms_sqlite_one_worker": alone["p99_ms"],
-               "redemption_errors_sqlite_one_worker": alone["errors"], "redemption_concurrency": REDEMPTION_CONCURRENCY}
-    pg, workers = fresh_postgres(), os.cpu_count() or 1
+    result |= {"redemptions_per_s_one_worker": alone["rps"], "redemption_p99_ms_one_worker": alone["p99_ms"],
+               "redemption_errors_one_worker": alone["errors"]}
+    pg = fresh_postgres()
     if pg is not None:
-        redeemed = redemptions(database_url=pg, workers=workers)
-        result |= {"redemptions_per_s": redeemed["rps"], "redemption_p50_ms": redeemed["p50_ms"], "redemption_p99_ms": redeemed["p99_ms"],
-                   "redemptions": redeemed["requests"], "redemption_errors": redeemed["errors"], "redemption_workers": workers}
+        on_pg = redemptions(database_url=pg, workers=workers, dedicated_sender=True)
+        result |= {"redemptions_per_s_postgres": on_pg["rps"], "redemption_p99_ms_postgres": on_pg["p99_ms"],
+                   "redemption_errors_postgres": on_pg["errors"]}
     print(json.dumps(result))
 
 

@@ -76,12 +76,11 @@ def migrate() -> None:
 
 @app.command()
 def serve(host: str = "127.0.0.1", port: int = typer.Option(8000, min=1, max=65535),
-          workers: int = typer.Option(1, min=1, help="uvicorn worker processes (PostgreSQL for more than one)")) -> None:
+          workers: int = typer.Option(1, min=1, help="uvicorn worker processes, one per core (on SQLite they share the file on "
+                                                        "this host; PostgreSQL also lets several hosts serve one brand)")) -> None:
     """Serve the gateway's HTTP API with uvicorn."""
     import uvicorn
 
-    if workers > 1 and GatewaySettings().database_url.startswith("sqlite"):
-        raise typer.BadParameter("several workers need a PostgreSQL database (GATEWAY_DATABASE_URL)")
     uvicorn.run("gateway.app:create_app", factory=True, host=host, port=port, workers=workers, log_level="info")
 
 

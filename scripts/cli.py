@@ -56,7 +56,7 @@ def up(file: Path = ALLIANCE_FILE, workdir: Path = WORKDIR,
       collateral = 1000000000000      # settlement-token units deposited at admission
       port = 8101
       database_url = "postgresql+psycopg://..."   # optional; default SQLite in workdir/brands/<id>
-      workers = 2                     # uvicorn workers (PostgreSQL for more than one)
+      workers = 2                     # uvicorn workers, one per core
       settings = { EARN__WELCOME_POINTS = "50" }   # other GATEWAY_* settings, without the prefix
 
     A second `up` resumes the alliance with all its state. Keys (governor.key, brands/<id>/keys,

@@ -51,15 +51,9 @@ class BrandSpec(BaseModel):
     collateral: int = Field(10**12, ge=0)  # settlement-token units deposited at admission
     port: int = Field(ge=1, le=65535)
     database_url: str | None = None  # default: SQLite at brands/<id>/gateway.sqlite
-    workers: int = Field(1, ge=1, le=32)  # uvicorn workers (PostgreSQL for more than one)
+    workers: int = Field(1, ge=1, le=32)  # uvicorn workers, one per core
     # Further gateway settings, by their GATEWAY_* names without the prefix (the README's table).
     settings: dict[Annotated[str, Field(pattern=r"^[A-Z][A-Z0-9_]*$")], str] = {}
-
-    @model_validator(mode="after")
-    def _workers_need_postgres(self) -> "BrandSpec":
-        if self.workers > 1 and not (self.database_url or "").startswith("postgresql"):
-            raise ValueError(f"brand {self.id}: several workers need a PostgreSQL database_url")
-        return self
 
 
 class FederationSpec(BaseModel):
@@ -428,6 +422,8 @@ def supervise(spec: AllianceSpec) -> int:
                     child.next_start = now + delay
                     log(f"{child.name} exited with status {code}; restarting in {delay:.0f} s")
                 if now >= child.next_start:
+                    with suppress(ProcessLookupError):  # what it started and left behind (uvicorn's workers after a kill -9)
+                        os.killpg(child.process.pid, signal.SIGKILL)
                     child.restarts += 1
                     child.next_start = 0
                     child.start()

@@ -1,5 +1,5 @@
-"""Load and faults through the multi-process alliance (`alliance up`; the cafe on PostgreSQL with two
-uvicorn workers): 1,000 members, 20,000 purchases,
+"""Load and faults through the multi-process alliance (`alliance up`; the grocery on SQLite and the
+cafe on PostgreSQL, each with two uvicorn workers and its dedicated chain sender): 1,000 members, 20,000 purchases,
 2,000 exchanges and 1,000 cross-brand redemptions, while a gateway is killed with kill -9, the chain
 node is stopped for a while, and the whole alliance goes `down` and `up` in the middle of the work.
 Clients retry as the partner guide says (transport errors and 5xx, with the same idempotency key or
@@ -65,8 +65,9 @@ def settled(url: str, kind: str, ref: str, token: str) -> dict:
 
 
 def test_load_and_faults_lose_and_double_nothing(tmp_path, postgres_url):
-    # The cafe, where every redemption goes, runs as in production: two workers on PostgreSQL, sharing one chain sender.
-    production = {"cafe": {"database_url": postgres_url, "workers": 2}}
+    # As deployed: two workers per gateway (the grocery on SQLite, the cafe, where every redemption goes, on
+    # PostgreSQL) and the brand's dedicated chain sender for both.
+    production = {"grocery": {"workers": 2}, "cafe": {"database_url": postgres_url, "workers": 2}}
     spec = AllianceSpec.model_validate({"workdir": str(tmp_path / "alliance"), "chain": {"port": free_port()}, "federation": {"enabled": False}, "brands": [
         {"id": b, "name": b.title(), "rate": r, "port": free_port(), "credit_limit": 10**9, "collateral": 10**15, "settings": SETTINGS}
         | production.get(b, {}) for b, r in (("grocery", 10), ("airline", 20), ("cafe", 50))]})
@@ -152,6 +153,7 @@ def test_load_and_faults_lose_and_double_nothing(tmp_path, postgres_url):
             list(pool.map(exchange, [(i, k) for i in range(TRADERS) for k in range(EXCHANGES_EACH)]))
         killer.join()
         assert len({e["exchange_ref"] for e in done_exchanges}) == TRADERS * EXCHANGES_EACH
+        assert next(p for p in read_state(spec.workdir)["processes"] if p["name"] == "gateway-grocery")["restarts"] == 1
 
         # The whole alliance down and up again between the exchanges and the redemptions.
         down(spec.workdir)
