@@ -1,5 +1,6 @@
-"""The alliance as processes (`alliance up`: anvil, three gateways, the settlement indexer), measured
-from outside with the load generator in processes of its own; prints one JSON object.
+"""The alliance as processes (`alliance up`: anvil, three gateways of a uvicorn worker per core, each
+with its chain sender, and the settlement indexer), measured from outside with the load generator
+in processes of its own; prints one JSON object.
 
 - up_s: from `alliance up` to every process healthy (deployment, admissions, keys included).
 - enrolments_per_s: POST /v1/members (tills enrolling members) at the three gateways at once.
@@ -13,6 +14,7 @@ Targets: purchases_per_s >= 1,500, redemptions_per_s >= 200 with p99 <= 1,500 ms
 from __future__ import annotations
 
 import json
+import os
 import random
 import subprocess
 import sys
@@ -62,7 +64,8 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         spec = AllianceSpec.model_validate({"workdir": tmp, "chain": {"port": free_port()}, "federation": {"enabled": False}, "brands": [
-            {"id": b, "name": b.title(), "rate": r, "port": free_port(), "credit_limit": 10**9, "collateral": 10**15, "settings": BENCH_SETTINGS}
+            {"id": b, "name": b.title(), "rate": r, "port": free_port(), "credit_limit": 10**9, "collateral": 10**15, "settings": BENCH_SETTINGS,
+             "workers": os.cpu_count() or 1}
             for b, r in (("grocery", 10), ("airline", 20), ("cafe", 50))]})
         began = time.monotonic()
         state = up(spec)
