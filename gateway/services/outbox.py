@@ -54,6 +54,7 @@ RECEIPT_WAIT_S = 30.0  # how long a round waits for what it broadcast before it 
 MAX_ATTEMPTS = 3  # signings of a row whose transactions revert on chain before it fails
 ROWS_PER_ROUND = 1000  # unsent rows one round takes on (the rest wait for the next)
 IDLE_S = 0.02  # a dedicated sender with nothing to send looks for new rows this often
+HANDOFF_S, HANDOFF_GAP_S = 5.0, 0.3  # a busy dedicated sender lets the account go this often, this long
 FOLLOW_S = 0.05  # a request waiting on another process's sender reads its row this often
 
 
@@ -240,22 +241,36 @@ class Sender:
 
     def run(self, stop: threading.Event) -> None:
         """The brand's dedicated sender (`alliance gateway sender`): hold the lease and send whatever
-        any worker stores, looking for new rows every IDLE_S when there is nothing to do, until `stop`.
-        The workers then only wait for their rows; if this process dies, one of them takes over
-        when the lease runs out."""
+        any worker stores, until `stop`. The workers then only wait for their rows; if this process
+        dies, one of them takes over when the lease runs out. The account is the brand's for other
+        chain work too (anchoring takes the lease): idle, the lease is let go and new rows are looked
+        for every IDLE_S; busy, it is let go for HANDOFF_GAP_S every HANDOFF_S."""
+        held_since = monotonic()
         while not stop.is_set():
+            if not self._pending_any():
+                self.release()  # idle: the account is free for the brand's other chain work (anchoring)
+                stop.wait(IDLE_S)
+                held_since = monotonic()
+                continue
             try:
-                seen = self.round(keep=True)
-            except NotLeader:  # another sender runs (a second copy, or a worker until its lease ends)
-                stop.wait(1.0)
+                self.round(keep=True)
+            except NotLeader:  # another holds it (anchoring, a worker, a second copy): its rows go out there
+                stop.wait(IDLE_S)
                 continue
             except ChainError:
                 log.warning("the chain cannot be reached; the rows wait", exc_info=True)
                 stop.wait(1.0)
                 continue
-            if not seen:
-                stop.wait(IDLE_S)
+            if monotonic() - held_since > HANDOFF_S:  # under steady load, a gap now and then for anchoring
+                self.release()
+                stop.wait(HANDOFF_GAP_S)
+                held_since = monotonic()
         self.release()
+
+    def _pending_any(self) -> bool:
+        with reading(self.gw.sessions) as session:
+            return any(session.scalar(select(job.model.id).where(job.model.status == "pending").limit(1)) is not None
+                       for job in self.jobs.values())
 
     def round(self, keep: bool = False) -> dict[str, int]:
         """One pass over every pending row. Returns the rows it saw by their status afterwards
