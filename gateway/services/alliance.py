@@ -210,7 +210,7 @@ def retry_pending(gw: Gateway) -> dict[str, int]:
     """A round of the sender now (on start, periodically, on maintenance): the pending rows it saw by
     status afterwards; {} when another process of this gateway is the sender."""
     try:
-        return sender(gw).round()
+        return sender(gw).round(defer=True)
     except outbox.NotLeader:
         return {}
     except ChainError:

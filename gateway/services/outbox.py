@@ -55,6 +55,7 @@ MAX_ATTEMPTS = 3  # signings of a row whose transactions revert on chain before 
 ROWS_PER_ROUND = 1000  # unsent rows one round takes on (the rest wait for the next)
 IDLE_S = 0.02  # a dedicated sender with nothing to send looks for new rows this often
 HANDOFF_S, HANDOFF_GAP_S = 5.0, 0.3  # a busy dedicated sender lets the account go this often, this long
+DEDICATED = ":dedicated"  # how a dedicated sender's lease is marked (workers defer to it)
 FOLLOW_S = 0.05  # a request waiting on another process's sender reads its row this often
 
 
@@ -110,14 +111,14 @@ class Sender:
     # ------------------------------------------------------------ exclusivity
 
     @contextmanager
-    def exclusive(self, wait_s: float = 0, keep: bool = False) -> Iterator[None]:
+    def exclusive(self, wait_s: float = 0, keep: bool = False, defer: bool = False) -> Iterator[None]:
         """Hold the brand's account for sending: in this process (a lock) and among processes (the
         lease). Raises NotLeader when another process holds it past `wait_s`. The lease is given back
         at the end unless `keep` (the drain thread keeps it while requests wait). Take it before any
         database transaction of the caller: the lease is written in one of its own."""
         deadline = monotonic() + wait_s
         with self._exclusive:
-            while not self._take_lease():
+            while not self._take_lease(defer):
                 if monotonic() >= deadline:
                     raise NotLeader("another process of this gateway is sending its chain transactions")
                 self._wake.wait(0.2)
@@ -127,16 +128,20 @@ class Sender:
                 if not keep and self._thread is None:
                     self.release()
 
-    def _take_lease(self) -> bool:
+    def _take_lease(self, defer: bool = False) -> bool:
+        """`defer`: not while a dedicated sender was at work in the last LEASE_S (it let the lease go
+        only for a moment: sending rows is its job; anchoring, which does not defer, takes the gap)."""
         now = datetime.now(UTC)
         if self._leased_until - now > timedelta(seconds=LEASE_S / 2):
             return True
         until = now + timedelta(seconds=LEASE_S)
+        free = SenderLease.expires_at < now
+        if defer:
+            free &= ~(SenderLease.holder.endswith(DEDICATED) & (SenderLease.expires_at > now - timedelta(seconds=LEASE_S)))
         try:
             with transaction(self.gw.sessions) as session:
-                taken = session.execute(update(SenderLease).where(
-                    SenderLease.id == 1, (SenderLease.holder == self.holder) | (SenderLease.expires_at < now))
-                    .values(holder=self.holder, expires_at=until)).rowcount
+                taken = session.execute(update(SenderLease).where(SenderLease.id == 1, (SenderLease.holder == self.holder) | free)
+                                        .values(holder=self.holder, expires_at=until)).rowcount
                 if not taken and session.get(SenderLease, 1) is None:
                     session.add(SenderLease(id=1, holder=self.holder, expires_at=until))
                     taken = 1
@@ -146,13 +151,14 @@ class Sender:
             self._leased_until = until
         return bool(taken)
 
-    def release(self) -> None:
-        """Give the lease up (idle, or shutting down), so another process need not wait it out."""
+    def release(self, retire: bool = False) -> None:
+        """Give the lease up (idle, or shutting down), so another process need not wait it out.
+        `retire`: a dedicated sender stopping: the workers need not defer to it any more."""
         with self._exclusive:
-            if self._leased_until > datetime.now(UTC):
+            if self._leased_until > datetime.now(UTC) or retire:
+                values = {"expires_at": datetime.now(UTC)} | ({"holder": self.holder.removesuffix(DEDICATED)} if retire else {})
                 with transaction(self.gw.sessions) as session:
-                    session.execute(update(SenderLease).where(SenderLease.id == 1, SenderLease.holder == self.holder)
-                                    .values(expires_at=datetime.now(UTC)))
+                    session.execute(update(SenderLease).where(SenderLease.id == 1, SenderLease.holder == self.holder).values(**values))
             self._leased_until = datetime.min.replace(tzinfo=UTC)
 
     # ------------------------------------------------------------ requests
@@ -197,7 +203,7 @@ class Sender:
                 if monotonic() < leader_elsewhere_until:
                     time.sleep(FOLLOW_S)
                 else:
-                    self.round(keep=True)
+                    self.round(keep=True, defer=True)
             except NotLeader:
                 leader_elsewhere_until = monotonic() + 1.0
                 time.sleep(FOLLOW_S)  # the leader sends our rows; look at them again shortly
@@ -245,6 +251,7 @@ class Sender:
         dies, one of them takes over when the lease runs out. The account is the brand's for other
         chain work too (anchoring takes the lease): idle, the lease is let go and new rows are looked
         for every IDLE_S; busy, it is let go for HANDOFF_GAP_S every HANDOFF_S."""
+        self.holder = self.holder[:90] + DEDICATED
         held_since = monotonic()
         while not stop.is_set():
             if not self._pending_any():
@@ -265,18 +272,18 @@ class Sender:
                 self.release()
                 stop.wait(HANDOFF_GAP_S)
                 held_since = monotonic()
-        self.release()
+        self.release(retire=True)
 
     def _pending_any(self) -> bool:
         with reading(self.gw.sessions) as session:
             return any(session.scalar(select(job.model.id).where(job.model.status == "pending").limit(1)) is not None
                        for job in self.jobs.values())
 
-    def round(self, keep: bool = False) -> dict[str, int]:
+    def round(self, keep: bool = False, defer: bool = False) -> dict[str, int]:
         """One pass over every pending row. Returns the rows it saw by their status afterwards
         (pending: left for a later round). Raises ChainError when the chain cannot be reached and
-        NotLeader when another process sends."""
-        with self.exclusive(keep=keep), writing_first():
+        NotLeader when another process sends (or, with `defer`, a dedicated sender is at work)."""
+        with self.exclusive(keep=keep, defer=defer), writing_first():
             return _Round(self).run()
 
 
