@@ -23,7 +23,7 @@ app.add_typer(simulate_app, name="simulate")
 
 
 ALLIANCE_FILE = typer.Option(None, "--file", "-f", envvar="ALLIANCE_FILE", exists=True, dir_okay=False,
-                             help="the alliance file (TOML; see `alliance up --help`); without it: three brands on embedded defaults")
+                             help="the alliance file (TOML; see `alliance up --help`); without it: three brands on built-in defaults")
 WORKDIR = typer.Option(None, "--workdir", help="where the alliance lives (default: the file's workdir, else var/alliance)")
 
 

@@ -104,7 +104,7 @@ class SpecError(ValueError):
 
 
 def load_spec(path: Path | None, workdir: Path | None = None) -> AllianceSpec:
-    """The alliance file, or three brands on embedded defaults without one. A relative workdir is
+    """The alliance file, or three brands on built-in defaults without one. A relative workdir is
     relative to the file."""
     if path is None:
         raw = dict(DEFAULT_SPEC)
@@ -490,13 +490,13 @@ def down(workdir: Path, timeout_s: float = 60) -> list[str]:
     return stopped
 
 
-_MARKERS = {"anvil": "anvil", "indexer": "settle", "superlink": "flower-superlink"}  # what each command line names
+# What each process's command line names, by its name or name prefix (a pid reused by another program is not ours).
+_MARKERS = {"anvil": "anvil", "indexer": "settle", "superlink": "flower-superlink", "supernode-": "flower-supernode",
+            "sender-": "gateway sender", "gateway-": "uvicorn"}
 
 
 def _marker(name: str) -> str:
-    if name.startswith(("supernode-", "sender-")):
-        return "flower-supernode" if name.startswith("supernode-") else "gateway sender"
-    return _MARKERS.get(name, "uvicorn")
+    return next(marker for key, marker in _MARKERS.items() if name == key or key.endswith("-") and name.startswith(key))
 
 
 def status(workdir: Path) -> dict:

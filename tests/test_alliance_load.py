@@ -23,6 +23,8 @@ import httpx
 import pytest
 from eth_account import Account
 
+from integrator import retrying, settled
+
 from contracts.chain import connect, free_port
 from contracts.client import Alliance
 from contracts.manifest import Manifest
@@ -36,34 +38,6 @@ MEMBERS, PURCHASES, TRADERS, EXCHANGES_EACH, REDEMPTIONS_EACH = 1_000, 20_000, 2
 MANY = '{"burst": 100000, "period_s": 60}'
 SETTINGS = {"PURCHASES_PER_MEMBER_PER_MINUTE": "1000000", "THROTTLES__ENROL_PER_ADDRESS": MANY, "THROTTLES__CODE_PER_ADDRESS": MANY,
             "THROTTLES__LOGIN_PER_ADDRESS": MANY, "OUTBOX_INTERVAL_S": "1"}
-RETRY_FOR_S = 120
-
-
-def patient(method: str, url: str, **kwargs) -> httpx.Response:
-    """A client that retries transport errors and 5xx with the very same request, as integrators should."""
-    deadline = time.monotonic() + RETRY_FOR_S
-    while True:
-        try:
-            r = httpx.request(method, url, timeout=30, **kwargs)
-            if r.status_code < 500:
-                return r
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, f"{method} {url}: no answer within {RETRY_FOR_S} s"
-        time.sleep(0.5)
-
-
-def settled(url: str, kind: str, ref: str, token: str) -> dict:
-    """Wait until an accepted (202) exchange or redemption is final."""
-    deadline = time.monotonic() + RETRY_FOR_S
-    while True:
-        body = patient("GET", f"{url}/v1/me/{kind}/{ref}", headers={"Authorization": f"Bearer {token}"}).json()
-        if body["status"] != "pending":
-            return body
-        assert time.monotonic() < deadline, f"{kind} {ref} still pending"
-        time.sleep(0.5)
-
-
 def test_load_and_faults_lose_and_double_nothing(tmp_path, postgres_url):
     # As deployed: two workers per gateway (the grocery on SQLite, the cafe, where every redemption goes, on
     # PostgreSQL) and the brand's dedicated chain sender for both.
@@ -81,7 +55,7 @@ def test_load_and_faults_lose_and_double_nothing(tmp_path, postgres_url):
         # 1,000 members across the brands, enrolled by tills.
         def enrol(i: int) -> tuple[str, str]:
             b = brands[i % 3]
-            r = patient("POST", urls[b] + "/v1/members", headers=pos[b], json={"identifiers": {"email": f"m{i}@load.example"}, "name": f"M {i}"})
+            r = retrying("POST", urls[b] + "/v1/members", headers=pos[b], json={"identifiers": {"email": f"m{i}@load.example"}, "name": f"M {i}"})
             assert r.status_code == 201, r.text
             return b, r.json()["member_ref"]
 
@@ -94,7 +68,7 @@ def test_load_and_faults_lose_and_double_nothing(tmp_path, postgres_url):
             wallet, clients = Account.create(), {}
             for b in ("grocery", "cafe"):
                 client = MemberClient(httpx.Client(base_url=urls[b], timeout=60))
-                r = patient("POST", urls[b] + "/v1/members", headers=pos[b],
+                r = retrying("POST", urls[b] + "/v1/members", headers=pos[b],
                             json={"identifiers": {"email": f"t{i}@load.example"}, "name": f"T {i}", "passphrase": "load passphrase"})
                 assert r.status_code == 201, r.text
                 client.login("email", f"t{i}@load.example", "load passphrase")
@@ -121,7 +95,7 @@ def test_load_and_faults_lose_and_double_nothing(tmp_path, postgres_url):
         try:
             for b in brands:
                 for start in range(0, len(by_brand[b]), 5_000):
-                    r = patient("POST", urls[b] + "/v1/purchases/batch", headers=pos[b], json={"events": by_brand[b][start:start + 5_000]})
+                    r = retrying("POST", urls[b] + "/v1/purchases/batch", headers=pos[b], json={"events": by_brand[b][start:start + 5_000]})
                     assert r.status_code == 200 and r.json()["accepted"] == len(by_brand[b][start:start + 5_000]), r.text
         finally:
             os.kill(anvil["pid"], signal.SIGCONT)
@@ -134,7 +108,7 @@ def test_load_and_faults_lose_and_double_nothing(tmp_path, postgres_url):
         def exchange(job: tuple[int, int]) -> None:
             i, k = job
             client = traders[i][1]["grocery"]
-            r = patient("POST", urls["grocery"] + "/v1/me/exchanges", json={"ap_amount": 1},
+            r = retrying("POST", urls["grocery"] + "/v1/me/exchanges", json={"ap_amount": 1},
                         headers={"Authorization": f"Bearer {client.token}", "Idempotency-Key": f"x-{i}-{k}"})
             assert r.status_code in (200, 201, 202), r.text
             body = r.json() if r.json()["status"] != "pending" else settled(urls["grocery"], "exchanges", r.json()["exchange_ref"], client.token)
@@ -167,7 +141,7 @@ def test_load_and_faults_lose_and_double_nothing(tmp_path, postgres_url):
             signed = SignedNonces(tmp_path / "wallets" / str(i) / "signed-nonces.json")
             for _ in range(REDEMPTIONS_EACH):
                 auth = clients["cafe"].authorise(wallet, 1, signed=signed)
-                r = patient("POST", urls["cafe"] + "/v1/me/redemptions", json=auth.to_dict(),
+                r = retrying("POST", urls["cafe"] + "/v1/me/redemptions", json=auth.to_dict(),
                             headers={"Authorization": f"Bearer {clients['cafe'].token}"})
                 assert r.status_code in (200, 201, 202), r.text
                 body = r.json() if r.json()["status"] != "pending" else settled(urls["cafe"], "redemptions", r.json()["redemption_ref"],

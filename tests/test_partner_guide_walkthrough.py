@@ -13,10 +13,11 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-import httpx
 import pytest
 from eth_account import Account
 from eth_account.messages import encode_defunct, encode_typed_data
+
+from integrator import retrying, settled
 
 from contracts.chain import free_port
 from scripts.up import AllianceSpec, down, up
@@ -25,29 +26,6 @@ pytestmark = [pytest.mark.anvil, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[1]
 GUIDE = (ROOT / "docs" / "partner-guide.md").read_text()
-
-
-def retrying(method: str, url: str, **kwargs) -> httpx.Response:
-    """Section 2's rule: a transport error or a 5xx is sent again, the very same request."""
-    for _ in range(20):
-        try:
-            r = httpx.request(method, url, timeout=30, **kwargs)
-            if r.status_code < 500:
-                return r
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    raise AssertionError(f"{method} {url}: no answer")
-
-
-def final(url: str, kind: str, ref: str, token: str) -> dict:
-    """Section 3: 202 means pending; poll until confirmed or failed."""
-    for _ in range(120):
-        body = retrying("GET", f"{url}/v1/me/{kind}/{ref}", headers={"Authorization": f"Bearer {token}"}).json()
-        if body["status"] != "pending":
-            return body
-        time.sleep(0.5)
-    raise AssertionError(f"{kind} {ref} still pending")
 
 
 def test_an_integrator_following_the_guide_gets_everything_to_work(tmp_path):
@@ -95,7 +73,7 @@ def test_an_integrator_following_the_guide_gets_everything_to_work(tmp_path):
         me = {"Authorization": f"Bearer {tokens['grocery']}"}
         r = retrying("POST", grocery + "/v1/me/exchanges", json={"ap_amount": 8}, headers=me | {"Idempotency-Key": "xchg-1"})
         assert r.status_code in (201, 202), r.text
-        assert (r.json() if r.status_code == 201 else final(grocery, "exchanges", r.json()["exchange_ref"], tokens["grocery"]))["status"] == "confirmed"
+        assert (r.json() if r.status_code == 201 else settled(grocery, "exchanges", r.json()["exchange_ref"], tokens["grocery"]))["status"] == "confirmed"
 
         # Section 3, step 5 and "The redemption authorisation": built from the guide's words alone.
         assert 'Redeem(address owner,address brand,uint256 amount,uint256 nonce,uint256 deadline)' in GUIDE
@@ -118,7 +96,7 @@ def test_an_integrator_following_the_guide_gets_everything_to_work(tmp_path):
             body = message | {"signature": "0x" + bytes(signature).hex()}
             r = retrying("POST", cafe + "/v1/me/redemptions", json=body, headers={"Authorization": f"Bearer {tokens['cafe']}"})
             assert r.status_code in (201, 202), r.text
-            done = r.json() if r.status_code == 201 else final(cafe, "redemptions", r.json()["redemption_ref"], tokens["cafe"])
+            done = r.json() if r.status_code == 201 else settled(cafe, "redemptions", r.json()["redemption_ref"], tokens["cafe"])
             assert done["status"] == "confirmed" and done["reward_points"] == amount * 50
             repeat = retrying("POST", cafe + "/v1/me/redemptions", json=body, headers={"Authorization": f"Bearer {tokens['cafe']}"})
             assert repeat.status_code == 200  # the same signed body again: its current state, nothing more

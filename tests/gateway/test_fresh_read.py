@@ -43,17 +43,23 @@ def _call_in_threads(read: FreshRead, n: int) -> tuple[list[threading.Thread], l
     return threads, results
 
 
+def _while_one_read_is_out(slow: SlowRead, read: FreshRead, callers: int) -> tuple[list, list]:
+    """One caller starts a read; `callers` more arrive while it is out; then it returns. The first
+    caller's results and the others'."""
+    first, first_results = _call_in_threads(read, 1)
+    assert slow.started.acquire(timeout=5)  # read 1 is under way
+    later, results = _call_in_threads(read, callers)
+    time.sleep(0.2)  # all of them have arrived while read 1 is out
+    slow.release.set()
+    for t in first + later:
+        t.join(10)
+    return first_results, results
+
+
 def test_callers_that_arrive_together_share_one_read():
     """Without FreshRead every request makes its own chain read (50 here)."""
     slow = SlowRead()
-    read = FreshRead(slow)
-    first, first_results = _call_in_threads(read, 1)
-    assert slow.started.acquire(timeout=5)  # read 1 is under way
-    waiting, results = _call_in_threads(read, 50)
-    time.sleep(0.2)  # all 50 have arrived while read 1 is out
-    slow.release.set()
-    for t in first + waiting:
-        t.join(10)
+    first_results, results = _while_one_read_is_out(slow, FreshRead(slow), 50)
     assert first_results == [1]
     assert results == [2] * 50  # one read for all fifty
     assert next(slow.calls) == 3
@@ -63,14 +69,7 @@ def test_a_read_under_way_never_answers_a_caller_that_came_after_it_began():
     """A plain single-flight would hand the late caller read 1, which began before it arrived: a
     chain that went away in between would go unnoticed."""
     slow = SlowRead()
-    read = FreshRead(slow)
-    early, early_results = _call_in_threads(read, 1)
-    assert slow.started.acquire(timeout=5)
-    late, late_results = _call_in_threads(read, 1)
-    time.sleep(0.1)
-    slow.release.set()
-    for t in early + late:
-        t.join(10)
+    early_results, late_results = _while_one_read_is_out(slow, FreshRead(slow), 1)
     assert early_results == [1] and late_results == [2]
 
 
@@ -78,13 +77,7 @@ def test_a_failure_reaches_every_caller_of_that_read_and_is_not_kept():
     slow = SlowRead()
     slow.fail = True
     read = FreshRead(slow)
-    first, _ = _call_in_threads(read, 1)
-    assert slow.started.acquire(timeout=5)
-    waiting, results = _call_in_threads(read, 5)
-    time.sleep(0.1)
-    slow.release.set()
-    for t in first + waiting:
-        t.join(10)
+    _, results = _while_one_read_is_out(slow, read, 5)
     assert len(results) == 5 and all(isinstance(r, ConnectionError) and "read 2" in str(r) for r in results)
     slow.fail = False
     assert read() == 3  # the next caller reads again
