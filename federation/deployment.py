@@ -108,7 +108,7 @@ def make_app_dir(dest: str | os.PathLike[str], packages: tuple[str, ...] = ("fed
             PROJECT_ROOT / pkg,
             dest / pkg,
             dirs_exist_ok=True,
-            ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "features.py", "population.py"),
+            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
         )
     return dest
 

@@ -58,6 +58,12 @@ def up(file: Path = ALLIANCE_FILE, workdir: Path = WORKDIR,
       database_url = "postgresql+psycopg://..."   # optional; default SQLite in workdir/brands/<id>
       workers = 2                     # uvicorn workers, one per core
       settings = { EARN__WELCOME_POINTS = "50" }   # other GATEWAY_* settings, without the prefix
+      [federation]
+      port = 9092                     # the Flower SuperLink; a SuperNode per brand reads its database
+      [federation.training]
+      times = ["03:00"]               # daily (UTC); [] = only on `alliance train`
+      tasks = ["churn", "redeem"]
+      run_config = { num-rounds = 5, dp-epsilon = 8.0 }   # federation run-config keys
 
     A second `up` resumes the alliance with all its state. Keys (governor.key, brands/<id>/keys,
     brands/<id>/api-keys.json) are readable by their owner only."""
@@ -127,6 +133,31 @@ def logs(name: str = typer.Argument("supervisor", help="supervisor, anvil or gat
         typer.echo(f"error: no log {log.name} (processes: supervisor, anvil, gateway-<brand id>)", err=True)
         raise typer.Exit(2)
     typer.echo(tail(log, lines))
+
+
+@app.command()
+def train(task: str = typer.Argument(..., help="churn or redeem"), file: Path = ALLIANCE_FILE, workdir: Path = WORKDIR,
+          as_of: str = typer.Option("", help="features as of this time (ISO 8601; default: now − 2 label windows)"),
+          eval_as_of: str = typer.Option("", help="held-out rows as of this time (default: now − 1 label window)"),
+          rounds: int = typer.Option(0, min=0, help="federated rounds (default: the alliance file's, else 5)")) -> None:
+    """Train a federated model now on the running alliance; every brand that took part records the
+    release (audit log, anchored on chain with its own key, installed for its campaigns). Prints the outcome."""
+    import json
+
+    from scripts.training import TrainingError
+    from scripts.training import train as run
+
+    spec = _spec(file, workdir)
+    if task not in ("churn", "redeem"):
+        raise typer.BadParameter("churn or redeem", param_hint="TASK")
+    overrides = {k: v for k, v in (("as-of", as_of), ("eval-as-of", eval_as_of), ("num-rounds", rounds)) if v}
+    spec.federation.training.run_config |= overrides
+    try:
+        outcome = run(spec, task)
+    except (TrainingError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(json.dumps(outcome, indent=2))
 
 
 @app.command()

@@ -5,14 +5,15 @@ declarative file (`alliance.toml`), kept running by a supervisor.
 supervisor starts the chain (anvil, its state kept in a file, unless the file names a JSON-RPC URL),
 sets the alliance up once (deployment with a saved governor key, each brand's keys, admission,
 collateral and API keys, `settlement.json`), then runs per brand a gateway (uvicorn) and its chain sender,
-a Flower SuperLink with a SuperNode per brand, and the settlement indexer, and restarts any process
-that dies. Everything lives under the file's `workdir`; `up` again after `down` resumes
+a Flower SuperLink with a SuperNode per brand and the trainer (federated training on a schedule:
+scripts/training.py), and the settlement indexer, and restarts any process that dies. Everything lives under the file's `workdir`; `up` again after `down` resumes
 with every ledger, the chain and the keys as they were. `down` stops what the supervisor started and
 nothing else.
 
 Layout of the workdir: governor.key, deployment.json, settlement.json, state.json (the supervisor's
-processes), chain/state.json, logs/<process>.log, brands/<id>/{keys/, gateway.sqlite, api-keys.json,
-notifications/}. Key files are readable by their owner only.
+processes), chain/state.json, logs/<process>.log, flwr/ (Flower's home: the SuperLink's database, the
+app), releases/ and training.jsonl (the federated runs), brands/<id>/{keys/, gateway.sqlite,
+api-keys.json, notifications/, releases/ (the models it recorded)}. Key files are readable by their owner only.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import tomllib
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
@@ -56,11 +57,27 @@ class BrandSpec(BaseModel):
     settings: dict[Annotated[str, Field(pattern=r"^[A-Z][A-Z0-9_]*$")], str] = {}
 
 
+class TrainingSpec(BaseModel):
+    # Federated training on a schedule (scripts/training.py): every task at each daily time (UTC,
+    # HH:MM or HH:MM:SS); no times: only on `alliance train`. run_config: federation.config keys.
+    times: list[Annotated[str, Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9])?$")]] = ["03:00"]
+    tasks: Annotated[list[Literal["churn", "redeem"]], Field(min_length=1)] = ["churn", "redeem"]
+    run_config: dict[str, str | bool | int | float] = {}
+
+    @model_validator(mode="after")
+    def _known_keys(self) -> "TrainingSpec":
+        from federation.config import effective
+
+        effective(self.run_config)  # unknown keys and noise-free counts are refused here, not at 3 am
+        return self
+
+
 class FederationSpec(BaseModel):
     # A Flower SuperLink and one SuperNode per brand (reading its gateway's database), on loopback
     # without TLS: for trying it out. docs/production.md has the TLS and authentication set-up.
     enabled: bool = True
     port: int = Field(9092, ge=1, le=65535)  # the SuperLink's (one HTTP port for all its APIs)
+    training: TrainingSpec = TrainingSpec()
 
 
 class AllianceSpec(BaseModel):
@@ -195,7 +212,8 @@ def _gateway_env(spec: AllianceSpec, brand: BrandSpec) -> dict[str, str]:
     d = spec.brand_dir(brand)
     return {"GATEWAY_BRAND_ID": brand.id, "GATEWAY_BRAND_NAME": brand.name, "GATEWAY_DATABASE_URL": spec.database_url(brand),
             "GATEWAY_KEYS_DIR": str(d / "keys"), "GATEWAY_MANIFEST": str(spec.workdir / "deployment.json"),
-            "GATEWAY_CHAIN_URL": spec.chain_url, "GATEWAY_NOTIFIER": "dev", "GATEWAY_NOTIFICATIONS_DIR": str(d / "notifications")
+            "GATEWAY_CHAIN_URL": spec.chain_url, "GATEWAY_NOTIFIER": "dev", "GATEWAY_NOTIFICATIONS_DIR": str(d / "notifications"),
+            "GATEWAY_RELEASES_DIR": str(d / "releases")
             } | {f"GATEWAY_{name}": value for name, value in brand.settings.items()}
 
 
@@ -399,6 +417,9 @@ def supervise(spec: AllianceSpec) -> int:
             for child in _federation(spec, logs):
                 children.append(child)
                 child.start()
+            if spec.federation.training.times:
+                children.append(Child("trainer", [sys.executable, "-m", "scripts.training", str(workdir / "alliance.json")], {}, logs))
+                children[-1].start()
         # The settlement store follows the chain's events (epochs, positions) for `alliance settle`.
         children.append(Child("indexer", [sys.executable, "-m", "scripts.cli", "settle", "index", "--follow",
                                           "-c", str(workdir / "settlement.json")], {}, logs))
@@ -491,7 +512,7 @@ def down(workdir: Path, timeout_s: float = 60) -> list[str]:
 
 
 # What each process's command line names, by its name or name prefix (a pid reused by another program is not ours).
-_MARKERS = {"anvil": "anvil", "indexer": "settle", "superlink": "flower-superlink", "supernode-": "flower-supernode",
+_MARKERS = {"anvil": "anvil", "indexer": "settle", "trainer": "scripts.training", "superlink": "flower-superlink", "supernode-": "flower-supernode",
             "sender-": "gateway sender", "gateway-": "uvicorn"}
 
 

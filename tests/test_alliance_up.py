@@ -99,7 +99,7 @@ def test_up_runs_supervises_and_resumes_an_alliance(alliance_file):
     report = status(alliance_file)
     assert report["ok"] and [p["name"] for p in report["processes"]] == [
         "anvil", "gateway-grocery", "sender-grocery", "gateway-airline", "sender-airline", "superlink", "supernode-grocery",
-        "supernode-airline", "indexer"]
+        "supernode-airline", "trainer", "indexer"]
     # Both brands' SuperNodes joined the SuperLink (the federation `alliance` in workdir/flwr).
     def online() -> int:
         listed = subprocess.run([str(Path(sys.executable).parent / "flwr"), "supernode", "list", "--format", "json"], capture_output=True,
