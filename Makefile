@@ -24,11 +24,16 @@ contracts/node_modules/.installed: contracts/package.json contracts/package-lock
 	cd contracts && npm install --no-audit --no-fund --loglevel=error
 	touch $@
 
+# The web apps' build tools (the wallet bundle, committed) and axe-core for their accessibility tests.
+gateway/web/node_modules/.installed: gateway/web/package.json gateway/web/package-lock.json
+	cd gateway/web && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
 # Debian's Chromium for the auditor console's browser tests (Playwright never downloads a browser here).
 /usr/bin/chromium:
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
 
-install: $(VENV)/.installed contracts/node_modules/.installed /usr/bin/chromium
+install: $(VENV)/.installed contracts/node_modules/.installed gateway/web/node_modules/.installed /usr/bin/chromium
 
 demo: $(VENV)/.installed
 	$(BIN)/alliance demo
@@ -43,4 +48,4 @@ bench: install
 	for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b; done
 
 clean:
-	rm -rf $(VENV) contracts/node_modules var
+	rm -rf $(VENV) contracts/node_modules gateway/web/node_modules var

@@ -15,6 +15,7 @@ from fastapi.openapi.utils import get_openapi
 from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.staticfiles import StaticFiles
 
 from contracts.chain import Chain, ChainError, ContractRevert
 from privacy.receipts import PURPOSE_TEXT, policy_digest
@@ -35,7 +36,7 @@ from .errors import (
 from .groupcommit import GroupCommit, each_in_savepoint
 from .guard import Limits, RequestGuard
 from .metrics import Metrics, RequestMetrics
-from .routes import AUTH, admin, alliance, audit, campaigns, consent, gifts, members, points, problems, rewards, rights, webhooks
+from .routes import AUTH, admin, alliance, audit, campaigns, consent, gifts, members, points, problems, programme, rewards, rights, webhooks
 from .runtime import Gateway, build_gateway
 from .schemas import BrandInfo, Health, Problem, ProblemType
 from .services import anchoring, purchases
@@ -44,6 +45,7 @@ from .services import datakeys, notices, peppers
 from .services import webhooks as webhook_deliveries
 from .services.alliance import redemptions_committed, retry_pending
 from .settings import GatewaySettings
+from .web import STATIC, console
 
 log = logging.getLogger("gateway")
 
@@ -156,9 +158,11 @@ def create_app(settings: GatewaySettings | None = None, *, gateway: Gateway | No
                          purposes={p.value: text for p, text in PURPOSE_TEXT.items()}, home_currency=s.earn.home_currency,
                          points_per_currency_unit=s.points_per_currency_unit, **_chain_facts(gw))
 
-    for module in (members, consent, points, rewards, gifts, alliance, rights, audit, admin, campaigns, webhooks):
+    for module in (members, consent, points, rewards, gifts, alliance, rights, audit, admin, programme, campaigns, webhooks):
         app.include_router(module.router)
     app.include_router(alliance.public)
+    app.include_router(console.router)  # the operator console (gateway/web): pages, not API
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.openapi = partial(_openapi, app)
     return app
 

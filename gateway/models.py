@@ -172,6 +172,19 @@ class AuditLogEntry(LogEntry, Base):
     __tablename__ = "audit_log"
 
 
+class ProgrammeVersion(Base):
+    """One version of the brand's programme (earn rules, tiers, campaigns: settings.Programme), as the
+    operator saved it; the highest version is in force. Version 0, the settings' own, has no row."""
+
+    __tablename__ = "programme_versions"
+
+    version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    document: Mapped[str] = mapped_column(Text)  # the Programme as JSON
+    actor: Mapped[str] = mapped_column(String(64))
+    note: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
 class LogAnchor(Base):
     """A Merkle root of one of the logs, posted on chain (ConsentAnchor)."""
 

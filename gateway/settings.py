@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import os
+from functools import cached_property
+from datetime import datetime
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, DotEnvSettingsSource, SettingsConfigDict
 
 
@@ -75,6 +77,54 @@ DEFAULT_TIERS = [
     TierRule(name="silver", min_spend_minor=200_000, min_purchases=12, min_actions=40, earn_multiplier_pct=125),
     TierRule(name="gold", min_spend_minor=1_000_000, min_purchases=48, min_actions=150, earn_multiplier_pct=150),
 ]
+
+
+PURCHASE_CHANNELS = ("store", "online", "app", "partner")
+
+
+class Campaign(BaseModel):
+    """A time-boxed earn multiplier (a double-points week): purchases made from `starts_at` until
+    `ends_at` (optionally only in some channels) earn `multiplier_pct` of the base. It competes with
+    the built-in campaigns (first order, birthday month, eco, member day): the highest applies."""
+
+    code: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{1,23}$")  # kept on each purchase it boosted
+    name: str = Field(min_length=1, max_length=80)
+    starts_at: AwareDatetime
+    ends_at: AwareDatetime
+    multiplier_pct: int = Field(ge=101, le=1000)
+    channels: list[Literal["store", "online", "app", "partner"]] = []  # none: every channel
+
+    @model_validator(mode="after")
+    def _ends_after_start(self) -> "Campaign":
+        if self.ends_at <= self.starts_at:
+            raise ValueError("a campaign ends after it starts")
+        return self
+
+    def applies(self, occurred_at: datetime, channel: str) -> bool:
+        return self.starts_at <= occurred_at < self.ends_at and (not self.channels or channel in self.channels)
+
+
+class Programme(BaseModel):
+    """What the brand's operator steers without a restart (services/programme.py keeps its versions):
+    earn rules, the tier ladder and its window, campaigns. Version 0 is the one in the settings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    earn: EarnRules = EarnRules()
+    tiers: Annotated[list[TierRule], Field(min_length=1, max_length=12)] = DEFAULT_TIERS
+    tier_window_days: int = Field(365, ge=30)
+    tier_grace_days: int = Field(90, ge=0)
+    campaigns: Annotated[list[Campaign], Field(max_length=100)] = []
+
+    @model_validator(mode="after")
+    def _ladder(self) -> "Programme":
+        names = [t.name for t in self.tiers]
+        if len(set(names)) != len(names):
+            raise ValueError("tier names must be distinct")
+        codes = [c.code for c in self.campaigns]
+        if len(set(codes)) != len(codes):
+            raise ValueError("campaign codes must be distinct")
+        return self
 
 
 class Throttle(BaseModel):
@@ -186,6 +236,11 @@ class GatewaySettings(BaseSettings):
         if not Path(named).is_file():
             raise ValueError(f"GATEWAY_ENV_FILE names {named}, which is not a file")
         return init_settings, env_settings, DotEnvSettingsSource(settings_cls, env_file=named), file_secret_settings
+
+    @cached_property
+    def programme(self) -> Programme:
+        """Version 0 of the programme: the one these settings describe (services/programme.py)."""
+        return Programme(earn=self.earn, tiers=self.tiers, tier_window_days=self.tier_window_days, tier_grace_days=self.tier_grace_days)
 
     @model_validator(mode="after")
     def _paths_of_this_brand(self) -> "GatewaySettings":

@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -26,9 +25,10 @@ from urllib.parse import parse_qs, quote
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
-from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.staticfiles import StaticFiles
 
 from contracts.client import Alliance
+from gateway import web
 from gateway.guard import Limits, RequestGuard
 from privacy.hashchain import entry_body
 from privacy.kanon import suppress_below_k
@@ -45,6 +45,8 @@ from .store import Store
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 COOKIE = "auditor_session"
+# matplotlib's inline SVG charts style their elements with attributes: the one relaxation of the CSP.
+HEADERS = web.HEADERS | {"Content-Security-Policy": web.HEADERS["Content-Security-Policy"].replace("style-src 'self'", "style-src 'self' 'unsafe-inline'")}
 PURPOSES = ("loyalty_core", "alliance_exchange", "federated_training", "marketing", "overlap_analytics")
 
 
@@ -85,10 +87,7 @@ class Console:
         self.c = config
         self.indexer = Indexer(config.alliance, config.store)
         self._audit: dict[str, Any] | None = None
-        self.env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]))
-        self.env.filters["pretty"] = lambda v: json.dumps(v, indent=2, default=str)
-        self.env.filters["num"] = lambda v: "" if v is None else f"{v:,}"
-        self.env.filters["pct"] = lambda v: "n/a" if v is None else f"{100 * v:.1f}%"
+        self.env = web.environment(TEMPLATES)  # the alliance's one design system (gateway/web)
 
     # -- sessions
 
@@ -181,18 +180,19 @@ def create_console(config: ConsoleConfig) -> FastAPI:
     app.add_middleware(RequestGuard, limits=Limits())  # its only bodies are login forms: 64 KiB is plenty
 
     def render(request: Request, template: str, **context) -> HTMLResponse:
-        html = console.env.get_template(template).render(user=request.state.user, **context)
-        return HTMLResponse(html, headers={"Cache-Control": "no-store", "X-Frame-Options": "DENY",
-                                           "Content-Security-Policy": "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:"})
+        html = console.env.get_template(template).render(user=request.state.user, product="Alliance auditor console", **context)
+        return HTMLResponse(html, headers=HEADERS)
 
     @app.middleware("http")
     async def require_auditor(request: Request, call_next):
         request.state.user = console.user_of(request.cookies.get(COOKIE))
-        if request.url.path not in ("/login", "/healthz") and request.state.user is None:
+        if request.url.path not in ("/login", "/healthz", "/static/alliance.css") and request.state.user is None:
             if request.url.path.startswith("/api/"):
                 return JSONResponse({"error": "unauthorised"}, status_code=401)
             return RedirectResponse(f"/login?next={quote(request.url.path)}", status_code=303)
         return await call_next(request)
+
+    app.mount("/static", StaticFiles(directory=web.STATIC), name="static")
 
     @app.get("/healthz")
     def healthz() -> dict:

@@ -10,7 +10,7 @@ from ..errors import Conflict
 from ..models import ApiKey
 from ..runtime import Gateway
 from ..schemas import MAX_DB_INT, AnchorRequest, ApiKeyInfo, ApiKeyIssued, ApiKeyRequest
-from ..services import alliance, anchoring, audit, datakeys, enrolment, ledger, notices, peppers, throttle, tiers, webhooks
+from ..services import alliance, anchoring, audit, datakeys, enrolment, ledger, notices, peppers, programme, throttle, tiers, webhooks
 from . import AUTH, gateway, problems
 
 router = APIRouter(prefix="/v1/admin", tags=["operator"])
@@ -76,8 +76,9 @@ def run_maintenance(gw: Gateway, actor: str) -> dict:
     now = gw.now()
     with transaction(gw.sessions) as session:
         expired = ledger.expire_due(session, now)
-        tiers.start_grace_where_due(session, gw.settings, now)
-        downgraded = tiers.review(session, gw.settings, now)
+        in_force = programme.current(session, gw)
+        tiers.start_grace_where_due(session, in_force, now)
+        downgraded = tiers.review(session, in_force, now)
         enrolments = enrolment.expire(session, gw, now)
         throttle.forget_idle(session, now)
         audit.record(session, actor, "maintenance", now, expired=expired, downgraded=downgraded, enrolments_expired=enrolments)

@@ -98,7 +98,4 @@ def get_member(member_ref: str = MemberRefPath, who: Principal = Depends(allow("
 def set_status(body: StatusChange, member_ref: str = MemberRefPath, who: Principal = Depends(allow("operator")),
                gw: Gateway = Depends(gateway)) -> Profile:
     with transaction(gw.sessions) as session:
-        member = members.get_by_ref(session, member_ref, for_update=True)
-        members.set_status(session, member, body.status)
-        audit.record(session, who.subject, f"member.{body.status}", gw.now(), member_ref=member_ref, reason=body.reason)
-        return profile(session, gw, member)
+        return profile(session, gw, members.change_status(session, gw, who.subject, member_ref, body.status, body.reason))

@@ -2,13 +2,12 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Path, Request, Response, status
 from starlette.concurrency import run_in_threadpool
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..auth import Principal, allow, own_member
 from ..db import as_utc, reading, transaction
 from ..errors import GatewayError, NotFound
-from ..models import LedgerEntry, LedgerTxn, Member
+from ..models import Member
 from ..runtime import Gateway
 from ..schemas import (
     ActionRequest,
@@ -27,7 +26,7 @@ from ..schemas import (
     RefundResponse,
     TillPurchase,
 )
-from ..services import alliance, ledger, members, purchases
+from ..services import alliance, ledger, members, programme, purchases
 from . import AUTH, gateway, idempotency_key, problems
 
 router = APIRouter(prefix="/v1", tags=["points"])
@@ -131,7 +130,7 @@ def balance(who: Principal = Depends(allow("member")), gw: Gateway = Depends(gat
     now = gw.now()
     with reading(gw.sessions) as session:
         m = own_member(session, who)
-        soon = ledger.expiring(session, m.id, now, gw.settings.earn.expiry_notice_days)
+        soon = ledger.expiring(session, m.id, now, programme.current(session, gw).earn.expiry_notice_days)
         return Balance(member_ref=m.member_ref, points=m.balance, tier=m.tier,
                        expiring_soon=[Expiring(expires_at=as_utc(at), points=p) for at, p in soon],
                        alliance_points=alliance.ap_balance(gw, m.wallet_address), wallet_address=m.wallet_address)
@@ -140,10 +139,6 @@ def balance(who: Principal = Depends(allow("member")), gw: Gateway = Depends(gat
 @router.get("/me/ledger", response_model=list[LedgerLine], responses=problems(*AUTH, 503), summary="The member's points history (every posting)")
 def member_ledger(who: Principal = Depends(allow("member")), gw: Gateway = Depends(gateway)) -> list[LedgerLine]:
     with reading(gw.sessions) as session:
-        rows = session.execute(
-            select(LedgerTxn.id, LedgerTxn.kind, LedgerTxn.ref, LedgerTxn.created_at, LedgerEntry.amount)
-            .join(LedgerEntry, LedgerEntry.txn_id == LedgerTxn.id)
-            .where(LedgerEntry.member_id == who.member_id, LedgerEntry.account == ledger.MEMBER).order_by(LedgerTxn.id))
-        return [LedgerLine(txn=t, kind=k, ref=r, at=as_utc(at), amount=a) for t, k, r, at, a in rows]
+        return [LedgerLine(**line) for line in ledger.history(session, who.member_id)]
 
 

@@ -24,7 +24,7 @@ from ..schemas import (
     RewardDefinition,
     RewardInfo,
 )
-from ..services import alliance, rewards
+from ..services import alliance, programme, rewards
 from ..services.purchases import request_hash
 from . import AUTH, gateway, idempotency_key, need_chain, problems
 from .points import REPLAY
@@ -103,9 +103,10 @@ def catalogue(who: Principal = Depends(allow("member")), gw: Gateway = Depends(g
     with reading(gw.sessions) as session:
         member = own_member(session, who)
         counts = rewards.ordered_counts(session, member.id)
+        in_force = programme.current(session, gw)
         out = []
         for r in rewards.catalogue(session, now):
-            why = rewards.refusal(gw, r, member, counts.get(r.id, 0), now)
+            why = rewards.refusal(in_force, r, member, counts.get(r.id, 0), now)
             out.append(MemberCatalogueItem(**reward_info(r).model_dump(exclude={"available_from", "active"}), orderable=why is None, reason=why,
                                      affordable=member.balance >= r.points_price))
         return out

@@ -29,7 +29,7 @@ from ..errors import (ChainRejected, ChainUnavailable, Conflict, ConsentRequired
 from ..groupcommit import FreshRead
 from ..models import Consent, Exchange, Member, Redemption, WalletChallenge
 from ..runtime import Gateway
-from . import consent, ledger, members, rewards, webhooks
+from . import consent, ledger, members, programme, rewards, webhooks
 from . import outbox
 from .outbox import ChainJob, Outcome, Sender
 
@@ -286,7 +286,7 @@ def _redemptions_succeed(session: Session, gw: Gateway, done: list[tuple[Redempt
     now = gw.now()
     locked = members.lock_many(session, {row.member_id for row, _ in done})
     txn_ids = ledger.credit_each(session, [(locked[row.member_id], row.reward_points, row.redemption_ref) for row, _ in done],
-                                 "alliance_redeem", "alliance_in", now, now + timedelta(days=gw.settings.earn.validity_days))
+                                 "alliance_redeem", "alliance_in", now, now + timedelta(days=programme.current(session, gw).earn.validity_days))
     for (row, effect), txn_id in zip(done, txn_ids, strict=True):
         row.status, row.credit_txn_id, row.epoch = "confirmed", txn_id, effect["epoch"]
         row.block_number, row.updated_at = effect["blockNumber"], now

@@ -19,7 +19,7 @@ from typing import NamedTuple
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from ..db import allocate_ids, insert_many, one_of, update_many
+from ..db import allocate_ids, as_utc, insert_many, one_of, update_many
 from ..errors import InsufficientPoints
 from ..models import LedgerEntry, LedgerTxn, LotDebit, Member, PointLot
 
@@ -262,3 +262,13 @@ def unbalanced_txns(session: Session) -> list[int]:
     """Ids of postings whose entries do not sum to zero (must always be empty)."""
     rows = session.execute(select(LedgerEntry.txn_id).group_by(LedgerEntry.txn_id).having(func.sum(LedgerEntry.amount) != 0))
     return [r[0] for r in rows]
+
+
+def history(session: Session, member_id: int, limit: int | None = None) -> list[dict]:
+    """A member's every posting, oldest first (with `limit`: the newest `limit`, still oldest first)."""
+    query = (select(LedgerTxn.id, LedgerTxn.kind, LedgerTxn.ref, LedgerTxn.created_at, LedgerEntry.amount)
+             .join(LedgerEntry, LedgerEntry.txn_id == LedgerTxn.id)
+             .where(LedgerEntry.member_id == member_id, LedgerEntry.account == MEMBER))
+    rows = session.execute(query.order_by(LedgerTxn.id) if limit is None else query.order_by(LedgerTxn.id.desc()).limit(limit)).all()
+    lines = [{"txn": t, "kind": k, "ref": r, "at": as_utc(at), "amount": a} for t, k, r, at, a in rows]
+    return lines if limit is None else lines[::-1]

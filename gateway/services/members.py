@@ -25,7 +25,7 @@ from ..db import as_utc, reading, transaction
 from ..errors import Conflict, GatewayError, MemberNotActive, NotFound, RateLimited, Unauthorised
 from ..models import Member, MemberIdentifier, MemberToken, PiiField
 from ..runtime import Gateway
-from . import audit, consent, ledger, throttle
+from . import audit, consent, ledger, programme, throttle
 
 IDENTIFIER_KINDS = ("phone", "email", "card")
 MAX_AGE_YEARS = 130
@@ -161,9 +161,9 @@ def create(session: Session, gw: Gateway, *, member_ref: str, pseudonyms: dict[s
     taken = session.scalars(select(MemberIdentifier.kind).where(MemberIdentifier.pseudonym.in_(every))).first()
     if taken is not None:
         raise Conflict(f"a member with this {taken} is already enrolled")
-    s = gw.settings
+    s, in_force = gw.settings, programme.current(session, gw)
     member = Member(member_ref=member_ref, status="active", enrolled_at=now, jurisdiction=jurisdiction or s.jurisdiction,
-                    birth_month=birth_month, passphrase_hash=passphrase_hash, tier=s.tiers[0].name, tier_since=now, balance=0,
+                    birth_month=birth_month, passphrase_hash=passphrase_hash, tier=in_force.tiers[0].name, tier_since=now, balance=0,
                     purchase_count=0, earned_today=0, identity_proof=identity_proof)
     session.add(member)
     session.flush()
@@ -173,9 +173,9 @@ def create(session: Session, gw: Gateway, *, member_ref: str, pseudonyms: dict[s
         session.add(PiiField(member_id=member.id, field=field, ciphertext=ciphertext))
     # Minimal by default: only what running the programme needs, on the contract itself.
     consent.set_consent(session, gw, member, Purpose.LOYALTY_CORE, True, channel, now, LawfulBasis.CONTRACT)
-    welcome = s.earn.welcome_points
+    welcome = in_force.earn.welcome_points
     if welcome:
-        ledger.credit(session, member, "welcome", welcome, "issued", now, s.earn.validity_days, ref="welcome")
+        ledger.credit(session, member, "welcome", welcome, "issued", now, in_force.earn.validity_days, ref="welcome")
     return Enrolment(member, issue_token(session, gw, member, now), welcome)
 
 
@@ -281,6 +281,14 @@ MASKS = {"name": mask_name, "phone": mask_phone, "email": mask_email, "card": ma
 
 def masked_pii(session: Session, gw: Gateway, member: Member) -> dict[str, str]:
     return {field: MASKS[field](value) if field in MASKS else "****" for field, value in pii(session, gw, member).items()}
+
+
+def change_status(session: Session, gw: Gateway, actor: str, member_ref: str, status: str, reason: str | None) -> Member:
+    """Freeze or reactivate an account, audited (the API's and the operator console's one way)."""
+    member = get_by_ref(session, member_ref, for_update=True)
+    set_status(session, member, status)
+    audit.record(session, actor, f"member.{status}", gw.now(), member_ref=member_ref, reason=reason)
+    return member
 
 
 def set_status(session: Session, member: Member, status: str) -> None:

@@ -30,6 +30,7 @@ from ..db import as_utc, reading, transaction
 from ..models import Consent, Coupon, Member, Notice, PiiField, PointLot, Reward
 from ..notify import Message, NotifierUnavailable
 from ..runtime import Gateway
+from . import programme
 
 log = logging.getLogger("gateway")
 KINDS = ("points_expiring", "coupon_expiring", "tier_changed", "reward_ordered", "reward_shipped")
@@ -57,9 +58,9 @@ def _allowed():
 def remind(gw: Gateway, now: datetime) -> int:
     """Queue reminders for points and coupons expiring within their windows: one notice per member
     and run naming every lot newly due. Returns how many notices were queued."""
-    days = gw.settings.earn.expiry_notice_days
     queued = 0
     with transaction(gw.sessions) as session:
+        days = programme.current(session, gw).earn.expiry_notice_days
         due = session.execute(
             select(PointLot.id, PointLot.member_id, PointLot.remaining, PointLot.expires_at).join(Member, Member.id == PointLot.member_id)
             .where(PointLot.remaining > 0, PointLot.expires_at > now, PointLot.expires_at <= now + timedelta(days=days),

@@ -28,9 +28,8 @@ from ..errors import (
     RateLimited,
 )
 from ..models import Action, Consent, Coupon, LedgerTxn, LotDebit, Member, PointLot, Purchase, Refund, RewardOrder, TierChange
-from ..settings import GatewaySettings
 from ..runtime import Gateway
-from . import consent, ledger, members, rewards, rules, tiers, webhooks
+from . import consent, ledger, members, programme, rewards, rules, tiers, webhooks
 
 
 def request_hash(body: BaseModel, *, scope: str = "", exclude: set[str] | None = None) -> str:
@@ -187,7 +186,7 @@ def ingest(session: Session, gw: Gateway, events: list[PurchaseEvent], now: date
     One read per kind of fact and one write per table for the whole batch, so a till's backlog and
     many concurrent single purchases (grouped by the caller) cost a few statements, not a dozen each.
     A bad event gets its own error and never stops the others."""
-    s = gw.settings
+    s, p = gw.settings, programme.current(session, gw)  # the programme in force for this whole batch
     out: list[Outcome | None] = [None] * len(events)
     purchases_t, members_t = Purchase.__table__, Member.__table__
 
@@ -202,7 +201,7 @@ def ingest(session: Session, gw: Gateway, events: list[PurchaseEvent], now: date
     refs = {e.member_ref for e in events if e.member_ref is not None and e.idempotency_key not in stored}
     ids_by_ref = dict(session.execute(select(members_t.c.member_ref, members_t.c.id).where(one_of(session, members_t.c.member_ref, refs))).all()) if refs else {}
     refused: list[GatewayError | None] = [None] * len(events)  # what the event alone would get
-    window = Window.at(now, s.earn.backdating_days)
+    window = Window.at(now, p.earn.backdating_days)
     for i, e in enumerate(events):
         if (old := stored.get(e.idempotency_key)) is not None:
             out[i] = (IdempotencyMismatch("this idempotency key was used for a different request") if old.request_hash != e.body_hash
@@ -211,12 +210,12 @@ def ingest(session: Session, gw: Gateway, events: list[PurchaseEvent], now: date
                                   old.amount_minor - old.discount_minor - old.burn_value_minor if old.points_burned or old.discount_minor else None))
         elif (timing := window.refuses(e.occurred_at)) is not None:
             refused[i] = timing
-        elif e.currency not in s.earn.currencies:
-            refused[i] = GatewayError(f"currency {e.currency} is not accepted here; accepted: {', '.join(s.earn.currencies)}")
+        elif e.currency not in p.earn.currencies:
+            refused[i] = GatewayError(f"currency {e.currency} is not accepted here; accepted: {', '.join(p.earn.currencies)}")
         elif e.amount_minor > s.max_purchase_minor:
             refused[i] = GatewayError(f"amount_minor above the plausible maximum of {s.max_purchase_minor}")
-        elif e.points_burned and e.currency != s.earn.home_currency:
-            refused[i] = GatewayError(f"points pay only in the home currency, {s.earn.home_currency}")
+        elif e.points_burned and e.currency != p.earn.home_currency:
+            refused[i] = GatewayError(f"points pay only in the home currency, {p.earn.home_currency}")
         elif e.points_burned and (inexact := _inexact_burn(gw, e.points_burned)) is not None:
             refused[i] = inexact
         elif e.member_ref is not None:
@@ -235,16 +234,16 @@ def ingest(session: Session, gw: Gateway, events: list[PurchaseEvent], now: date
                 member_of[i] = found.id
 
     ids = sorted({mid for mid in member_of if mid is not None})
-    state = _load_members(session, s, ids, now)
+    state = _load_members(session, p.tier_window_days, ids, now)
     burning = [i for i, e in enumerate(events) if e.points_burned and out[i] is None and refused[i] is None]
     lots = ledger.lots_of(session, {member_of[i] for i in burning}, now)  # member id -> [[lot id, remaining], ...]
     coupons = _coupons(session, [events[i].coupon_code for i, e in enumerate(events)
                                  if e.coupon_code and out[i] is None and refused[i] is None])
     taken: dict[str, tuple[str, Earned, _MemberState]] = {}  # keys this batch stored so far
     batch = _Writes()
-    window_start = now - timedelta(days=s.tier_window_days)
+    window_start = now - timedelta(days=p.tier_window_days)
     tz = s.zone
-    expires_at = now + timedelta(days=s.earn.validity_days)
+    expires_at = now + timedelta(days=p.earn.validity_days)
     now_us = (now - EPOCH) // timedelta(microseconds=1)
     for i, e in enumerate(events):
         if out[i] is not None:
@@ -297,10 +296,11 @@ def ingest(session: Session, gw: Gateway, events: list[PurchaseEvent], now: date
 
         local = e.occurred_at.astimezone(tz)  # the brand's day decides the day's multipliers and cap
         paid = e.amount_minor - discount - value
-        earning = rules.purchase_points(s.earn, s.earn.currencies[e.currency], tiers.tier_rule(s, m.tier), paid,
-                                        first_order=m.purchase_count == 0, birth_month=m.birth_month, eco=e.eco, occurred_at=local)
+        earning = rules.purchase_points(p.earn, p.earn.currencies[e.currency], tiers.tier_rule(p, m.tier), paid,
+                                        first_order=m.purchase_count == 0, birth_month=m.birth_month, eco=e.eco, occurred_at=local,
+                                        channel=e.channel, campaigns=p.campaigns)
         day, earned_before, latest = _earned_that_day(session, m, local, tz, m.unsaved)
-        points = rules.capped(earning.points, earned_before, s.earn.daily_cap)
+        points = rules.capped(earning.points, earned_before, p.earn.daily_cap)
         _note_earned(m, day, earned_before, points, latest)
         purchase_ref = str(uuid7())  # time-ordered: appends to the refs' index instead of touching a random page
         occurred_utc = e.occurred_at.astimezone(UTC)  # stored in UTC: SQLite keeps no offset
@@ -326,7 +326,7 @@ def ingest(session: Session, gw: Gateway, events: list[PurchaseEvent], now: date
         if window_start < occurred_utc <= now:
             spend, count, actions = m.activity
             m.activity = (spend + e.amount_minor, count + 1, actions)
-        tier, m.downgrade_due_at = tiers.decide(s, m.tier, m.downgrade_due_at, m.activity, now)
+        tier, m.downgrade_due_at = tiers.decide(p, m.tier, m.downgrade_due_at, m.activity, now)
         if tier != m.tier:
             batch.tier_changes.append((m.id, m.member_ref, m.tier, tier, "qualified"))
             m.tier, m.tier_changed = tier, True
@@ -434,7 +434,7 @@ def _coupon_refusal(coupon: _Coupon | None, member_id: int, amount_minor: int, n
     return None
 
 
-def _load_members(session: Session, s: GatewaySettings, ids: list[int], now: datetime) -> dict[int, _MemberState]:
+def _load_members(session: Session, window_days: int, ids: list[int], now: datetime) -> dict[int, _MemberState]:
     """Lock the members (in id order, so concurrent batches cannot deadlock) and read what the rules
     need, each member's consent and tier window with its row: one statement."""
     if not ids:
@@ -443,7 +443,7 @@ def _load_members(session: Session, s: GatewaySettings, ids: list[int], now: dat
     consented = exists().where(Consent.member_id == members_t.c.id, Consent.purpose == Purpose.LOYALTY_CORE.value,
                                Consent.granted.is_(True))
     rows = session.execute(select(*(members_t.c[c] for c in _MEMBER_COLUMNS), consented,
-                                  *tiers.window_columns(members_t.c.id, now, s.tier_window_days))
+                                  *tiers.window_columns(members_t.c.id, now, window_days))
                            .where(one_of(session, members_t.c.id, ids)).order_by(members_t.c.id).with_for_update(of=members_t))
     # Selected in _MemberState's field order: its columns, consented, then the window.
     state = {row[0]: _MemberState(*row[:-3], activity=tuple(row[-3:])) for row in rows}
@@ -506,7 +506,7 @@ def refund(session: Session, gw: Gateway, *, idempotency_key: str, purchase_ref:
         # Into a lot that lives no longer than those the points were burned from (no refund extends them).
         burned_lots = select(func.max(PointLot.expires_at)).join(LotDebit, LotDebit.lot_id == PointLot.id).join(
             LedgerTxn, LedgerTxn.id == LotDebit.txn_id).where(LedgerTxn.kind == "burn", LedgerTxn.ref == purchase.purchase_ref)
-        ledger.credit(session, member, "burn_return", returned, rewards.REDEEMED, now, gw.settings.earn.validity_days,
+        ledger.credit(session, member, "burn_return", returned, rewards.REDEEMED, now, programme.current(session, gw).earn.validity_days,
                       ref=purchase.purchase_ref, expires_at=as_utc(session.scalar(burned_lots)))
     if points:
         # Clawing back may take the balance below zero (points already spent): a debt, never lost points.
@@ -514,7 +514,7 @@ def refund(session: Session, gw: Gateway, *, idempotency_key: str, purchase_ref:
     purchase.refunded_minor += amount_minor
     purchase.clawed_back += points
     purchase.points_returned += returned
-    tiers.evaluate(session, gw.settings, member, now)
+    tiers.evaluate(session, programme.current(session, gw), member, now)
     return record, purchase, member, False
 
 
@@ -524,10 +524,10 @@ def record_action(session: Session, gw: Gateway, *, idempotency_key: str, body_h
     if existing is not None:
         _replay(existing, body_hash)
         return existing, session.get(Member, existing.member_id), True
-    s = gw.settings
-    if kind not in s.earn.action_points:
-        raise GatewayError(f"unknown action {kind!r}; expected one of {', '.join(s.earn.action_points)}")
-    if (timing := Window.at(now, s.earn.backdating_days).refuses(occurred_at)) is not None:
+    s, p = gw.settings, programme.current(session, gw)
+    if kind not in p.earn.action_points:
+        raise GatewayError(f"unknown action {kind!r}; expected one of {', '.join(p.earn.action_points)}")
+    if (timing := Window.at(now, p.earn.backdating_days).refuses(occurred_at)) is not None:
         raise timing
     member = members.lock(session, member)
     members.require_active(member)
@@ -535,13 +535,13 @@ def record_action(session: Session, gw: Gateway, *, idempotency_key: str, body_h
     if (early := before_enrolment(occurred_at, as_utc(member.enrolled_at))) is not None:
         raise early
     day, earned_today, latest = _earned_that_day(session, member, occurred_at.astimezone(s.zone), s.zone)
-    points = rules.capped(s.earn.action_points[kind], earned_today, s.earn.daily_cap)
+    points = rules.capped(p.earn.action_points[kind], earned_today, p.earn.daily_cap)
     action = Action(idempotency_key=idempotency_key, request_hash=body_hash, member_id=member.id, kind=kind, points=points,
                     occurred_at=occurred_at.astimezone(UTC))
     session.add(action)
     if points:
-        ledger.credit(session, member, "action", points, "issued", now, s.earn.validity_days, ref=f"action:{kind}")
+        ledger.credit(session, member, "action", points, "issued", now, p.earn.validity_days, ref=f"action:{kind}")
     _note_earned(member, day, earned_today, points, latest)
     session.flush()
-    tiers.evaluate(session, s, member, now)
+    tiers.evaluate(session, p, member, now)
     return action, member, False

@@ -29,7 +29,8 @@ from ..db import allocate_ids, as_utc, committed_replaying_conflicts, insert_man
 from ..errors import Conflict, ConsentRequired, GatewayError, IdempotencyMismatch, InsufficientPoints, MemberNotActive, NotFound
 from ..models import Consent, Coupon, LedgerTxn, Member, Reward, RewardOrder
 from ..runtime import Gateway
-from . import audit, ledger, members, notices, tiers, webhooks
+from ..settings import Programme
+from . import audit, ledger, members, notices, programme, tiers, webhooks
 
 KINDS = ("coupon", "good", "digital", "experience")
 REDEEMED = "redeemed"  # the ledger account points spent at the brand go to
@@ -74,8 +75,9 @@ def define(session: Session, gw: Gateway, actor: str, code: str, spec: RewardSpe
             raise GatewayError("a coupon needs coupon_value_minor: what it takes off a purchase")
     elif spec.coupon_value_minor is not None or spec.coupon_min_spend_minor is not None or spec.coupon_valid_days is not None:
         raise GatewayError("coupon_value_minor, coupon_min_spend_minor and coupon_valid_days are for coupons only")
-    if spec.min_tier is not None and spec.min_tier not in {t.name for t in gw.settings.tiers}:
-        raise GatewayError(f"unknown tier {spec.min_tier!r}; the tiers are {', '.join(t.name for t in gw.settings.tiers)}")
+    ladder = programme.current(session, gw).tiers
+    if spec.min_tier is not None and spec.min_tier not in {t.name for t in ladder}:
+        raise GatewayError(f"unknown tier {spec.min_tier!r}; the tiers are {', '.join(t.name for t in ladder)}")
     if spec.available_until is not None and spec.available_until <= spec.available_from:
         raise GatewayError("available_until must be after available_from")
     if spec.kind == "coupon" and spec.coupon_valid_days is None:
@@ -119,11 +121,11 @@ def ordered_counts(session: Session, member_id: int) -> dict[int, int]:
         RewardOrder.member_id == member_id, RewardOrder.status != "cancelled").group_by(RewardOrder.reward_id)).all())
 
 
-def refusal(gw: Gateway, reward: Reward, member: Member, ordered: int, now: datetime) -> str | None:
+def refusal(in_force: Programme, reward: Reward, member: Member, ordered: int, now: datetime) -> str | None:
     """Why this member cannot order this reward now (None: they can, points permitting)."""
     if not on_offer(reward, now):
         return "not on offer now"
-    if reward.min_tier is not None and tiers.rank(gw.settings, member.tier) < tiers.rank(gw.settings, reward.min_tier):
+    if reward.min_tier is not None and tiers.rank(in_force, member.tier) < tiers.rank(in_force, reward.min_tier):
         return f"for {reward.min_tier} members and above"
     if reward.per_member_limit is not None and ordered >= reward.per_member_limit:
         return f"limited to {reward.per_member_limit} per member"
@@ -167,6 +169,7 @@ def order_many(session: Session, gw: Gateway, items: list[OrderItem], now: datet
     The members and the rewards are locked (in id order) and stock is counted down here, so no
     interleaving oversells or exceeds a limit on SQLite (one writer) or PostgreSQL (row locks)."""
     out: list[Ordered | GatewayError | None] = [None] * len(items)
+    in_force = programme.current(session, gw)
     stored = {row.idempotency_key: row for row in session.scalars(
         select(RewardOrder).where(one_of(session, RewardOrder.idempotency_key, {it.idempotency_key for it in items})))}
     for i, it in enumerate(items):
@@ -213,7 +216,7 @@ def order_many(session: Session, gw: Gateway, items: list[OrderItem], now: datet
         if not buyer.consented:
             out[i] = ConsentRequired(f"the member has not consented to {Purpose.LOYALTY_CORE.value}", purpose=Purpose.LOYALTY_CORE.value)
             continue
-        if (why := refusal(gw, reward, buyer, counts.get((buyer.id, reward.id), 0), now)) is not None:
+        if (why := refusal(in_force, reward, buyer, counts.get((buyer.id, reward.id), 0), now)) is not None:
             out[i] = Conflict(f"reward {it.code!r} cannot be ordered: {why}", reason=why)
             continue
         if it.pay_now and (available := sum(lot[1] for lot in lots.get(buyer.id, []))) < reward.points_price:

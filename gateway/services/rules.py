@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import NamedTuple
 
-from ..settings import CurrencyEarn, EarnRules, TierRule
+from ..settings import Campaign, CurrencyEarn, EarnRules, TierRule
 
 
 class Earning(NamedTuple):
@@ -16,7 +17,8 @@ class Earning(NamedTuple):
 
 
 def purchase_points(rules: EarnRules, currency: CurrencyEarn, tier: TierRule, amount_minor: int, *, first_order: bool,
-                    birth_month: int | None, eco: bool, occurred_at: datetime) -> Earning:
+                    birth_month: int | None, eco: bool, occurred_at: datetime, channel: str = "store",
+                    campaigns: Sequence[Campaign] = ()) -> Earning:
     base = amount_minor * currency.points_per_unit // currency.minor_per_unit
     # Campaigns do not stack: the highest multiplier applies, the first listed on a tie, and one of
     # 100% is no campaign. (Plain comparisons: the ingest path runs this for every purchase.)
@@ -29,6 +31,9 @@ def purchase_points(rules: EarnRules, currency: CurrencyEarn, tier: TierRule, am
         campaign, campaign_pct = "eco_choice", rules.eco_multiplier_pct
     if occurred_at.day == rules.member_day and rules.member_day_multiplier_pct > campaign_pct:
         campaign, campaign_pct = "member_day", rules.member_day_multiplier_pct
+    for c in campaigns:  # the operator's (services/programme.py), by the time and channel of the purchase
+        if c.multiplier_pct > campaign_pct and c.applies(occurred_at, channel):
+            campaign, campaign_pct = c.code, c.multiplier_pct
     multiplier = tier.earn_multiplier_pct * campaign_pct // 100
     return Earning(base, multiplier, campaign, base * multiplier // 100)
 

@@ -14,15 +14,15 @@ from uuid_utils import uuid7
 
 from ..db import as_utc
 from ..models import Action, Member, Purchase, TierChange
-from ..settings import GatewaySettings, TierRule
+from ..settings import Programme, TierRule
 from . import notices, webhooks
 
 
-def tier_rule(settings: GatewaySettings, name: str) -> TierRule:
-    for rule in settings.tiers:
+def tier_rule(programme: Programme, name: str) -> TierRule:
+    for rule in programme.tiers:
         if rule.name == name:
             return rule
-    return settings.tiers[0]  # a tier removed from configuration counts as the base tier
+    return programme.tiers[0]  # a tier removed from the programme counts as the base tier
 
 
 def window_columns(member_id: ColumnElement[int], now: datetime, window_days: int) -> tuple[ScalarSelect[int], ...]:
@@ -42,18 +42,18 @@ def window_activity(session: Session, member_id: int, now: datetime, window_days
     return tuple(session.execute(select(*window_columns(Member.id, now, window_days)).where(Member.id == member_id)).one())
 
 
-def _qualifying_rank(settings: GatewaySettings, spend: int, purchases: int, actions: int) -> int:
+def _qualifying_rank(programme: Programme, spend: int, purchases: int, actions: int) -> int:
     """Position in the tier ladder of the highest tier the activity qualifies for."""
     best = 0
-    for i, rule in enumerate(settings.tiers):
+    for i, rule in enumerate(programme.tiers):
         if spend >= rule.min_spend_minor or purchases >= rule.min_purchases or actions >= rule.min_actions:
             best = i
     return best
 
 
-def rank(settings: GatewaySettings, name: str) -> int:
-    """Position in the tier ladder; a tier removed from configuration counts as the base tier."""
-    for i, t in enumerate(settings.tiers):
+def rank(programme: Programme, name: str) -> int:
+    """Position in the tier ladder; a tier removed from the programme counts as the base tier."""
+    for i, t in enumerate(programme.tiers):
         if t.name == name:
             return i
     return 0
@@ -76,48 +76,48 @@ def announce(session: Session, changes: list[tuple[int, str, str, str, str]], no
                                                    for _, ref, old, new, reason in changes], now)
 
 
-def decide(settings: GatewaySettings, tier: str, downgrade_due_at: datetime | None, activity: tuple[int, int, int],
+def decide(programme: Programme, tier: str, downgrade_due_at: datetime | None, activity: tuple[int, int, int],
            now: datetime) -> tuple[str, datetime | None]:
     """(tier, downgrade due) after an evaluation: an upgrade applies at once; falling short starts
     the grace period (or keeps the one running); qualifying again cancels it."""
-    wanted = _qualifying_rank(settings, *activity)
-    current = rank(settings, tier)
+    wanted = _qualifying_rank(programme, *activity)
+    current = rank(programme, tier)
     if wanted > current:
-        return settings.tiers[wanted].name, None
+        return programme.tiers[wanted].name, None
     if wanted == current:
         return tier, None
-    return tier, downgrade_due_at or now + timedelta(days=settings.tier_grace_days)
+    return tier, downgrade_due_at or now + timedelta(days=programme.tier_grace_days)
 
 
-def evaluate(session: Session, settings: GatewaySettings, member: Member, now: datetime) -> None:
-    activity = window_activity(session, member.id, now, settings.tier_window_days)
-    tier, due = decide(settings, member.tier, member.downgrade_due_at, activity, now)
+def evaluate(session: Session, programme: Programme, member: Member, now: datetime) -> None:
+    activity = window_activity(session, member.id, now, programme.tier_window_days)
+    tier, due = decide(programme, member.tier, member.downgrade_due_at, activity, now)
     if tier != member.tier:
         _change(session, member, tier, "qualified", now)
     else:
         member.downgrade_due_at = due
 
 
-def review(session: Session, settings: GatewaySettings, now: datetime) -> int:
+def review(session: Session, programme: Programme, now: datetime) -> int:
     """The scheduled review: re-evaluate members in grace, downgrade those past it. Returns downgrades."""
     downgraded = 0
     # Locked (and re-read) like any other change to a member, so a concurrent purchase's upgrade is
     # neither missed nor overwritten.
     for member in session.scalars(select(Member).where(Member.downgrade_due_at.is_not(None), Member.status != "erased")
                                   .order_by(Member.id).with_for_update().execution_options(populate_existing=True)).all():
-        evaluate(session, settings, member, now)
+        evaluate(session, programme, member, now)
         if member.downgrade_due_at is not None and as_utc(member.downgrade_due_at) <= now:
-            lower = settings.tiers[max(0, rank(settings, member.tier) - 1)].name
+            lower = programme.tiers[max(0, rank(programme, member.tier) - 1)].name
             _change(session, member, lower, "grace_period_ended", now)
-            evaluate(session, settings, member, now)  # still short of the lower tier: a new grace
+            evaluate(session, programme, member, now)  # still short of the lower tier: a new grace
             downgraded += 1
     return downgraded
 
 
-def start_grace_where_due(session: Session, settings: GatewaySettings, now: datetime) -> None:
+def start_grace_where_due(session: Session, programme: Programme, now: datetime) -> None:
     """Members above the base tier with no activity at all never trigger `evaluate` from a purchase;
     the review finds them here."""
-    base = settings.tiers[0].name
+    base = programme.tiers[0].name
     for member in session.scalars(select(Member).where(Member.tier != base, Member.downgrade_due_at.is_(None), Member.status != "erased")
                                   .order_by(Member.id).with_for_update().execution_options(populate_existing=True)).all():
-        evaluate(session, settings, member, now)
+        evaluate(session, programme, member, now)
