@@ -15,6 +15,7 @@ from fastapi.openapi.utils import get_openapi
 from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.cors import CORSMiddleware
 from starlette.staticfiles import StaticFiles
 
 from contracts.chain import Chain, ChainError, ContractRevert
@@ -45,7 +46,7 @@ from .services import datakeys, notices, peppers
 from .services import webhooks as webhook_deliveries
 from .services.alliance import redemptions_committed, retry_pending
 from .settings import GatewaySettings
-from .web import STATIC, console
+from .web import STATIC, console, wallet
 
 log = logging.getLogger("gateway")
 
@@ -124,6 +125,9 @@ def create_app(settings: GatewaySettings | None = None, *, gateway: Gateway | No
     app.state.writes = GroupCommit(partial(each_in_savepoint, gw.sessions), max_batch=32)
     app.add_middleware(RequestGuard, limits=Limits(max_bytes=s.max_body_bytes, max_depth=s.max_json_depth,
                                                    routes={"/v1/purchases/batch": s.max_batch_body_bytes}))
+    if s.wallet_peers:  # the alliance's other wallets call the member API from the browser (bearer tokens, no cookies)
+        app.add_middleware(CORSMiddleware, allow_origins=s.wallet_peers, allow_methods=["GET", "POST", "PUT"],
+                           allow_headers=["Authorization", "Content-Type", "Idempotency-Key"], expose_headers=["Retry-After"], max_age=600)
     metrics = Metrics(gw)
     app.add_middleware(RequestMetrics, metrics=metrics)  # outermost: requests the guard refuses count too
     install_problem_handlers(app)
@@ -161,7 +165,8 @@ def create_app(settings: GatewaySettings | None = None, *, gateway: Gateway | No
     for module in (members, consent, points, rewards, gifts, alliance, rights, audit, admin, programme, campaigns, webhooks):
         app.include_router(module.router)
     app.include_router(alliance.public)
-    app.include_router(console.router)  # the operator console (gateway/web): pages, not API
+    app.include_router(console.router)  # the operator console and the member wallet (gateway/web): pages, not API
+    app.include_router(wallet.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.openapi = partial(_openapi, app)
     return app

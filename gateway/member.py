@@ -210,6 +210,24 @@ class MemberHome:
             json.dump(keystore, fh)
         return self.wallet(passphrase).address
 
+    def import_wallet(self, keystore_file: Path, passphrase: str) -> str:
+        """Take a wallet keystore made elsewhere (the web wallet's export): checked to open with the
+        passphrase and to hold a seed, then kept as this device's wallet. Returns its first address."""
+        if self.keystore.exists():
+            raise FileExistsError(f"a wallet already exists at {self.keystore}")
+        try:
+            keystore = json.loads(keystore_file.read_text())
+            secret = bytes(Account.decrypt(keystore, passphrase))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise PermissionError(f"{keystore_file} does not open with this passphrase ({type(exc).__name__})") from None
+        if keystore.get("x-alliance-kind") != SEED_KIND or len(secret) != 32:
+            raise ValueError(f"{keystore_file} holds no wallet seed")
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(self.keystore, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(keystore, fh)
+        return self.wallet(passphrase).address
+
     def recovery_phrase(self, passphrase: str) -> str:
         """The 24 words that restore every address of the wallet."""
         keystore, secret = self._open(passphrase)

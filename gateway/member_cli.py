@@ -57,6 +57,14 @@ def wallet(home: Path = HOME, passphrase: str = typer.Option(..., prompt=True, h
     _run(lambda: {"address": _home(home).create_wallet(passphrase), "keystore": str(_home(home).keystore)})
 
 
+@app.command("import-wallet")
+def import_wallet(keystore: Path = typer.Argument(..., exists=True, dir_okay=False, help="a wallet keystore (the web wallet's export)"),
+                  home: Path = HOME, passphrase: str = WALLET_PASS) -> None:
+    """Use a wallet made in the web wallet on this device (its keystore file, exported there). The
+    other way round, the web wallet imports this device's keystore (HOME/wallet.json)."""
+    _run(lambda: {"address": _home(home).import_wallet(keystore, passphrase), "keystore": str(_home(home).keystore)})
+
+
 @app.command()
 def enrol(brand: str = BRAND, name: str = typer.Option(...), phone: str = typer.Option(None), email: str = typer.Option(None),
           birthday: str = typer.Option(None, help="YYYY-MM-DD"), home: Path = HOME,

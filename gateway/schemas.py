@@ -382,6 +382,7 @@ class RedemptionNonce(BaseModel):
     chain_id: int
     points_contract: str
     balance: int  # the owner's AP on chain (a wallet of many addresses picks the ones to redeem from)
+    domain: dict = Field(description="the EIP-712 domain to sign `Redeem` in: name, version, chainId, verifyingContract")
 
 
 class RedemptionResponse(BaseModel):

@@ -206,6 +206,9 @@ class GatewaySettings(BaseSettings):
     kek_rotation_s: int = Field(86_400, ge=0)
     chain_batch_max: int = Field(100, ge=1, le=500)  # rows per chain transaction (a block holds ~600 redemptions)
     releases_dir: Path | None = None  # released alliance models (federation.releases) for campaign targeting
+    # The other gateways of the alliance (origins, e.g. https://airline.example): their member wallet
+    # pages may call this gateway's API from the browser (CORS), and this one's may call theirs.
+    wallet_peers: list[Annotated[str, Field(pattern=r"^https?://[A-Za-z0-9.\-]+(:[0-9]{1,5})?$")]] = []
     # The request guard (gateway/guard.py): body sizes and JSON depth, refused before parsing.
     max_body_bytes: int = Field(64 * 1024, ge=1024)
     max_batch_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)  # POST /v1/purchases/batch: up to 10,000 events

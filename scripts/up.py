@@ -213,7 +213,8 @@ def _gateway_env(spec: AllianceSpec, brand: BrandSpec) -> dict[str, str]:
     return {"GATEWAY_BRAND_ID": brand.id, "GATEWAY_BRAND_NAME": brand.name, "GATEWAY_DATABASE_URL": spec.database_url(brand),
             "GATEWAY_KEYS_DIR": str(d / "keys"), "GATEWAY_MANIFEST": str(spec.workdir / "deployment.json"),
             "GATEWAY_CHAIN_URL": spec.chain_url, "GATEWAY_NOTIFIER": "dev", "GATEWAY_NOTIFICATIONS_DIR": str(d / "notifications"),
-            "GATEWAY_RELEASES_DIR": str(d / "releases")
+            "GATEWAY_RELEASES_DIR": str(d / "releases"),
+            "GATEWAY_WALLET_PEERS": json.dumps([f"http://127.0.0.1:{b.port}" for b in spec.brands if b.id != brand.id])
             } | {f"GATEWAY_{name}": value for name, value in brand.settings.items()}
 
 

@@ -144,5 +144,6 @@ def redemption_nonce(owner: str = Query(pattern=r"^0x[0-9a-fA-F]{40}$"),
         balance = gw.alliance.points.balance_of(owner)
     except ChainError:
         raise ChainUnavailable("the alliance chain cannot be reached", retry_after_s=alliance.RETRY_CHAIN_S) from None
-    return RedemptionNonce(owner=owner, brand=gw.brand_address, nonce=nonce, chain_id=alliance.chain_id(gw),
-                           points_contract=gw.alliance.points.address, balance=balance)
+    chain_id = alliance.chain_id(gw)
+    return RedemptionNonce(owner=owner, brand=gw.brand_address, nonce=nonce, chain_id=chain_id, points_contract=gw.alliance.points.address,
+                           balance=balance, domain=RedemptionAuth.domain(chain_id, gw.alliance.points.address))

@@ -367,8 +367,8 @@ class Cable:
 class Server:
     """The gateway served by uvicorn in a background thread."""
 
-    def __init__(self, gw):
-        self.port = free_port()
+    def __init__(self, gw, port: int | None = None):
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(create_app(gateway=gw, background=False), host="127.0.0.1", port=self.port,
                                 log_level="warning", lifespan="on")
