@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import secrets
 import time
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from sqlalchemy import func, select
 from ..auth import api_keys, authenticate, create_api_key, revoke_api_key
 from ..db import as_utc, reading, transaction
 from ..errors import GatewayError
-from ..models import ApiKey, Consent, Exchange, Member, Redemption, WebhookSubscription
+from ..models import ApiKey, AuditLogEntry, Consent, Exchange, Member, Redemption, WebhookSubscription
 from ..runtime import Gateway
 from ..services import anchoring, audit, consent, ledger, liability, logs, members, processings, programme, reconcile
 from ..settings import Programme
@@ -160,8 +161,11 @@ def overview(request: Request):
     gw: Gateway = request.app.state.gateway
     now = gw.now()
     with reading(gw.sessions) as session:
-        by_status = dict(session.execute(select(Member.status, func.count()).group_by(Member.status)).all())
-        by_tier = dict(session.execute(select(Member.tier, func.count()).where(Member.status != "erased").group_by(Member.tier)).all())
+        by_status, by_tier = {}, {}
+        for status, tier, n in session.execute(select(Member.status, Member.tier, func.count()).group_by(Member.status, Member.tier)):
+            by_status[status] = by_status.get(status, 0) + n  # one pass over the members for both tables
+            if status != "erased":
+                by_tier[tier] = by_tier.get(tier, 0) + n
         exchanges = _daily(session, Exchange.created_at, 30, now)
         redemptions = _daily(session, Redemption.created_at, 30, now)
         return _render(request, "overview.html", who=who, liability=liability.report(session, gw), by_status=by_status, by_tier=by_tier,
@@ -381,13 +385,43 @@ async def revoke_key(request: Request, key_id: int):
 # ---------------------------------------------------------------- settlement and audit
 
 
+CHECKED = "books.checked"
+
+
+def _last_check(session) -> tuple[int, dict] | None:
+    """The latest recorded check among the audit log's last 2,000 entries (seq, its details)."""
+    for seq, payload in session.execute(select(AuditLogEntry.seq, AuditLogEntry.payload).order_by(AuditLogEntry.seq.desc()).limit(2_000)):
+        doc = json.loads(payload)
+        if doc.get("action") == CHECKED:
+            return seq, doc
+    return None
+
+
 @router.get("/settlement", response_class=HTMLResponse)
 def settlement_page(request: Request):
+    """The latest check of the books, the chain and the logs (running one reads every posting and log
+    entry: it is an action, not a page view), and each log's latest anchor."""
     if (who := _operator(request)) is None:
         return _to_login(request)
     gw: Gateway = request.app.state.gateway
     with reading(gw.sessions) as session:
-        books = reconcile.ledger_report(session)
-        chain = reconcile.chain_report(session, gw)
-        log_checks = {kind: (logs.verify(session, model), anchoring.latest(session, kind)) for kind, model in logs.LOG_MODELS.items()}
-    return _render(request, "settlement.html", who=who, books=books, chain=chain, logs=log_checks)
+        anchors = {kind: anchoring.latest(session, kind) for kind in logs.LOG_MODELS}
+        last = _last_check(session)
+    return _render(request, "settlement.html", who=who, last=last, anchors=anchors)
+
+
+@router.post("/settlement/checks", response_class=HTMLResponse)
+async def check_books(request: Request):
+    if (who := _operator(request)) is None:
+        return _to_login(request)
+    if await _form(request, who) is None:
+        return _forbidden(request)
+    gw: Gateway = request.app.state.gateway
+    with reading(gw.sessions) as session:
+        books, chain = reconcile.ledger_report(session), reconcile.chain_report(session, gw)
+        chains = {kind: logs.verify(session, model) for kind, model in logs.LOG_MODELS.items()}
+    with transaction(gw.sessions) as session:
+        audit.record(session, who.actor, CHECKED, gw.now(), books_ok=books["ok"], chain_ok=chain["ok"],
+                     logs={k: {"ok": v.ok, "checked": v.checked, "first_bad_seq": v.first_bad_seq} for k, v in chains.items()},
+                     ledger=books, chain=chain)
+    return RedirectResponse("/console/settlement", status_code=303)

@@ -130,6 +130,12 @@ def test_an_operator_steers_the_programme_and_a_member_in_the_browser(brand, clo
         assert page.locator("#status").inner_text() == "active"
         screenshot(page, "console-member")
 
+        # The books checked on request, the result kept in the audit log.
+        page.goto(url + "/console/settlement")
+        assert "Not checked recently" in page.locator("#checked-at").inner_text()
+        page.click("#check-now")
+        assert (page.locator("#books").inner_text(), page.locator("#chain").inner_text()) == ("PASS", "PASS")
+
         # Every page, at desktop and at phone width: no serious or critical accessibility problem.
         for width, height in ((1280, 900), (390, 844)):
             page.set_viewport_size({"width": width, "height": height})
