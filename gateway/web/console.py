@@ -31,7 +31,7 @@ from ..db import as_utc, reading, transaction
 from ..errors import GatewayError
 from ..models import ApiKey, AuditLogEntry, Consent, Exchange, Member, Redemption, WebhookSubscription
 from ..runtime import Gateway
-from ..services import anchoring, audit, consent, ledger, liability, logs, members, processings, programme, reconcile
+from ..services import anchoring, audit, consent, ledger, liability, logs, members, processings, programme, reconcile, rewards
 from ..settings import Programme
 from . import HEADERS, TEMPLATES, bars, environment
 
@@ -181,7 +181,8 @@ def _programme_page(request: Request, who: Operator, status_code: int = 200, err
     gw: Gateway = request.app.state.gateway
     with reading(gw.sessions) as session:
         return _render(request, "programme.html", status_code, who=who, version=programme.version_in_force(session),
-                       p=programme.current(session, gw), history=programme.history(session, gw)[:20], error=error, done=done, now=gw.now())
+                       p=programme.current(session, gw), history=programme.history(session, gw)[:20], error=error, done=done, now=gw.now(),
+                       catalogue=rewards.catalogue(session, gw.now(), include_inactive=True))
 
 
 @router.get("/programme", response_class=HTMLResponse)

@@ -115,8 +115,13 @@ def test_a_member_uses_the_wallet_across_two_brands(alliance, clock, tmp_path):
         member = json.loads(page.evaluate("localStorage.getItem('alliance.brands.v1')"))[0]
         clock.advance(minutes=1)
         assert purchase(grocery, member["member_ref"], 200_000, "till-1", clock.now).status_code == 201
+        coupon = {"kind": "coupon", "name": "Ten off", "points_price": 50, "coupon_value_minor": 1_000, "available_from": clock.now.isoformat()}
+        assert grocery.client.put("/v1/admin/rewards/ten-off", json=coupon, headers=grocery.as_("operator")).status_code == 200
         _show(page, "#/brand/0")
         assert page.locator("#points").inner_text() == f"{100 + 2_000 * 2:,} points"  # welcome, then 1 per yuan, first order x2
+        page.click("#rewards button")  # the coupon, ordered with points: its code is in the wallet
+        assert _flash(page, "Status:") == "Status: issued"
+        assert "coupon" in page.locator("#orders").inner_text() and page.locator("#points").inner_text() == f"{4_100 - 50:,} points"
         page.click("#link")
         assert "has not consented to alliance_exchange" in _flash(page, "Refused")  # linking needs the consent first
         page.click("button[data-purpose=alliance_exchange]")

@@ -227,7 +227,8 @@ async function brandView(i) {
   const [info, me, balance, ledger, consents, history] = await Promise.all([
     api(b.url, 'GET', '/v1/brand'), api(b.url, 'GET', '/v1/me'), api(b.url, 'GET', '/v1/me/balance'), api(b.url, 'GET', '/v1/me/ledger'),
     api(b.url, 'GET', '/v1/me/consents'), api(b.url, 'GET', '/v1/me/consents/history')]);
-  const rewards = await api(b.url, 'GET', '/v1/rewards').catch(() => []);
+  const [rewards, orders] = await Promise.all([api(b.url, 'GET', '/v1/rewards').catch(() => []),
+    api(b.url, 'GET', '/v1/me/reward-orders').catch(() => [])]);
   const others = list.map((o, j) => ({ ...o, j })).filter((o) => o.j !== i && tokens[o.url]);
   const receipts = history.map((r) => ({ ...r, ok: r.jws ? keys.verifyReceipt({ format: r.format, jws: r.jws, receipt: r.receipt }, info.receipt_public_key_pem, info.receipt_key_id) : null }));
   return [
@@ -274,6 +275,9 @@ async function brandView(i) {
         delete pending['order:' + r.code];
         return t('status', { status: done.status });
       }) }, t('order')) : h('span', { class: 'muted' }, t('notOrderable', { reason: r.reason || '' })))))] : null,
+    orders.length ? [h('h2', {}, t('orders')), h('ul', { id: 'orders' }, orders.map((o) => h('li', {},
+      `${o.reward}: ${t('points', { n: o.points.toLocaleString(lang) })}, ${t('status', { status: o.status })}`,
+      o.coupon ? [' ', t('coupon', { code: o.coupon.code, date: new Date(o.coupon.expires_at).toLocaleDateString(lang) })] : null)))] : null,
     h('h2', {}, t('history')),
     h('div', { class: 'scroll', tabindex: '0', role: 'region', 'aria-label': t('history') }, h('table', { id: 'history' },
       ledger.slice().reverse().map((l) => h('tr', {}, h('td', {}, new Date(l.at).toLocaleString(lang)), h('td', {}, t('k_' + l.kind)),
