@@ -4,21 +4,16 @@ chart, open a receipt and its proof."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import threading
 import time
 
 import pytest
-from components import unavailable
+from browser import axe_violations, chromium
 from fastapi.testclient import TestClient
 
 from contracts.chain import free_port
 from settlement.console import ConsoleConfig, check_password, create_console, hash_password
 
-CHROMIUM = os.environ.get("ALLIANCE_CHROMIUM", "/usr/bin/chromium")
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync"]
 PASSWORD = "correct horse battery staple"
 
 
@@ -84,19 +79,8 @@ def served(console_app):
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
-    if not (os.path.exists(CHROMIUM) or shutil.which(CHROMIUM)):
-        unavailable("chromium", f"Chromium not found at {CHROMIUM} (apt-get install chromium, or set ALLIANCE_CHROMIUM)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        unavailable("chromium", "playwright (Python package) not installed")
-    profile = tmp_path_factory.mktemp("chromium-profile")
-    with sync_playwright() as p:
-        context = p.chromium.launch_persistent_context(str(profile), executable_path=CHROMIUM, headless=True, args=FLAGS)
-        try:
-            yield context
-        finally:
-            context.close()
+    with chromium(tmp_path_factory.mktemp("chromium-profile")) as context:
+        yield context
 
 
 def test_auditor_walks_through_the_console(browser, served):
@@ -133,4 +117,8 @@ def test_auditor_walks_through_the_console(browser, served):
     assert page.locator("#audit-status").inner_text() == "PASS"
     page.goto(served + "/reconciliation")
     assert page.locator("#recon-status").inner_text() == "CLEAN"
+    # The alliance's one design system: no serious or critical accessibility problem on any page.
+    for path in ("/", "/epochs/1", "/period", "/reconciliation", "/consent", "/audit", "/receipts"):
+        page.goto(served + path)
+        assert not axe_violations(page), (path, axe_violations(page))
     page.close()
