@@ -110,6 +110,12 @@ def _verify(ctx: Ctx, role: str) -> dict:
             "json": {"codes": {"phone": last_code(ctx.brand, "phone", phone)}}}
 
 
+def _programme_change(ctx, role) -> dict:
+    """The programme in force saved again as the next version (what an operator's edit sends)."""
+    now = ctx.brand.client.get("/v1/admin/programme", headers=ctx.brand.as_("operator")).json()
+    return {"path": "/v1/admin/programme", "json": {"expected_version": now["version"], "note": "matrix", "programme": now["programme"]}}
+
+
 def _revoke_key(ctx: Ctx, role: str) -> dict:
     r = ctx.brand.client.post("/v1/admin/api-keys", json={"role": "pos", "label": "to revoke"}, headers=ctx.brand.as_("operator"))
     assert r.status_code == 201, r.text
@@ -210,6 +216,9 @@ ENDPOINTS: dict[tuple[str, str], Endpoint] = {
         "kind": "good", "name": "Matrix mug", "points_price": 1, "available_from": "2026-01-01T00:00:00Z"}}),
     ("GET", "/v1/admin/rewards"): Endpoint(OPERATOR, lambda c, r: {"path": "/v1/admin/rewards"}),
     ("GET", "/v1/admin/reward-orders"): Endpoint(OPERATOR, lambda c, r: {"path": "/v1/admin/reward-orders"}),
+    ("GET", "/v1/admin/programme"): Endpoint(READER, lambda c, r: {"path": "/v1/admin/programme"}),
+    ("GET", "/v1/admin/programme/versions"): Endpoint(READER, lambda c, r: {"path": "/v1/admin/programme/versions"}),
+    ("PUT", "/v1/admin/programme"): Endpoint(OPERATOR, _programme_change),
     ("POST", "/v1/admin/reward-orders/{order_ref}/status"): Endpoint(OPERATOR, lambda c, r: {
         "path": f"/v1/admin/reward-orders/{_new_order(c) if r in OPERATOR else c.m_order}/status", "json": {"status": "shipped"}}),
     ("GET", "/v1/rewards"): Endpoint(MEMBER, lambda c, r: {"path": "/v1/rewards"}),

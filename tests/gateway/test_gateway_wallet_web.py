@@ -155,6 +155,9 @@ def test_a_member_uses_the_wallet_across_two_brands(alliance, clock, tmp_path):
         assert world.alliance.points.balance_of(address) == 0
         _show(page, "#/brand/1")
         assert page.locator("#points").inner_text() == f"{airline.gw.settings.earn.welcome_points + 5 * 20:,} points"
+        _show(page, "#/brands")  # the balances at every brand, side by side
+        assert [c.inner_text() for c in page.locator("#brands td.num").all()][::2] == ["3,550 points", "200 points"]  # 4,050 less 5 AP at 100
+        _show(page, "#/brand/1")
         screenshot(page, "wallet-airline")
 
         # The receipts verify in the page and out of it.

@@ -133,13 +133,16 @@ function walletView() {
 
 // ---------------------------------------------------------------- brands: sign-up and log-in
 
-function brandsView() {
+async function brandsView() {
   const list = brands();
+  // Balances at every brand the wallet is logged in to, side by side.
+  const balances = await Promise.all(list.map((b) => (tokens[b.url] ? api(b.url, 'GET', '/v1/me/balance').catch(() => null) : null)));
   const rows = list.map((b, i) => h('tr', {}, h('td', {}, h('a', { href: `#/brand/${i}`, class: 'brand-link' }, b.name)),
-    h('td', {}, b.url), h('td', {}, tokens[b.url] ? '✓' : h('a', { href: `#/login/${i}` }, t('logIn')))));
+    h('td', { class: 'num' }, balances[i] ? t('points', { n: balances[i].points.toLocaleString(lang) }) : h('a', { href: `#/login/${i}` }, t('logIn'))),
+    h('td', { class: 'num' }, balances[i]?.alliance_points != null ? t('apUnit', { n: balances[i].alliance_points.toLocaleString(lang) }) : '–')));
   return [h('h1', {}, t('brands')),
     list.length ? h('div', { class: 'scroll', tabindex: '0', role: 'region', 'aria-label': t('brands') },
-      h('table', { id: 'brands' }, h('tr', {}, h('th', {}, t('brands')), h('th', {}, t('brandUrl')), h('th', {}, t('logIn'))), rows)) : null,
+      h('table', { id: 'brands' }, h('tr', {}, h('th', {}, t('brands')), h('th', { class: 'num' }, t('balance')), h('th', { class: 'num' }, t('ap'))), rows)) : null,
     h('h2', {}, t('addBrand')),
     h('form', { class: 'card', id: 'signup-form', onsubmit: act(async (f) => {
       const url = f.url.value.replace(/\/+$/, '');
@@ -314,10 +317,10 @@ async function render() {
   try {
     if (!seed && route !== '/wallet') view = walletView();
     else if (route === '/wallet') view = walletView();
-    else if (route === '/brands' || route.startsWith('/login')) view = brandsView();
+    else if (route === '/brands' || route.startsWith('/login')) view = await brandsView();
     else if (route === '/verify') view = verifyView();
     else if (route.startsWith('/brand/')) view = await brandView(Number(route.split('/')[2]));
-    else view = brandsView();
+    else view = await brandsView();
   } catch (err) {
     view = [h('p', { class: 'error', role: 'alert' }, err.message), h('p', {}, h('a', { href: '#/brands' }, t('back')))];
   }
