@@ -33,7 +33,12 @@ gateway/web/node_modules/.installed: gateway/web/package.json gateway/web/packag
 /usr/bin/chromium:
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
 
-install: $(VENV)/.installed contracts/node_modules/.installed gateway/web/node_modules/.installed /usr/bin/chromium
+# The wallet speaks Chinese too: its screenshots need the glyphs.
+/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc:
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-noto-cjk
+
+install: $(VENV)/.installed contracts/node_modules/.installed gateway/web/node_modules/.installed /usr/bin/chromium \
+		/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc
 
 demo: $(VENV)/.installed
 	$(BIN)/alliance demo

@@ -142,9 +142,9 @@ def test_an_operator_steers_the_programme_and_a_member_in_the_browser(brand, clo
             for path in PAGES + (f"/console/members/{member['member_ref']}",):
                 page.goto(url + path)
                 assert not axe_violations(page), (path, width, axe_violations(page))
+                screenshot(page, f"console{path.replace('/', '-').rstrip('-')[:40]}-{width}")
                 scroll = page.evaluate("document.documentElement.scrollWidth")
                 assert scroll <= width + 1, f"{path} scrolls sideways at {width} px ({scroll} px wide)"
-            screenshot(page, f"console-overview-{width}")
         page.click("#signout")
         page.goto(url + "/console/")
         assert page.url.endswith("/console/login")

@@ -85,6 +85,7 @@ def _sign_up(page, brand, url: str, name: str) -> None:
     page.click("#signup")
     _wait(page, "/verify")
     assert not axe_violations(page)
+    screenshot(page, f"wallet-verify-{brand.gw.settings.brand_id}")
     page.fill("#code-phone", last_code(brand, "phone", PHONE))
     page.click("#verify")
     page.wait_for_selector("#points")
@@ -137,6 +138,7 @@ def test_a_member_uses_the_wallet_across_two_brands(alliance, clock, tmp_path):
         page.reload()
         _wait(page, "/brand/0")
         assert page.locator("#unlock").count() == 1 and not axe_violations(page)
+        screenshot(page, "wallet-unlock")
         page.fill("#pass", "not the passphrase")
         page.click("#unlock")
         assert "Wrong passphrase" in _flash(page, "Wrong")
@@ -175,6 +177,7 @@ def test_a_member_uses_the_wallet_across_two_brands(alliance, clock, tmp_path):
             page.wait_for_selector(f"#points:has-text({json.dumps(word, ensure_ascii=False)})")
             assert page.evaluate("document.documentElement.lang") == lang
             assert not axe_violations(page), lang
+            screenshot(page, f"wallet-brand-{lang}")
         page.set_viewport_size({"width": 390, "height": 844})
         for route in ("#/brand/0", "#/brands", "#/wallet"):
             _show(page, route)
