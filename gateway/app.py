@@ -37,7 +37,8 @@ from .errors import (
 from .groupcommit import GroupCommit, each_in_savepoint
 from .guard import Limits, RequestGuard
 from .metrics import Metrics, RequestMetrics
-from .routes import AUTH, admin, alliance, audit, campaigns, consent, gifts, members, points, problems, programme, rewards, rights, webhooks
+from .routes import (AUTH, admin, alliance, audit, campaigns, consent, gifts, members, overlap, points, problems, programme, rewards, rights,
+                     webhooks)
 from .runtime import Gateway, build_gateway
 from .schemas import BrandInfo, Health, Problem, ProblemType
 from .services import anchoring, purchases
@@ -124,9 +125,10 @@ def create_app(settings: GatewaySettings | None = None, *, gateway: Gateway | No
     # Small groups: the chain sender's writes queue behind one group at most.
     app.state.writes = GroupCommit(partial(each_in_savepoint, gw.sessions), max_batch=32)
     app.add_middleware(RequestGuard, limits=Limits(max_bytes=s.max_body_bytes, max_depth=s.max_json_depth,
-                                                   routes={"/v1/purchases/batch": s.max_batch_body_bytes}))
-    if s.wallet_peers:  # the alliance's other wallets call the member API from the browser (bearer tokens, no cookies)
-        app.add_middleware(CORSMiddleware, allow_origins=s.wallet_peers, allow_methods=["GET", "POST", "PUT"],
+                                                   routes={"/v1/purchases/batch": s.max_batch_body_bytes,
+                                                           "/v1/alliance/overlap": s.max_overlap_body_bytes}))
+    if s.alliance_peers:  # the alliance's other wallets call the member API from the browser (bearer tokens, no cookies)
+        app.add_middleware(CORSMiddleware, allow_origins=s.alliance_peers, allow_methods=["GET", "POST", "PUT"],
                            allow_headers=["Authorization", "Content-Type", "Idempotency-Key"], expose_headers=["Retry-After"], max_age=600)
     metrics = Metrics(gw)
     app.add_middleware(RequestMetrics, metrics=metrics)  # outermost: requests the guard refuses count too
@@ -162,7 +164,7 @@ def create_app(settings: GatewaySettings | None = None, *, gateway: Gateway | No
                          purposes={p.value: text for p, text in PURPOSE_TEXT.items()}, home_currency=s.earn.home_currency,
                          points_per_currency_unit=s.points_per_currency_unit, **_chain_facts(gw))
 
-    for module in (members, consent, points, rewards, gifts, alliance, rights, audit, admin, programme, campaigns, webhooks):
+    for module in (members, consent, points, rewards, gifts, alliance, rights, audit, admin, programme, campaigns, overlap, webhooks):
         app.include_router(module.router)
     app.include_router(alliance.public)
     app.include_router(console.router)  # the operator console and the member wallet (gateway/web): pages, not API

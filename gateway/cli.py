@@ -160,6 +160,21 @@ def anchor(kind: str = typer.Option("consent-log", help="consent-log | audit-log
         console.print(json.dumps({"period": row.period, "size": row.size, "root": row.root, "tx_hash": row.tx_hash}))
 
 
+@app.command()
+def overlap(peer: str = typer.Option(..., "--with", help="the other brand's gateway URL"),
+            kind: str = typer.Option("phone", help="phone or email: what the members are matched on")) -> None:
+    """How many members this brand shares with another, by private set intersection: neither learns
+    who; only members who consent to overlap_analytics at both; the count noisy, suppressed below k."""
+    from .errors import GatewayError
+    from .services import overlap as psi_overlap
+
+    gw = _gateway()
+    try:
+        typer.echo(json.dumps(psi_overlap.measure(gw, "cli", peer, kind)))
+    except GatewayError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
 @app.command("record-release")
 def record_release(release: Path = typer.Argument(..., help="the release record (<model_version>.release.json), its model file beside it")) -> None:
     """Record an alliance model release in this brand's audit log, anchor it with the brand's own key,

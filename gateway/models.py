@@ -427,7 +427,7 @@ class Processing(Base):
     __tablename__ = "processings"
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
-    kind: Mapped[str] = mapped_column(String(16))  # training | campaign
+    kind: Mapped[str] = mapped_column(String(16))  # training | campaign | overlap
     ref: Mapped[str] = mapped_column(String(100))  # run:<id>:round:<n>:<stage> | campaign ref
     purpose: Mapped[str] = mapped_column(String(32))
     decided_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))  # when the consents were checked

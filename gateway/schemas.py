@@ -452,8 +452,11 @@ class CampaignResponse(BaseModel):
     targets: list[CampaignTarget]
 
 
+ProcessingKind = Literal["exchange", "redemption", "training", "campaign", "overlap"]  # services/processings.KINDS
+
+
 class ProcessingItem(BaseModel):
-    kind: Literal["exchange", "redemption", "training", "campaign"]
+    kind: ProcessingKind
     ref: str
     member_ref: str
     purpose: str

@@ -207,11 +207,18 @@ class GatewaySettings(BaseSettings):
     chain_batch_max: int = Field(100, ge=1, le=500)  # rows per chain transaction (a block holds ~600 redemptions)
     releases_dir: Path | None = None  # released alliance models (federation.releases) for campaign targeting
     # The other gateways of the alliance (origins, e.g. https://airline.example): their member wallet
-    # pages may call this gateway's API from the browser (CORS), and this one's may call theirs.
-    wallet_peers: list[Annotated[str, Field(pattern=r"^https?://[A-Za-z0-9.\-]+(:[0-9]{1,5})?$")]] = []
+    # pages may call this gateway's API from the browser (CORS), this one's may call theirs, and they
+    # are the only gateways an audience overlap is measured with (no other URL is ever fetched).
+    alliance_peers: list[Annotated[str, Field(pattern=r"^https?://[A-Za-z0-9.\-]+(:[0-9]{1,5})?$")]] = []
+    # Audience overlap by PSI (services/overlap.py): epsilon of the geometric noise per released count,
+    # the budget per peer brand over 30 days, and the smallest count released at all.
+    overlap_epsilon: float = Field(0.5, gt=0, le=10)
+    overlap_budget_epsilon: float = Field(5.0, gt=0)
+    overlap_k: int = Field(10, ge=1)
     # The request guard (gateway/guard.py): body sizes and JSON depth, refused before parsing.
     max_body_bytes: int = Field(64 * 1024, ge=1024)
     max_batch_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)  # POST /v1/purchases/batch: up to 10,000 events
+    max_overlap_body_bytes: int = Field(64 * 1024 * 1024, ge=1024)  # POST /v1/alliance/overlap: ~48 bytes per member
     max_json_depth: int = Field(32, ge=4, le=256)
     # Self-enrolment: a one-time code proves each contact identifier (phone, e-mail) before the account exists.
     notifier: Literal["dev", "smtp"] = "dev"  # dev: messages appended to notifications_dir/<brand>.jsonl

@@ -36,6 +36,7 @@ __all__ = [
     "calibrate_noise_multiplier",
     "dpsgd_epsilon",
     "gaussian_sigma",
+    "geometric_noise",
 ]
 
 AccountantKind = Literal["rdp", "pld"]
@@ -259,3 +260,19 @@ def calibrate_noise_multiplier(
     while dpsgd_epsilon(nm, q, steps, d) > eps:
         nm = round(nm + tol, 12)
     return nm
+
+
+def geometric_noise(epsilon: float, sensitivity: int = 1) -> int:
+    """Integer noise of the geometric mechanism (two-sided geometric, the discrete Laplace of
+    Ghosh, Roughgarden & Sundararajan 2009): P(k) ∝ exp(-epsilon |k| / sensitivity). Added to a count
+    of sensitivity 1 it gives pure epsilon-DP; drawn from the operating system's CSPRNG."""
+    import secrets
+
+    _positive("epsilon", epsilon)
+    q = math.exp(-epsilon / sensitivity)  # the chance of one more step away from zero
+
+    def failures() -> int:  # a geometric count of failures before the first success (1 - q)
+        u = (secrets.randbits(53) + 1) / 2.0**53  # in (0, 1]
+        return int(math.floor(math.log(u) / math.log(q)))
+
+    return failures() - failures()

@@ -214,7 +214,7 @@ def _gateway_env(spec: AllianceSpec, brand: BrandSpec) -> dict[str, str]:
             "GATEWAY_KEYS_DIR": str(d / "keys"), "GATEWAY_MANIFEST": str(spec.workdir / "deployment.json"),
             "GATEWAY_CHAIN_URL": spec.chain_url, "GATEWAY_NOTIFIER": "dev", "GATEWAY_NOTIFICATIONS_DIR": str(d / "notifications"),
             "GATEWAY_RELEASES_DIR": str(d / "releases"),
-            "GATEWAY_WALLET_PEERS": json.dumps([f"http://127.0.0.1:{b.port}" for b in spec.brands if b.id != brand.id])
+            "GATEWAY_ALLIANCE_PEERS": json.dumps([f"http://127.0.0.1:{b.port}" for b in spec.brands if b.id != brand.id])
             } | {f"GATEWAY_{name}": value for name, value in brand.settings.items()}
 
 

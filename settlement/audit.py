@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from contracts.client import Alliance, AnchorClient
+from gateway.services.processings import PURPOSE_OF  # the purpose each kind of processing needs: one table
 from privacy.hashchain import ChainEntry, entry_body, verify_chain
 from privacy.keys import PublicKey
 from privacy.merkle import MerkleTree, verify_consistency, verify_inclusion
@@ -342,8 +343,6 @@ class ConsentTimeline:
         return granted, seq
 
 
-PURPOSE_OF = {"exchange": "alliance_exchange", "redemption": "alliance_exchange",
-              "training": "federated_training", "campaign": "marketing"}
 
 
 def fetch_processings(access: GatewayAccess, page: int = 5000) -> list[dict[str, Any]]:

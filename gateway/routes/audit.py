@@ -12,14 +12,13 @@ from ..db import as_utc, reading
 from ..errors import Conflict, NotFound
 from ..models import LogAnchor
 from ..runtime import Gateway
-from ..schemas import MAX_DB_INT, ProcessingsPage
+from ..schemas import MAX_DB_INT, ProcessingKind, ProcessingsPage
 from ..services import liability, logs, processings, reconcile
 from . import AUTH, gateway, problems
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
 reader = allow("auditor", "operator")
 LogKind = Literal["consent-log", "audit-log"]
-ProcessingKind = Literal["exchange", "redemption", "training", "campaign"]
 assert set(LogKind.__args__) == set(logs.LOG_MODELS) and set(ProcessingKind.__args__) == set(processings.KINDS)
 
 

@@ -1,13 +1,15 @@
 """Processings of members' data that rely on their consent: recorded when they run, listed for the auditor.
 
-Four kinds, each needing one purpose:
+Five kinds, each needing one purpose:
 
 * ``exchange`` and ``redemption`` (``alliance_exchange``): their own tables are the record (the
   consent is required in the same transaction that creates the row);
 * ``training`` (``federated_training``): a federated training read of the brand's features, one per
   Flower round and stage (``run:<run id>:round:<n>:train|evaluate``), written by the ``gateway``
   data source of :mod:`federation.data` at the moment it checks the consents;
-* ``campaign`` (``marketing``): the members put on one campaign target list.
+* ``campaign`` (``marketing``): the members put on one campaign target list;
+* ``overlap`` (``overlap_analytics``): the members whose identifiers went, encrypted, into one
+  private set intersection with another brand (:mod:`gateway.services.overlap`).
 
 A training run reads the same members round after round unless a consent changed, so the members of
 a processing, each with the seq of the consent-log entry it relied on, are a *member set* stored once
@@ -38,10 +40,10 @@ from ..runtime import Gateway
 from ..schemas import MAX_DB_INT
 from . import audit, consent
 
-KINDS = ("exchange", "redemption", "training", "campaign")
+KINDS = ("exchange", "redemption", "training", "campaign", "overlap")
 PURPOSE_OF = {"exchange": "alliance_exchange", "redemption": "alliance_exchange",
-              "training": "federated_training", "campaign": "marketing"}
-RECORDED = ("training", "campaign")  # the kinds stored in `processings`
+              "training": "federated_training", "campaign": "marketing", "overlap": "overlap_analytics"}
+RECORDED = ("training", "campaign", "overlap")  # the kinds stored in `processings`
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 

@@ -7,8 +7,10 @@ and a member's own-token endpoints only ever touch that member's data."""
 
 from __future__ import annotations
 
+import base64
 import itertools
 import json
+import uuid
 from dataclasses import dataclass
 from typing import Callable
 
@@ -108,6 +110,17 @@ def _verify(ctx: Ctx, role: str) -> dict:
     assert r.status_code == 202, r.text
     return {"path": f"/v1/enrolments/{r.json()['enrolment_id']}/verification",
             "json": {"codes": {"phone": last_code(ctx.brand, "phone", phone)}}}
+
+
+def _overlap_message(ctx, role) -> dict:
+    import private_set_intersection.python as psi
+
+    from gateway.services import overlap
+
+    request = psi.client.CreateWithNewKey(False).CreateRequest(["phone:+8613800000001"]).SerializeToString()
+    fields = {"ref": str(uuid.uuid4()), "kind": "phone", "at": ctx.clock.now.isoformat(), "initiator": ctx.brand.gw.brand_address,
+              "request": base64.b64encode(request).decode()}
+    return {"path": "/v1/alliance/overlap", "json": fields | {"signature": overlap._sign(ctx.brand.gw, fields)}}
 
 
 def _programme_change(ctx, role) -> dict:
@@ -219,6 +232,11 @@ ENDPOINTS: dict[tuple[str, str], Endpoint] = {
     ("GET", "/v1/admin/programme"): Endpoint(READER, lambda c, r: {"path": "/v1/admin/programme"}),
     ("GET", "/v1/admin/programme/versions"): Endpoint(READER, lambda c, r: {"path": "/v1/admin/programme/versions"}),
     ("PUT", "/v1/admin/programme"): Endpoint(OPERATOR, _programme_change),
+    # The operator may ask; the peer named here does not answer, so the operator's call is a 400.
+    ("POST", "/v1/admin/overlap"): Endpoint(OPERATOR, lambda c, r: {"path": "/v1/admin/overlap", "json": {"peer_url": "http://127.0.0.1:9"}},
+                                            (400,)),
+    # Brand to brand: no API key, the body is signed by an admitted brand's chain key (here the brand's own).
+    ("POST", "/v1/alliance/overlap"): Endpoint(PUBLIC, _overlap_message),
     ("POST", "/v1/admin/reward-orders/{order_ref}/status"): Endpoint(OPERATOR, lambda c, r: {
         "path": f"/v1/admin/reward-orders/{_new_order(c) if r in OPERATOR else c.m_order}/status", "json": {"status": "shipped"}}),
     ("GET", "/v1/rewards"): Endpoint(MEMBER, lambda c, r: {"path": "/v1/rewards"}),

@@ -44,7 +44,7 @@ def alliance(tmp_path, clock):
     world = new_world(tmp_path)
     ports = {"grocery": free_port(), "airline": free_port()}
     origin = {b: f"http://127.0.0.1:{p}" for b, p in ports.items()}
-    brands = {b: start_world_brand(world, b, rate, clock=clock, wallet_peers=[o for x, o in origin.items() if x != b])
+    brands = {b: start_world_brand(world, b, rate, clock=clock, alliance_peers=[o for x, o in origin.items() if x != b])
               for b, rate in (("grocery", 100), ("airline", 20))}
     servers = {b: Server(brands[b].gw, ports[b]) for b in brands}
     for s in servers.values():
