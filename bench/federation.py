@@ -37,10 +37,11 @@ with ``--fresh``).
 ``telco``: the IBM Telco churn sample split into 4 brands by PaymentMethod, the same settings on a
 fixed per-brand 80/20 split.  ``--with-synthetic``: the seeded numpy alliance, with a byzantine
 brand against FedAvg and FedMedian.  Plots (AUC per round per setting, per-brand bars) go to
-var/bench/.
+var/bench/.  ``psi_overlap_100k_s`` and ``..._bytes``: the audience-overlap protocol on two sets of
+100,000 members (``--psi-only``: that alone).
 
 Run: ``python bench/federation.py [--size default|medium|small] [--seed 7] [--quick] [--core] [--skip-telco]
-[--with-synthetic] [--fresh]`` (``--core``: no DP / FedProx / SecAgg runs; the result also goes to
+[--with-synthetic] [--fresh] [--psi-only]`` (``--core``: no DP / FedProx / SecAgg runs; the result also goes to
 var/bench/federation-<size>[-core].json).
 """
 
@@ -333,8 +334,34 @@ def plots(name: str, res: dict, curves: dict) -> list[str]:
 # --------------------------------------------------------------------------- main
 
 
+def psi_overlap(n: int = 100_000) -> dict:
+    """The audience-overlap protocol of gateway/services/overlap.py on two sets of `n` members (half
+    shared), as the two gateways run it: the initiator's request, the responder's setup and answer, the
+    initiator's count. Seconds end to end (one after the other, as over HTTP) and the bytes exchanged."""
+    import private_set_intersection.python as psi
+
+    from gateway.services.overlap import FPR, padded
+
+    mine = padded([f"phone:+86138{i:08d}" for i in range(n)])
+    theirs = padded([f"phone:+86138{i:08d}" for i in range(n // 2, n + n // 2)])
+    began = time.monotonic()
+    client, server = psi.client.CreateWithNewKey(False), psi.server.CreateWithNewKey(False)
+    request = client.CreateRequest(mine)
+    setup = server.CreateSetupMessage(FPR, len(request.encrypted_elements), theirs, psi.DataStructure.GCS)
+    response = server.ProcessRequest(request)
+    shared = client.GetIntersectionSize(setup, response)
+    seconds = time.monotonic() - began
+    assert shared == n // 2, shared
+    return {f"psi_overlap_{n // 1000}k_s": round(seconds, 2),
+            f"psi_overlap_{n // 1000}k_bytes": len(request.SerializeToString()) + len(setup.SerializeToString()) + len(response.SerializeToString())}
+
+
 def main() -> None:
     from federation import features, population
+
+    if "--psi-only" in sys.argv:
+        print(json.dumps(psi_overlap()))
+        return
 
     logging.getLogger("flwr").setLevel(logging.WARNING)
     logging.getLogger("absl").setLevel(logging.ERROR)
@@ -368,6 +395,7 @@ def main() -> None:
         synthetic.update(byzantine(base, brands, tmp, "synthetic"))
         result["synthetic"] = synthetic
         files += plots("synthetic", synthetic, curves)
+    result.update(psi_overlap())
     result["plots"] = files
     result["bench_wall_s"] = time.monotonic() - t0
     text = json.dumps(result, indent=2, sort_keys=True, default=float)
