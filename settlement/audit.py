@@ -100,11 +100,11 @@ class AuditReport:
                 "brands": [b.to_dict() for b in self.brands]}
 
     def to_html(self) -> str:
-        from jinja2 import Environment, FileSystemLoader, select_autoescape
+        """A file that stands alone (the alliance's one stylesheet inline), to keep with the evidence."""
+        from gateway import web
 
-        env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]))
-        env.filters["pretty"] = lambda v: json.dumps(v, indent=2, default=str)
-        return env.get_template("audit_report.html").render(report=self.to_dict())
+        return web.environment(TEMPLATES).get_template("audit_report.html").render(
+            report=self.to_dict(), stylesheet=(web.STATIC / "alliance.css").read_text())
 
     def write(self, outdir: str | Path) -> dict[str, str]:
         outdir = Path(outdir)
