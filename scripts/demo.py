@@ -23,6 +23,7 @@ from rich.table import Table
 
 from contracts.deploy import BrandTerms
 from gateway.local import LocalAlliance
+from gateway.services import overlap
 from privacy.keys import PublicKey
 from privacy.merkle import verify_inclusion
 from privacy.receipts import load_receipt, verify_receipt
@@ -36,6 +37,7 @@ BRANDS = {
     "airline": BrandTerms("Skyway Airlines", rate=20, credit_limit=1_000_000, collateral=50_000_000_000),
     "cafe": BrandTerms("Bean Cafe", rate=50, credit_limit=1_000_000, collateral=50_000_000_000),
 }
+CAFE_URL = "http://bean-cafe.demo"  # the cafe gateway as the grocery knows it (in the demo, its in-process client)
 
 
 def federated_training(console: Console, workdir: Path, brands: dict) -> None:
@@ -130,7 +132,9 @@ def run(workdir: Path = typer.Option(Path("var/demo"), help="where the brands' d
     local = LocalAlliance.start(workdir)
     console.rule("[bold]Alliance")
     console.print(f"contracts deployed on the embedded chain {local.chain.chain_id}; manifest {workdir / 'deployment.json'}")
-    brands = {bid: local.add_brand(bid, terms) for bid, terms in BRANDS.items()}
+    # The grocery measures its audience overlap with the cafe (k = 1 only because the demo has three people).
+    peers = {"grocery": {"alliance_peers": [CAFE_URL], "overlap_k": 1}}
+    brands = {bid: local.add_brand(bid, terms, **peers.get(bid, {})) for bid, terms in BRANDS.items()}
     for bid, b in brands.items():
         console.print(f"  {BRANDS[bid].name:16} gateway account {b.address}, {BRANDS[bid].rate} points per AP")
 
@@ -192,6 +196,15 @@ def run(workdir: Path = typer.Option(Path("var/demo"), help="where the brands' d
     export = brands["cafe"].http.get(f"/v1/members/{erased['member_ref']}/export", headers=brands["cafe"].headers("operator")).json()
     console.print(f"carol's data erased at Bean Cafe (data key destroyed: {erased['key_absent']}); "
                   f"export now holds personal data: {export['personal_data'] or 'none'}, ledger lines kept: {len(export['ledger'])}")
+
+    for name in ("alice", "bob"):
+        for bid in ("grocery", "cafe"):
+            sessions[name, bid].consent("overlap_analytics")
+    shared = overlap.measure(brands["grocery"].gateway, "demo", CAFE_URL, "phone", client=brands["cafe"].http)
+    console.print(f"Harbour Grocery and Bean Cafe count the members they share by private set intersection (neither learns who; "
+                  f"only overlap_analytics consents count): "
+                  f"{'not released (below k)' if shared['suppressed'] else 'about ' + str(shared['shared'])} ({shared['mechanism']}, epsilon {shared['epsilon']}; "
+                  f"{shared['bytes_sent'] + shared['bytes_received']:,} bytes of PSI messages)")
 
     console.rule("[bold]Settlement and audit")
     for b in brands.values():
