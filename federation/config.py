@@ -104,7 +104,7 @@ DEFAULTS: dict[str, Any] = {
     "round-timeout": 600.0,
 }
 
-def _toml_value(value: Any) -> str:
+def toml_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
@@ -112,6 +112,11 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, float):
         return repr(value)
     return str(value)
+
+
+def run_config_arg(cfg: dict[str, Any]) -> str:
+    """`flwr run --run-config` text for these keys."""
+    return " ".join(f"{key}={toml_value(value)}" for key, value in cfg.items())
 
 
 #: The block to add to the project's pyproject.toml so that ``flwr run`` works (the deployment
@@ -126,7 +131,7 @@ FLWR_APP_TOML = (
     'clientapp = "federation.client_app:app"\n'
     "\n"
     "[tool.flwr.app.config]\n"
-    + "".join(f"{key} = {_toml_value(value)}\n" for key, value in DEFAULTS.items())
+    + "".join(f"{key} = {toml_value(value)}\n" for key, value in DEFAULTS.items())
 )
 
 

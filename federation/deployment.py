@@ -77,7 +77,7 @@ from pathlib import Path
 from typing import Any
 
 from contracts.chain import free_port
-from federation.config import FLWR_APP_TOML
+from federation.config import FLWR_APP_TOML, run_config_arg
 
 BIN = Path(sys.executable).parent
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -111,14 +111,6 @@ def make_app_dir(dest: str | os.PathLike[str], packages: tuple[str, ...] = ("fed
             ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
         )
     return dest
-
-
-def _toml(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return "'" + value + "'"
-    return repr(value)
 
 
 class LocalDeployment:
@@ -242,8 +234,7 @@ class LocalDeployment:
     # -- runs
 
     def run_command(self, app_dir: str | os.PathLike[str], run_config: dict[str, Any]) -> list[str]:
-        cfg = " ".join(f"{k}={_toml(v)}" for k, v in run_config.items())
-        return [str(BIN / "flwr"), "run", str(app_dir), "alliance", "--run-config", cfg, "--stream"]
+        return [str(BIN / "flwr"), "run", str(app_dir), "alliance", "--run-config", run_config_arg(run_config), "--stream"]
 
     def submit(self, app_dir: str | os.PathLike[str], run_config: dict[str, Any]) -> subprocess.Popen[str]:
         """``flwr run <app> alliance --stream`` as a child process (stdout: the run's log)."""

@@ -71,12 +71,6 @@ def _one_run(workdir: Path) -> Iterator[None]:
         yield
 
 
-def _toml(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return json.dumps(value) if isinstance(value, str) else repr(value)
-
-
 def flwr_env(spec: AllianceSpec) -> dict[str, str]:
     """Flower's programs on PATH, the alliance's SuperLink as the federation `alliance`."""
     bin_dir = Path(sys.executable).parent
@@ -88,6 +82,7 @@ def flwr_env(spec: AllianceSpec) -> dict[str, str]:
 def train(spec: AllianceSpec, task: str, *, now: datetime | None = None, timeout_s: float = 1800) -> dict[str, Any]:
     """One federated run of `task` on the alliance's SuperLink, then the release recorded by every
     brand that took part. Returns the outcome (also appended to workdir/training.jsonl)."""
+    from federation.config import run_config_arg
     from federation.deployment import make_app_dir
     from federation.releases import load_release, verify_release
 
@@ -103,7 +98,7 @@ def train(spec: AllianceSpec, task: str, *, now: datetime | None = None, timeout
         app = make_app_dir(spec.workdir / "flwr" / "app")
         started = time.monotonic()
         argv = [str(Path(sys.executable).parent / "flwr"), "run", str(app), "alliance", "--stream",
-                "--run-config", " ".join(f"{k}={_toml(v)}" for k, v in cfg.items())]
+                "--run-config", run_config_arg(cfg)]
         log_file = spec.workdir / "logs" / "training.log"
         with open(log_file, "ab") as log:
             try:

@@ -119,3 +119,14 @@ port = {port}
         assert redeem["task"] == "redeem" and redeem["rounds_completed"] == 1 and sorted(redeem["recorded"]) == sorted(BRANDS)
     finally:
         alliance("down", "-f", str(file))
+
+
+def test_the_run_config_reaches_flower_as_written():
+    from flwr.common.config import parse_config_args
+
+    from federation.config import run_config_arg
+    from scripts.training import run_config
+
+    cfg = run_config(load_spec(None), "redeem", now=datetime(2026, 12, 7, tzinfo=UTC))
+    assert cfg["as-of"] == "2026-10-08T00:00:00+00:00" and cfg["eval-as-of"] == "2026-11-07T00:00:00+00:00"  # 2 and 1 label windows back
+    assert parse_config_args([run_config_arg(cfg)]) == cfg

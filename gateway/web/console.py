@@ -95,12 +95,17 @@ def _to_login(request: Request) -> RedirectResponse:
     return RedirectResponse("/console/login", status_code=303)
 
 
+async def _posted(request: Request) -> dict[str, str]:
+    """An urlencoded form (the request guard has bounded its size)."""
+    return {k: v[-1] for k, v in parse_qs((await request.body()).decode(errors="replace"), keep_blank_values=True).items()}
+
+
 async def _form(request: Request, who: Operator) -> dict[str, str] | None:
     """The posted form, or None when it is not this session's (CSRF token) or comes from another site."""
     origin = request.headers.get("origin")
     if origin and origin != "null" and urlsplit(origin).netloc != request.headers.get("host"):
         return None
-    form = {k: v[-1] for k, v in parse_qs((await request.body()).decode(errors="replace"), keep_blank_values=True).items()}
+    form = await _posted(request)
     return form if hmac.compare_digest(form.get("csrf", ""), who.csrf) else None
 
 
@@ -120,7 +125,7 @@ def login_page(request: Request) -> HTMLResponse:
 @router.post("/login", response_class=HTMLResponse)
 async def login(request: Request):
     gw: Gateway = request.app.state.gateway
-    form = {k: v[-1] for k, v in parse_qs((await request.body()).decode(errors="replace")).items()}
+    form = await _posted(request)
     try:
         with reading(gw.sessions) as session:
             who = authenticate(session, form.get("api_key", "").strip(), gw.now())
