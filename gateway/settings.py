@@ -215,6 +215,10 @@ class GatewaySettings(BaseSettings):
     overlap_epsilon: float = Field(0.5, gt=0, le=10)
     overlap_budget_epsilon: float = Field(5.0, gt=0)
     overlap_k: int = Field(10, ge=1)
+    # Answer other brands' overlap requests. Off by default: the initiator computes the count, so an
+    # initiator that runs modified software could ask about one person and learn whether they are a
+    # consenting member here; the responder cannot enforce k or the noise yet.
+    overlap_answer: bool = False
     # The request guard (gateway/guard.py): body sizes and JSON depth, refused before parsing.
     max_body_bytes: int = Field(64 * 1024, ge=1024)
     max_batch_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)  # POST /v1/purchases/batch: up to 10,000 events

@@ -133,7 +133,7 @@ def run(workdir: Path = typer.Option(Path("var/demo"), help="where the brands' d
     console.rule("[bold]Alliance")
     console.print(f"contracts deployed on the embedded chain {local.chain.chain_id}; manifest {workdir / 'deployment.json'}")
     # The grocery measures its audience overlap with the cafe (k = 1 only because the demo has three people).
-    peers = {"grocery": {"alliance_peers": [CAFE_URL], "overlap_k": 1}}
+    peers = {"grocery": {"alliance_peers": [CAFE_URL], "overlap_k": 1}, "cafe": {"overlap_answer": True}}
     brands = {bid: local.add_brand(bid, terms, **peers.get(bid, {})) for bid, terms in BRANDS.items()}
     for bid, b in brands.items():
         console.print(f"  {BRANDS[bid].name:16} gateway account {b.address}, {BRANDS[bid].rate} points per AP")

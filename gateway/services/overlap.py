@@ -148,7 +148,9 @@ def _record(gw: Any, ref: str, read: ConsentedSet, peer: str, actor: str, **deta
 
 
 def respond(gw: Any, body: dict[str, Any]) -> dict[str, Any]:
-    """Answer another brand's PSI request (step 2)."""
+    """Answer another brand's PSI request (step 2), when this brand has chosen to (GATEWAY_OVERLAP_ANSWER)."""
+    if not gw.settings.overlap_answer:
+        raise Forbidden("this brand does not answer overlap requests (GATEWAY_OVERLAP_ANSWER)")
     fields = {k: body.get(k) for k in ("ref", "kind", "at", "initiator", "request")}
     if not all(isinstance(v, str) for v in fields.values()) or not isinstance(body.get("signature"), str):
         raise GatewayError("ref, kind, at, initiator, request and signature are strings")

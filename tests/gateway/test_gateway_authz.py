@@ -272,7 +272,7 @@ def ctx(world) -> Ctx:
     clock = Clock()
     write_release(world.workdir / "matrix-releases")
     brand = start_world_brand(world, "matrix", 10, clock=clock, releases_dir=world.workdir / "matrix-releases", gift_min_tenure_days=0,
-                              webhook_allow_private=True)
+                              webhook_allow_private=True, overlap_answer=True)
     assert brand.client.post("/v1/admin/webhooks", json=WEBHOOK, headers=brand.as_("operator")).json()["id"] == 1
     m = enrol(brand, "+8613800000001", name="Mia Matrix", identifiers={"phone": "+8613800000001", "email": "mia@example.com"})
     o = enrol(brand, "+8613800000002", name="Otto Other")

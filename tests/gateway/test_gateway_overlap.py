@@ -27,7 +27,7 @@ def brands(tmp_path, clock):
     settings = {"overlap_epsilon": 10.0, "overlap_budget_epsilon": 20.0, "overlap_k": 5}
     port = free_port()
     a = start_world_brand(world, "grocery", 100, clock=clock, alliance_peers=[f"http://127.0.0.1:{port}"], **settings)
-    b = start_world_brand(world, "airline", 20, clock=clock, **settings)
+    b = start_world_brand(world, "airline", 20, clock=clock, overlap_answer=True, **settings)
     for brand, phones, refused in ((a, AT_A, NO_CONSENT_A), (b, AT_B, NO_CONSENT_B)):
         for phone in phones:
             member = enrol(brand, phone)
@@ -85,6 +85,8 @@ def test_the_brand_to_brand_endpoint_takes_only_fresh_signed_requests_of_admitte
                   "initiator": signer.brand_address, "request": base64.b64encode(request).decode()} | change
         return fields | {"signature": overlap._sign(signer, fields)}
 
+    # A brand answers only once it has chosen to: the grocery has not.
+    assert a.client.post("/v1/alliance/overlap", json=message()).status_code == 403
     ok = b.client.post("/v1/alliance/overlap", json=message())
     assert ok.status_code == 200, ok.text
     assert b.client.post("/v1/alliance/overlap", json=message()).status_code == 409  # a replay
