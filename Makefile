@@ -45,9 +45,10 @@ demo: $(VENV)/.installed
 
 # What `install` provides must be there: its tests fail rather than skip (tests/components.py).
 # PostgreSQL is the machine's own service: its tests skip, saying why, where none answers.
+# Two workers, one per core, each taking a whole file at a time (its module fixtures are built once).
 test: export ALLIANCE_TESTS_REQUIRE ?= anvil,toolchain,chromium
 test: install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 bench: install
 	for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b; done

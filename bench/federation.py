@@ -27,6 +27,12 @@ pooled; for local-only, of the scores each brand gets from its own model, which 
 brands' base rates, something a global model without a brand feature cannot do; ``*_mean_brand``:
 the mean of the per-brand AUCs), ``min_gain_small_brands`` (federated minus local-only AUC, the worst brand
 below median size; ``..._vs_best_local`` takes, per brand, the better of the two local families).
+``auc_personalised``: each brand scoring with its own personal model of the selected family's release
+(:mod:`federation.personalise`, chosen by each brand in cross-validation on its training rows and
+rebuilt here, checked to be the model the brand kept); ``min_gain_small_brands_personalised``:
+personalised minus the best local-only model of either family (the better one on the held-out rows),
+the worst brand with fewer than 1,000 members; ``brands_worse_than_local``: brands whose 95% interval
+of that gain lies below zero (``brands_below_local``: whose point estimate does).
 The other family's figures are under ``families``.  DP-SGD (``auc_dp_eps{1,4,8}``, delta 1e-5),
 FedProx and SecAgg+ exist for logistic regression only, so they and ``dp_eps8_relative_loss`` are
 measured against the logistic-regression FedAvg.  ``wall_s_20_rounds``: the selected family's
@@ -35,7 +41,9 @@ measured against the logistic-regression FedAvg.  ``wall_s_20_rounds``: the sele
 with ``--fresh``).
 
 ``telco``: the IBM Telco churn sample split into 4 brands by PaymentMethod, the same settings on a
-fixed per-brand 80/20 split.  ``--with-synthetic``: the seeded numpy alliance, with a byzantine
+fixed per-brand 80/20 split; ``telco_hetero``: the same sample split into 3 brands by Contract, whose
+churn base rates differ strongly (about 43% month-to-month, 11% one-year, 3% two-year: a prepaid
+carrier, a mainstream one and a contract carrier), where one global model cannot fit every brand.  ``--with-synthetic``: the seeded numpy alliance, with a byzantine
 brand against FedAvg and FedMedian.  Plots (AUC per round per setting, per-brand bars) go to
 var/bench/.  ``psi_overlap_100k_s`` and ``..._bytes``: the audience-overlap protocol on two sets of
 100,000 members (``--psi-only``: that alone).
@@ -66,7 +74,7 @@ import logging  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from federation import models  # noqa: E402
+from federation import models, personalise  # noqa: E402
 from federation.config import effective  # noqa: E402
 from federation.data import BrandData, all_brands  # noqa: E402
 from federation.simulation import simulate  # noqa: E402
@@ -116,8 +124,8 @@ def pooled_auc(brands: list[BrandData], scores: dict[str, np.ndarray]) -> float:
 
 
 def gain_interval(b: BrandData, s_fed: np.ndarray, s_loc: np.ndarray, seed: int = 0) -> list[float]:
-    """95% bootstrap interval of AUC(federated) - AUC(local-only) on the brand's held-out rows,
-    resampling members (a member's rows in several windows stay together)."""
+    """95% bootstrap interval of AUC(s_fed) - AUC(s_loc) (federated or personalised against local-only) on
+    the brand's held-out rows, resampling members (a member's rows in several windows stay together)."""
     _, member = np.unique(np.asarray(b.test_row_ids), return_inverse=True)
     n_members = int(member.max()) + 1
     y = b.y_test.astype(bool)
@@ -199,25 +207,46 @@ def federated(rec: dict, brands: list[BrandData]) -> dict:
             "curve": [r.get("evaluate", {}).get("auc_pooled") for r in rec["metrics_per_round"]]}
 
 
+def personalised(rec: dict, brands: list[BrandData], cfg: dict) -> dict[str, dict]:
+    """Each brand's personal model of the release, rebuilt here from the same rows and seed as its
+    ClientApp built it (and checked to be that very model: same SHA-256 as the release records), with
+    its scores on the brand's held-out rows."""
+    blob = (Path(rec["_path"]).parent / rec["model_file"]).read_bytes()
+    out = {}
+    for i, b in enumerate(brands):
+        adaptation = personalise.adapt(cfg, b.X, b.y, rec["model"], blob, brand_index=i)
+        recorded = rec["personalisation"]["brands"][b.brand_id]
+        if adaptation.model.sha256 != recorded["model_sha256"]:
+            raise RuntimeError(f"{b.brand_id}: the rebuilt personal model is not the one its ClientApp kept")
+        out[b.brand_id] = {"uses": adaptation.choice, "scores": adaptation.model.predict(b.X_test),
+                           "validation_auc": adaptation.validation_auc}
+    return out
+
+
 def family_block(kind: str, brands: list[BrandData], base: dict, n: int, tmp: Path, name: str) -> dict:
     """Centralized, local-only and federated training of one model family, scored on the same rows."""
     cfg = effective(base)
     central = fit(kind, np.concatenate([b.X for b in brands]), np.concatenate([b.y for b in brands]), cfg)
     cen = {b.brand_id: central(b.X_test) for b in brands}
     loc = {b.brand_id: fit(kind, b.X, b.y, cfg)(b.X_test) for b in brands}
-    fed = federated(run({**base, **FAMILIES[kind]}, n, tmp, f"{name}-{kind}"), brands)
+    rec = run({**base, **FAMILIES[kind]}, n, tmp, f"{name}-{kind}")
+    fed = federated(rec, brands)
+    pers = personalised(rec, brands, effective({**base, **FAMILIES[kind], "num-rounds": ROUNDS}))
     per_brand = {}
     for b in brands:
         k = b.brand_id
         per_brand[k] = {"auc_centralized": models.roc_auc(b.y_test, cen[k]), "auc_federated": models.roc_auc(b.y_test, fed["scores"][k]),
-                        "auc_local_only": models.roc_auc(b.y_test, loc[k])}
+                        "auc_local_only": models.roc_auc(b.y_test, loc[k]),
+                        "auc_personalised": models.roc_auc(b.y_test, pers[k]["scores"]), "personalised_uses": pers[k]["uses"]}
         per_brand[k]["gain"] = per_brand[k]["auc_federated"] - per_brand[k]["auc_local_only"]
+    keys = ("auc_centralized", "auc_federated", "auc_local_only", "auc_personalised")
     return {
         "auc_centralized": pooled_auc(brands, cen), "auc_federated": fed["auc"], "auc_local_only": pooled_auc(brands, loc),
-        **{f"{key}_mean_brand": float(np.mean([v[key] for v in per_brand.values()]))
-           for key in ("auc_centralized", "auc_federated", "auc_local_only")},
+        "auc_personalised": pooled_auc(brands, {k: v["scores"] for k, v in pers.items()}),
+        **{f"{key}_mean_brand": float(np.mean([v[key] for v in per_brand.values()])) for key in keys},
         "per_brand": per_brand, "wall_s_20_rounds": fed["wall_s"] if ROUNDS == 20 else None,
-        "_scores": {"federated": fed["scores"], "local": loc}, "_curve": fed["curve"],
+        "_scores": {"federated": fed["scores"], "local": loc, "personalised": {k: v["scores"] for k, v in pers.items()}},
+        "_curve": fed["curve"],
     }
 
 
@@ -232,17 +261,28 @@ def task_block(brands: list[BrandData], base: dict, tmp: Path, name: str, *, ful
     gains = {}
     for b in brands:
         k = b.brand_id
-        best_local = max(fam[f]["per_brand"][k]["auc_local_only"] for f in fam)
+        best = max(fam, key=lambda f: fam[f]["per_brand"][k]["auc_local_only"])  # the best local model of any family
+        best_local = fam[best]["per_brand"][k]["auc_local_only"]
         gains[k] = {"gain": sel["per_brand"][k]["gain"],
                     "ci95": gain_interval(b, sel["_scores"]["federated"][k], sel["_scores"]["local"][k]),
                     "gain_vs_best_local": sel["per_brand"][k]["auc_federated"] - best_local,
-                    "n_train": b.n_train, "n_test": int(len(b.y_test)), "n_test_positive": int(b.y_test.sum()),
-                    "n_test_members": len(set(b.test_row_ids))}
+                    "gain_personalised_vs_best_local": sel["per_brand"][k]["auc_personalised"] - best_local,
+                    "personalised_ci95": gain_interval(b, sel["_scores"]["personalised"][k], fam[best]["_scores"]["local"][k]),
+                    "personalised_uses": sel["per_brand"][k]["personalised_uses"], "best_local_family": best,
+                    "n_train": b.n_train, "n_members": b.n_members, "n_test": int(len(b.y_test)),
+                    "n_test_positive": int(b.y_test.sum()), "n_test_members": len(set(b.test_row_ids))}
+    under_1000 = [k for k, g in gains.items() if g["n_members"] < 1000]
     out: dict = {
         "model_selected": selected,
         "auc_centralized": sel["auc_centralized"],
         "auc_federated": sel["auc_federated"],
         "auc_local_only": sel["auc_local_only"],
+        "auc_personalised": sel["auc_personalised"],
+        "brands_under_1000_members": under_1000,
+        "min_gain_small_brands_personalised": min((gains[k]["gain_personalised_vs_best_local"] for k in under_1000), default=None),
+        # Worse: the 95% interval of (personalised - best local) lies below zero; below: the point estimate does.
+        "brands_worse_than_local": sum(g["personalised_ci95"][1] < 0 for g in gains.values()),
+        "brands_below_local": sum(g["gain_personalised_vs_best_local"] < 0 for g in gains.values()),
         **{k: v for k, v in sel.items() if k.endswith("_mean_brand")},
         "federated_minus_centralized": sel["auc_federated"] - sel["auc_centralized"],
         "small_brands": small,
@@ -312,12 +352,13 @@ def plots(name: str, res: dict, curves: dict) -> list[str]:
     brands = list(per_brand)
     x = np.arange(len(brands))
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    for off, key, label in ((-0.27, "auc_local_only", "local-only"), (0.0, "auc_federated", "federated"),
-                            (0.27, "auc_centralized", "centralized")):
-        ax.bar(x + off, [per_brand[b][key] for b in brands], 0.27, label=label)
+    for off, key, label in ((-0.3, "auc_local_only", "local-only"), (-0.1, "auc_federated", "federated"),
+                            (0.1, "auc_personalised", "personalised"), (0.3, "auc_centralized", "centralized")):
+        ax.bar(x + off, [per_brand[b][key] for b in brands], 0.2, label=label)
     for i, b in enumerate(brands):
         lo, hi = gains[b]["ci95"]
-        ax.annotate(f"{gains[b]['gain']:+.3f}\n[{lo:+.3f}, {hi:+.3f}]", (i, max(per_brand[b].values()) + 0.01), ha="center", fontsize=6)
+        ax.annotate(f"{gains[b]['gain']:+.3f}\n[{lo:+.3f}, {hi:+.3f}]", (i, max(v for v in per_brand[b].values() if isinstance(v, float)) + 0.01),
+                    ha="center", fontsize=6)
     ax.set_xticks(x, [f"{b}\ntrain {gains[b]['n_train']}\ntest {gains[b]['n_test']}" for b in brands], fontsize=7)
     ax.set_ylim(0.5, 1.05)
     ax.set_ylabel("AUC on the brand's own held-out rows")
@@ -336,23 +377,23 @@ def plots(name: str, res: dict, curves: dict) -> list[str]:
 
 def psi_overlap(n: int = 100_000) -> dict:
     """The audience-overlap protocol of gateway/services/overlap.py on two sets of `n` members (half
-    shared), as the two gateways run it: the initiator's request, the responder's setup and answer, the
-    initiator's count. Seconds end to end (one after the other, as over HTTP) and the bytes exchanged."""
+    shared), as the two gateways run it (its own functions, each step on the machine's cores): the
+    initiator's request, the responder's setup and answer, the initiator's count. Seconds end to end
+    (one after the other, as over HTTP) and the bytes exchanged."""
     import private_set_intersection.python as psi
 
-    from gateway.services.overlap import FPR, padded
+    from gateway.services.overlap import THREADS, padded, psi_answer, psi_count, psi_request
 
     mine = padded([f"phone:+86138{i:08d}" for i in range(n)])
     theirs = padded([f"phone:+86138{i:08d}" for i in range(n // 2, n + n // 2)])
     began = time.monotonic()
     client, server = psi.client.CreateWithNewKey(False), psi.server.CreateWithNewKey(False)
-    request = client.CreateRequest(mine)
-    setup = server.CreateSetupMessage(FPR, len(request.encrypted_elements), theirs, psi.DataStructure.GCS)
-    response = server.ProcessRequest(request)
-    shared = client.GetIntersectionSize(setup, response)
+    request = psi_request(client, mine)
+    setup, response = psi_answer(server, request, theirs)
+    shared = psi_count(client, setup, response)
     seconds = time.monotonic() - began
     assert shared == n // 2, shared
-    return {f"psi_overlap_{n // 1000}k_s": round(seconds, 2),
+    return {f"psi_overlap_{n // 1000}k_s": round(seconds, 2), "psi_threads": THREADS,
             f"psi_overlap_{n // 1000}k_bytes": len(request.SerializeToString()) + len(setup.SerializeToString()) + len(response.SerializeToString())}
 
 
@@ -384,10 +425,11 @@ def main() -> None:
     result["population"] = {k: manifest[k] for k in ("schema", "size", "seed", "persons", "total_members", "train_as_of", "wall_s")} | {
         "brands": {b["brand_id"]: b["counts"]["members"] for b in manifest["brands"]}}
     if "--skip-telco" not in sys.argv:
-        base = {"data-source": "telco", "seed": 7}
-        telco, curves = task_block(all_brands(base, 4), base, tmp, "telco", full=False)
-        result["telco"] = telco
-        files += plots("telco", telco, curves)
+        for name, split, n in (("telco", "payment", 4), ("telco_hetero", "contract", 3)):
+            base = {"data-source": "telco", "telco-split": split, "seed": 7}
+            block, curves = task_block(all_brands(base, n), base, tmp, name, full=False)
+            result[name] = {"split_by": split, **block}
+            files += plots(name, block, curves)
     if "--with-synthetic" in sys.argv:
         base = {"data-source": "synthetic", "seed": 7}
         brands = all_brands(base, 5)

@@ -6,6 +6,8 @@ What leaves a brand (and the tests inspect the real reply messages for it):
   one uint8 array of booster bytes for XGBoost), a ``MetricRecord`` with the brand's FedAvg weight
   (``weight``: its training count plus Laplace noise of scale 1 / ``weight-dp-epsilon``; and
   ``unit-weight``, 1, for client-level DP), and a ``ConfigRecord`` with the brand's id;
+* personalise replies (after the last round): which candidate the brand chose and the SHA-256 of
+  its personal model (:mod:`federation.personalise`), which stays at the brand;
 * evaluate replies: two 100-bin score histograms (positives / negatives per score bin) with
   Laplace noise of scale 1 / ``eval-dp-epsilon`` on every bin, from which the operator computes
   each brand's and the pooled AUC.
@@ -31,9 +33,9 @@ from flwr.common import Code, EvaluateRes, FitRes, Status, ndarrays_to_parameter
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
 from flwr.compat.common import recorddict_compat as compat
 
-from federation import models
+from federation import models, personalise
 from federation.config import resolve
-from federation.data import BrandData, load_partition
+from federation.data import BrandData, keep_personal_model, load_partition
 
 LR_KEYS = ("w", "b")
 PLAIN_COUNT = "fitres.num_examples"  # where Flower's legacy FitRes keeps the example count
@@ -142,6 +144,17 @@ def local_evaluate(cfg: dict[str, Any], data: BrandData, arrays: dict[str, np.nd
     return {"weight": 1.0, "unit-weight": 1.0, "hist-pos": noisy[0], "hist-neg": noisy[1]}
 
 
+def local_personalise(cfg: dict[str, Any], data: BrandData, context: Context, global_model: bytes) -> dict[str, Any]:
+    """Adapt the released global model on the brand's own rows and keep the result at the brand."""
+    kind = "xgb" if cfg["model"] == "xgb" else "logreg"
+    adaptation = personalise.adapt(cfg, data.X, data.y, kind, global_model, brand_index=_brand_index(context),
+                                   federated_dp=dp_plan(cfg, data.n_train))
+    model = adaptation.model.serialise()
+    kept = keep_personal_model(cfg, context.node_config, global_sha256=models.sha256_hex(global_model),
+                               choice=adaptation.choice, model=model)
+    return {"brand-id": data.brand_id, "choice": adaptation.choice, "model-sha256": models.sha256_hex(model), "kept": kept}
+
+
 def _legacy_arrays(params: Any, cfg: dict[str, Any]) -> dict[str, np.ndarray]:
     nds = parameters_to_ndarrays(params)
     if cfg["model"] == "xgb":
@@ -186,6 +199,16 @@ def build_client_app(overrides: dict[str, Any] | None = None) -> ClientApp:
             }
         )
         return Message(content=reply, reply_to=msg)
+
+    @app.train("personalise")
+    def personalise_(msg: Message, context: Context) -> Message:
+        cfg, context = resolve(context, overrides)
+        released = msg.content["model"]["bytes"].numpy().tobytes()
+        if models.sha256_hex(released) != str(msg.content["config"]["model-sha256"]):
+            raise ValueError("the global model sent for personalisation does not match its SHA-256")
+        data = load_partition(context, processing_ref(msg, context, "personalise"))
+        reply = local_personalise(cfg, data, context, released)
+        return Message(content=RecordDict({"personal": ConfigRecord(reply)}), reply_to=msg)
 
     @app.evaluate()
     def evaluate(msg: Message, context: Context) -> Message:

@@ -57,6 +57,16 @@ as-of                ``gateway`` source: as-of time of the training features (IS
 eval-as-of           ``gateway`` source: as-of time of the held-out rows (empty = the map's
                      ``eval_as_of``, else as-of + 90 days)
 round-timeout        seconds the server waits for replies in a round
+personalise          ``true``: after the last round every brand adapts the global model on its own
+                     rows and keeps the candidate that validates best (:mod:`federation.personalise`)
+personal-folds       cross-validation folds a brand chooses its candidate on
+personal-epochs      epochs of the fine-tuned logistic regression (and of every DP-SGD adaptation)
+personal-mu          its proximal pull towards the global weights
+personal-trees       trees the fine-tuned XGBoost adds, at ``personal-eta``
+personal-dp-epsilon  under record-level DP: the epsilon of a brand's personal model as a whole
+                     (federated rounds and adaptation composed; <= dp-epsilon: no adaptation)
+telco-split          ``telco`` source: brands by ``payment`` method (4) or by ``contract`` (3, base
+                     rates of 43%, 11% and 3% churn)
 """
 
 from __future__ import annotations
@@ -102,6 +112,14 @@ DEFAULTS: dict[str, Any] = {
     "as-of": "",
     "eval-as-of": "",
     "round-timeout": 600.0,
+    "personalise": True,
+    "personal-folds": 4,
+    "personal-epochs": 10,
+    "personal-mu": 0.1,
+    "personal-trees": 5,
+    "personal-eta": 0.1,
+    "personal-dp-epsilon": 0.0,
+    "telco-split": "payment",
 }
 
 def toml_value(value: Any) -> str:

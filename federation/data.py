@@ -61,6 +61,15 @@ TELCO_BRANDS: tuple[str, ...] = (
     "Credit card (automatic)",
 )
 
+#: Ways to split the telco sample into brands: the column that makes a brand, and the brands in
+#: partition order. ``contract`` gives brands whose churn base rates differ strongly (about 43%
+#: month-to-month, 11% one-year, 3% two-year): a prepaid carrier, a mainstream one and a contract
+#: carrier, where one global model cannot fit every brand's rate and drivers.
+TELCO_SPLITS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "payment": ("PaymentMethod", TELCO_BRANDS),
+    "contract": ("Contract", ("Month-to-month", "One year", "Two year")),
+}
+
 _YES_NO = ("gender", "SeniorCitizen", "Partner", "Dependents", "PhoneService", "PaperlessBilling")
 _CATEGORIES: dict[str, tuple[str, ...]] = {
     "MultipleLines": ("No", "Yes", "No phone service"),
@@ -250,35 +259,40 @@ def _telco_rows(path: str) -> tuple[dict[str, str], ...]:
         return tuple(csv.DictReader(fh))
 
 
-def telco_brand(brand: int | str, seed: int, path: str = TELCO_CSV) -> BrandData:
-    """Brand = one PaymentMethod; only that brand's rows are encoded."""
-    method = TELCO_BRANDS[brand] if isinstance(brand, int) else brand
-    if method not in TELCO_BRANDS:
-        raise ValueError(f"unknown telco brand {method!r}")
-    rows = [r for r in _telco_rows(path) if r["PaymentMethod"] == method]
+def telco_brand(brand: int | str, seed: int, path: str = TELCO_CSV, split: str = "payment") -> BrandData:
+    """Brand = one value of the split's column (``TELCO_SPLITS``); only that brand's rows are encoded."""
+    if split not in TELCO_SPLITS:
+        raise ValueError(f"unknown telco split {split!r}; one of {sorted(TELCO_SPLITS)}")
+    column, values = TELCO_SPLITS[split]
+    value = values[brand] if isinstance(brand, int) else brand
+    if value not in values:
+        raise ValueError(f"unknown telco brand {value!r}")
+    rows = [r for r in _telco_rows(path) if r[column] == value]
     X = np.asarray([encode_telco_row(r) for r in rows], dtype=np.float32)
     y = np.asarray([1 if r["Churn"] == "Yes" else 0 for r in rows], dtype=np.int64)
     ids = [r["customerID"] for r in rows]
     # Fixed split: a seeded permutation of the brand's rows ordered by customer id.
     order_by_id = np.argsort(ids, kind="stable")
-    digest = int(hashlib.sha256(method.encode()).hexdigest()[:8], 16)
+    digest = int(hashlib.sha256(value.encode()).hexdigest()[:8], 16)
     perm = order_by_id[np.random.default_rng([seed, digest]).permutation(len(ids))]
-    slug = method.split(" (")[0].lower().replace(" ", "-")
+    slug = value.split(" (")[0].lower().replace(" ", "-")
     return _split(f"telco-{slug}", X, y, ids, perm, telco_feature_names())
 
 
 @functools.lru_cache(maxsize=16)
-def _telco_cached(brand: int, seed: int) -> BrandData:
-    return telco_brand(brand, seed)
+def _telco_cached(brand: int, seed: int, split: str) -> BrandData:
+    return telco_brand(brand, seed, split=split)
 
 
 def _telco_source(cfg: Mapping[str, Any], node_config: Mapping[str, Any]) -> BrandData:
-    if "brand-id" in node_config and str(node_config["brand-id"]) in TELCO_BRANDS:
-        return telco_brand(str(node_config["brand-id"]), int(cfg["seed"]))
+    split = str(cfg["telco-split"])
+    values = TELCO_SPLITS[split][1] if split in TELCO_SPLITS else ()
+    if "brand-id" in node_config and str(node_config["brand-id"]) in values:
+        return telco_brand(str(node_config["brand-id"]), int(cfg["seed"]), split=split)
     pid, _ = partition_index(node_config)
-    if pid >= len(TELCO_BRANDS):
-        raise ValueError(f"the telco split has {len(TELCO_BRANDS)} brands; partition-id {pid} is out of range")
-    return _telco_cached(pid, int(cfg["seed"]))
+    if split in TELCO_SPLITS and pid >= len(values):
+        raise ValueError(f"the telco split has {len(values)} brands (by {split}); partition-id {pid} is out of range")
+    return _telco_cached(pid, int(cfg["seed"]), split)
 
 
 register_source("synthetic", _synthetic_source, lambda cfg: [f"x{j}" for j in range(SYNTHETIC_DIM)])
@@ -424,6 +438,20 @@ def _gateway_source(cfg: Mapping[str, Any], node_config: Mapping[str, Any]) -> B
         row_ids=list(train.member_refs),
         test_row_ids=list(test.member_refs),
     )
+
+
+def keep_personal_model(cfg: Mapping[str, Any], node_config: Mapping[str, Any], *, global_sha256: str, choice: str,
+                        model: bytes) -> bool:
+    """Keep a brand's personal model where the brand keeps its data: the ``gateway`` source stores it in
+    the brand's database (campaigns score with it); other sources keep nothing. True if stored."""
+    if str(cfg["data-source"]) != "gateway":
+        return False
+    from gateway.services import personal
+
+    _, url, _ = gateway_brand(cfg, node_config)
+    with _engine(url).begin() as conn:
+        personal.store(conn, global_sha256=global_sha256, task=str(cfg["task"]), choice=choice, model=model)
+    return True
 
 
 def _gateway_schema(cfg: Mapping[str, Any]) -> list[str]:

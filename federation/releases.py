@@ -191,7 +191,8 @@ def publish_release(record: dict[str, Any], gateways: dict[str, Any], *, actor: 
 def record_release(record: dict[str, Any], gw: Any, *, actor: str, anchor: bool = True) -> dict[str, Any]:
     """Record a release in one participating gateway's audit log and anchor that log of releases.
 
-    One audit entry ``model.released`` with :func:`audit_summary`; then (when the gateway has a
+    One audit entry ``model.released`` with :func:`audit_summary` and the brand's own model of it
+    (``personal_model``: the candidate it uses, checked against its database); then (when the gateway has a
     chain) the ConsentAnchor post of kind ``model-releases`` with period = release number at this
     brand, size = number of releases, root = Merkle root over the release record digests, signed
     with the brand's own key, and an audit entry ``model-releases.anchored`` with the transaction.
@@ -219,7 +220,14 @@ def record_release(record: dict[str, Any], gw: Any, *, actor: str, anchor: bool 
             period = digests.index(summary["record_digest"]) + 1
             return {"audit_seq": seq, "period": period, "size": period, "root": releases_root(digests[:period]).hex(),
                     "tx_hash": None, "already_recorded": True}
-        entry = audit.record(session, actor, RELEASE_AUDIT_ACTION, now, **summary)
+        personal = ((record.get("personalisation") or {}).get("brands") or {}).get(brand)
+        if personal and personal.get("kept"):
+            from gateway.services.personal import load as load_personal
+
+            held = load_personal(session.connection(), str(record["model_sha256"]))
+            if held is None or sha256_hex(held) != personal.get("model_sha256"):
+                raise ValueError(f"release {record['model_version']} names a personal model of {brand} that its database does not hold")
+        entry = audit.record(session, actor, RELEASE_AUDIT_ACTION, now, **summary, personal_model=personal)
         digests = [*recorded, summary["record_digest"]]
         res: dict[str, Any] = {"audit_seq": entry.seq, "period": len(digests), "size": len(digests),
                                "root": releases_root(digests).hex(), "tx_hash": None, "already_recorded": False}

@@ -1,7 +1,9 @@
 """Local scoring with a released model, and campaign targeting under the ``marketing`` consent.
 
-A gateway scores its *own* members, in its own process, with a released global model and the
-same feature definition the model was trained on (:func:`federation.features.read_features`).
+A gateway scores its *own* members, in its own process, with a released model and the same feature
+definition the model was trained on (:func:`federation.features.read_features`): its own personal
+model of the release where the release records one for the brand (:func:`for_brand`), else the
+global model.
 Nothing leaves the gateway but what the operator's campaign asks for: the targeting list.
 
 Campaign targeting returns scores only for members whose ``marketing`` consent is granted at the
@@ -24,6 +26,7 @@ import numpy as np
 
 from federation import features as feats
 from federation import models
+from federation.personalise import PersonalModel
 from federation.releases import load_release, model_path
 
 
@@ -31,12 +34,20 @@ from federation.releases import load_release, model_path
 class ReleasedModel:
     record: dict[str, Any]
     blob: bytes
+    personal: PersonalModel | None = None  # the brand's own adaptation of it (federation.personalise)
 
     @property
     def kind(self) -> str:
         return str(self.record["model"])
 
+    @property
+    def uses(self) -> str:
+        """Which model scores: ``global`` or the brand's personal candidate."""
+        return self.personal.choice if self.personal is not None else "global"
+
     def predict(self, X: np.ndarray) -> np.ndarray:
+        if self.personal is not None:
+            return self.personal.predict(X)
         if self.kind == "xgb":
             return models.xgb_predict(self.blob, X)
         return models.lr_predict(models.deserialise_logreg(self.blob), X)
@@ -52,6 +63,21 @@ def load_model(release_path: str | Path) -> ReleasedModel:
     if list(rec.get("feature_names") or []) != list(feats.FEATURE_NAMES):
         raise ValueError("the release was not trained on the alliance feature definition (federation.features)")
     return ReleasedModel(rec, blob)
+
+
+def for_brand(model: ReleasedModel, engine: Any, brand_id: str) -> ReleasedModel:
+    """The model this brand scores with: its personal model where the release records one for it (read
+    from its own database and refused unless it is exactly the model the release names), else the global."""
+    from gateway.services import personal
+
+    entry = ((model.record.get("personalisation") or {}).get("brands") or {}).get(brand_id)
+    if not entry or entry.get("uses") == "global":
+        return model
+    with engine.connect() as conn:
+        blob = personal.load(conn, str(model.record["model_sha256"]))
+    if blob is None or models.sha256_hex(blob) != entry.get("model_sha256"):
+        raise ValueError(f"release {model.record['model_version']} names a personal model of this brand that its database does not hold")
+    return ReleasedModel(model.record, model.blob, PersonalModel.parse(blob))
 
 
 @dataclass(frozen=True)
@@ -107,4 +133,4 @@ def campaign_targets(engine: Any, model: ReleasedModel, *, as_of: Any = None, to
 
 def targeting_report(rows: list[dict[str, Any]], model: ReleasedModel) -> str:
     return json.dumps({"model_version": model.record["model_version"], "model_sha256": model.record["model_sha256"],
-                       "count": len(rows), "targets": rows}, indent=2)
+                       "model_used": model.uses, "count": len(rows), "targets": rows}, indent=2)

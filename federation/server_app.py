@@ -16,6 +16,10 @@ Record-level DP (``dp-epsilon > 0``) happens inside every brand (DP-SGD, see
 :mod:`federation.models`); brands report the (noise multiplier, sample rate, steps) they used
 and the operator recomputes epsilon with :class:`privacy.dp.PrivacyAccountant` for the release.
 
+After the last round, every brand adapts the global model on its own rows (``personalise``, see
+:mod:`federation.personalise`); the operator learns only which candidate each brand uses and the
+SHA-256 of its personal model, which stays at the brand.
+
 Every run ends with a release record (:mod:`federation.releases`).  A ServerApp built with the
 brands' gateways (``build_server_app(gateways=...)``: the simulation over gateway databases, the
 demo) then publishes it with :func:`federation.releases.publish_release`: an audit entry in every
@@ -28,7 +32,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterable
-from logging import INFO
+from logging import INFO, WARNING
 from typing import Any
 
 import numpy as np
@@ -37,7 +41,7 @@ from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp import strategy as st
 from flwr.supercore import log
 
-from federation import models
+from federation import models, personalise
 from federation.config import resolve
 from federation.data import feature_names_for
 from federation.releases import publish_release, write_release
@@ -286,6 +290,20 @@ def privacy_section(cfg: dict[str, Any], recorder: RunRecorder, client_dp_spent:
         "mechanism": "Laplace noise of scale 1/epsilon on the training count each brand sends as its FedAvg weight "
                      "(under SecAgg+ the true counts are summed inside the masked vectors instead)",
     }
+    personal = None
+    if cfg["personalise"] and record_level is not None:
+        adapting = float(cfg["personal-dp-epsilon"]) > float(cfg["dp-epsilon"])
+        personal = {
+            "unit": "member",
+            "epsilon": float(cfg["personal-dp-epsilon"]) if adapting else record_level["epsilon"],
+            "delta": delta,
+            "mechanism": "DP-SGD with one noise multiplier for every adaptation training, calibrated by each brand"
+                         if adapting else "none: without a budget above dp-epsilon every brand keeps the global model",
+            "accountant": "dp_accounting.rdp via privacy.dp.calibrate_noise_multiplier(after=the brand's federated rounds)",
+            "covers": "a brand's personal model as a whole: its federated rounds and every adaptation training "
+                      "(each cross-validation fold and the refit, each counted as a pass over all its rows), composed",
+            "not_covered": "which candidate a brand chose (on its out-of-fold scores) and so uses",
+        }
     guarantee = "+".join(g for g, x in (("record-level", record_level), ("client-level", client_level)) if x) or "none"
     return {
         "guarantee": guarantee,
@@ -295,6 +313,7 @@ def privacy_section(cfg: dict[str, Any], recorder: RunRecorder, client_dp_spent:
         "client_level": client_level,
         "evaluation": evaluation,
         "aggregation_weights": weights,
+        "personalisation": personal,
         "not_covered": [
             "which brands took part in which round (named in this record)",
             "the model updates themselves when record-level DP is off (without SecAgg+ the operator sees each brand's update)",
@@ -395,6 +414,35 @@ def _run_secagg(grid: Grid, context: Context, cfg: dict[str, Any], dim: int, num
     return {"w": params[0], "b": params[1]}, None
 
 
+def personalise_brands(grid: Grid, cfg: dict[str, Any], blob: bytes) -> dict[str, dict[str, Any]]:
+    """Every connected brand adapts the released model ``blob`` on its own rows; returns brand id ->
+    what it uses (the candidate, its personal model's SHA-256, whether the brand kept it). A brand
+    that fails or does not answer in time uses the global model."""
+    content = RecordDict({
+        "model": ArrayRecord({"bytes": Array(np.frombuffer(blob, dtype=np.uint8).copy())}),
+        "config": ConfigRecord({"model-sha256": models.sha256_hex(blob), "server-round": int(cfg["num-rounds"])}),
+    })
+    messages = [Message(content=content, dst_node_id=node, message_type="train.personalise") for node in grid.get_node_ids()]
+    uses: dict[str, dict[str, Any]] = {}
+    for reply in grid.send_and_receive(messages, timeout=float(cfg["round-timeout"])):
+        if reply.has_error():
+            log(WARNING, "alliance: a brand could not personalise the model: %s", reply.error.reason)
+            continue
+        r = reply.content["personal"]
+        uses[str(r["brand-id"])] = {"uses": str(r["choice"]), "model_sha256": str(r["model-sha256"]), "kept": bool(r["kept"])}
+    return uses
+
+
+def personalisation_section(cfg: dict[str, Any], uses: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The release record's account of the brands' personal models."""
+    return {
+        "enabled": bool(cfg["personalise"]),
+        "candidates": list(personalise.CANDIDATES),
+        "chosen_on": f"{int(cfg['personal-folds'])}-fold cross-validation over each brand's own training members (out-of-fold AUC)",
+        "brands": uses,
+    }
+
+
 class _WireTap:
     """The Grid, with every reply the operator receives handed to `tap` first."""
 
@@ -445,6 +493,7 @@ def build_server_app(overrides: dict[str, Any] | None = None, gateways: dict[str
             blob, fmt = final["0"].tobytes(), "xgboost.json"
         else:
             blob, fmt = models.serialise_logreg(final, names), "alliance.logreg/1"
+        uses = personalise_brands(grid, cfg, blob) if cfg["personalise"] else {}
         rounds = recorder.metrics_per_round()
         completed = [r["round"] for r in rounds if r.get("train_brands")]
         final_metrics = next((r["evaluate"] for r in reversed(rounds) if "evaluate" in r), {})
@@ -463,6 +512,7 @@ def build_server_app(overrides: dict[str, Any] | None = None, gateways: dict[str
                 "rounds_completed": len(completed),
                 "participating_brands": sorted(recorder.brands),
                 "privacy": privacy_section(cfg, recorder, spent),
+                "personalisation": personalisation_section(cfg, uses),
                 "secure_aggregation": {
                     "enabled": bool(cfg["secagg"]),
                     "protocol": "SecAgg+" if cfg["secagg"] else None,

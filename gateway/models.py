@@ -185,6 +185,20 @@ class ProgrammeVersion(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
+class PersonalModel(Base):
+    """This brand's personal model of a released global model (federation.personalise): trained on its
+    own members' rows, it never leaves the gateway; campaigns score with it."""
+
+    __tablename__ = "personal_models"
+
+    global_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)  # the release it adapts
+    task: Mapped[str] = mapped_column(String(16))
+    choice: Mapped[str] = mapped_column(String(32))
+    model: Mapped[bytes] = mapped_column(LargeBinary)
+    model_sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
 class LogAnchor(Base):
     """A Merkle root of one of the logs, posted on chain (ConsentAnchor)."""
 

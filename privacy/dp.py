@@ -92,6 +92,13 @@ def _dpsgd_event(noise_multiplier: float, sample_rate: float) -> dp_accounting.D
     return dp_accounting.PoissonSampledDpEvent(sample_rate, dp_accounting.GaussianDpEvent(noise_multiplier))
 
 
+Run = tuple[float, float, int]  # one DP-SGD run: (noise multiplier, sample rate, steps)
+
+
+def _composed(runs: list[Run] | tuple[Run, ...]) -> dp_accounting.DpEvent:
+    return dp_accounting.ComposedDpEvent([dp_accounting.SelfComposedDpEvent(_dpsgd_event(nm, q), n) for nm, q, n in runs])
+
+
 def _new_accountant(kind: str) -> dp_accounting.PrivacyAccountant:
     if kind == "rdp":
         return rdp.RdpAccountant()
@@ -211,11 +218,20 @@ def dpsgd_epsilon(
     *,
     accountant: AccountantKind = "rdp",
     conversion: Conversion = "improved",
+    after: tuple[Run, ...] = (),
 ) -> float:
-    """Epsilon of ``steps`` DP-SGD steps (one-shot form of :class:`PrivacyAccountant`)."""
+    """Epsilon of ``steps`` DP-SGD steps (one-shot form of :class:`PrivacyAccountant`).
+
+    ``after``: earlier DP-SGD runs on the same records, ``(noise_multiplier, sample_rate, steps)``
+    each; the result is the epsilon of all of them composed (RDP accountant)."""
+    if after:
+        accountant_ = rdp.RdpAccountant()
+        accountant_.compose(_composed([*after, (noise_multiplier, sample_rate, steps)]))
+        return float(accountant_.get_epsilon(_delta(delta)))
     acc = PrivacyAccountant(noise_multiplier, sample_rate, accountant=accountant)
     acc.step(steps)
     return acc.epsilon(delta, conversion=conversion)
+
 
 
 def calibrate_noise_multiplier(
@@ -225,8 +241,10 @@ def calibrate_noise_multiplier(
     steps: int,
     *,
     tol: float = 1e-4,
+    after: tuple[Run, ...] = (),
 ) -> float:
-    """Smallest noise multiplier whose DP-SGD run of ``steps`` stays within ``target_epsilon`` at ``delta``.
+    """Smallest noise multiplier whose DP-SGD run of ``steps`` stays within ``target_epsilon`` at ``delta``
+    (composed with the earlier runs ``after`` on the same records, when given).
 
     Uses ``dp_accounting.calibrate_dp_mechanism`` (a bracketed root search)
     over the RDP accountant, then rounds up to the tolerance grid and checks
@@ -240,6 +258,8 @@ def calibrate_noise_multiplier(
     tol = _positive("tol", tol)
 
     def make_event(nm: float) -> dp_accounting.DpEvent:
+        if after:
+            return _composed([*after, (nm, q, steps)])
         return dp_accounting.SelfComposedDpEvent(_dpsgd_event(nm, q), steps)
 
     try:
@@ -257,7 +277,7 @@ def calibrate_noise_multiplier(
         raise DPError("no noise multiplier reaches that epsilon; the budget is too small") from None
     # Round up onto the tolerance grid, and step up if rounding landed short.
     nm = round(math.ceil(nm / tol) * tol, 12)
-    while dpsgd_epsilon(nm, q, steps, d) > eps:
+    while dpsgd_epsilon(nm, q, steps, d, after=after) > eps:
         nm = round(nm + tol, 12)
     return nm
 

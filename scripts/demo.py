@@ -60,19 +60,20 @@ def federated_training(console: Console, workdir: Path, brands: dict) -> None:
     for name in ("flwr", "absl"):  # round-by-round logs and accountant notes; the figures are printed below
         logging.getLogger(name).setLevel(logging.ERROR)
     rec = simulate({"data-source": "gateway", "gateway-map": str(workdir / "population" / "population.json"), "task": "churn",
-                    "num-rounds": 5, "local-epochs": 3, "dp-epsilon": 4.0, "dp-delta": 1e-5},
+                    "num-rounds": 5, "local-epochs": 3, "dp-epsilon": 4.0, "personal-dp-epsilon": 6.0, "dp-delta": 1e-5},
                    len(brands), release_dir=workdir / "releases", gateways=gateways)
     last = rec["metrics_per_round"][-1]
     table = Table(title=f"Churn (no purchase in 90 days): {rec['rounds_completed']} FedAvg rounds, each brand on its own database")
-    for column in ("brand", "held-out AUC (from noisy histograms)"):
+    for column in ("brand", "held-out AUC (from noisy histograms)", "its own model (kept at the brand)"):
         table.add_column(column, justify="left" if column == "brand" else "right")
     for bid in brands:
-        table.add_row(BRANDS[bid].name, f"{last['per_brand'][bid]['auc']:.3f}")
+        table.add_row(BRANDS[bid].name, f"{last['per_brand'][bid]['auc']:.3f}", rec["personalisation"]["brands"][bid]["uses"])
     console.print(table)
     privacy = rec["privacy"]
     console.print(f"pooled held-out AUC {rec['final_metrics']['auc_pooled']:.3f}; record-level DP-SGD inside each brand: "
                   f"epsilon {privacy['record_level']['epsilon']:g} at delta {privacy['delta']:g} (each brand calibrates its noise "
-                  f"on its own count, which never leaves it); evaluation histograms: epsilon {privacy['evaluation']['epsilon']:g}")
+                  f"on its own count, which never leaves it), {privacy['personalisation']['epsilon']:g} for a brand's own model "
+                  f"with its adaptation; evaluation histograms: epsilon {privacy['evaluation']['epsilon']:g}")
     txs = ", ".join(f"{BRANDS[bid].name} {p['tx_hash'][:12]}..." for bid, p in sorted(rec["_published"].items()))
     console.print(f"release {rec['model_version']} (model sha256 {rec['model_sha256'][:16]}...) recorded in every brand's "
                   f"audit log and anchored on chain: {txs}")

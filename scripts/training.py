@@ -49,7 +49,7 @@ def run_config(spec: AllianceSpec, task: str, now: datetime | None = None) -> di
     brands = len(spec.brands)
     cfg = effective({
         "task": task, "data-source": "gateway", "num-rounds": 5, "min-brands": min(2, brands), "wait-brands": brands,
-        "round-timeout": 120.0, "dp-epsilon": 8.0, "secagg-num-shares": brands if brands % 2 else brands - 1,
+        "round-timeout": 120.0, "dp-epsilon": 8.0, "personal-dp-epsilon": 10.0, "secagg-num-shares": brands if brands % 2 else brands - 1,
         "secagg-threshold": max(2, brands // 2 + 1), "release-dir": str(release_dir(spec)),
         "as-of": (now - 2 * window).isoformat(), "eval-as-of": (now - window).isoformat(),
     } | spec.federation.training.run_config | {"task": task})

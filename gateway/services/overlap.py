@@ -29,8 +29,10 @@ import base64
 import contextlib
 import hashlib
 import json
+import os
 import secrets
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -61,6 +63,65 @@ def _psi():
     import private_set_intersection.python as psi
 
     return psi
+
+
+# The library's elliptic-curve work runs outside the GIL: each step is split into chunks on the
+# machine's cores (the same key for every chunk, so the result is that of one call).
+THREADS = max(1, min(4, os.cpu_count() or 1))
+
+
+def _chunks(items: list[Any], n: int = THREADS) -> list[list[Any]]:
+    size = -(-len(items) // n) or 1
+    return [items[i:i + size] for i in range(0, len(items), size)] or [[]]
+
+
+def psi_request(client: Any, identifiers: list[str]) -> Any:
+    """The initiator's PSI request: its identifiers encrypted under the client's key."""
+    psi = _psi()
+    key = client.GetPrivateKeyBytes()
+    with ThreadPoolExecutor(THREADS) as pool:
+        parts = list(pool.map(lambda chunk: psi.client.CreateFromKey(key, False).CreateRequest(chunk), _chunks(identifiers)))
+    request = psi.Request()
+    request.reveal_intersection = False
+    for part in parts:
+        request.encrypted_elements.extend(part.encrypted_elements)
+    return request
+
+
+def psi_answer(server: Any, request: Any, identifiers: list[str]) -> tuple[Any, Any]:
+    """The responder's (setup, response): its own set as a compressed filter, built while the request's
+    elements are encrypted once more under its key."""
+    psi = _psi()
+    key = server.GetPrivateKeyBytes()
+    elements = list(request.encrypted_elements)
+
+    def process(chunk: list[bytes]) -> Any:
+        part = psi.Request()
+        part.reveal_intersection = False
+        part.encrypted_elements.extend(chunk)
+        return psi.server.CreateFromKey(key, False).ProcessRequest(part)
+
+    with ThreadPoolExecutor(THREADS) as pool:
+        setup = pool.submit(server.CreateSetupMessage, FPR, len(elements), identifiers, psi.DataStructure.GCS)
+        parts = list(pool.map(process, _chunks(elements)))
+        response = psi.Response()
+        for part in parts:
+            response.encrypted_elements.extend(part.encrypted_elements)
+        return setup.result(), response
+
+
+def psi_count(client: Any, setup: Any, response: Any) -> int:
+    """The size of the intersection, from the responder's answer (the initiator's side)."""
+    psi = _psi()
+    key = client.GetPrivateKeyBytes()
+
+    def count(chunk: list[bytes]) -> int:  # one client per thread: a client is not safe to share
+        part = psi.Response()
+        part.encrypted_elements.extend(chunk)
+        return int(psi.client.CreateFromKey(key, False).GetIntersectionSize(setup, part))
+
+    with ThreadPoolExecutor(THREADS) as pool:
+        return sum(pool.map(count, _chunks(list(response.encrypted_elements))))
 
 
 def _b64(data: bytes) -> str:
@@ -178,8 +239,8 @@ def respond(gw: Any, body: dict[str, Any]) -> dict[str, Any]:
     server = psi.server.CreateWithNewKey(False)  # cardinality only: the initiator never learns which
     mine = padded(read.identifiers)
     try:
-        setup = server.CreateSetupMessage(FPR, len(request.encrypted_elements), mine, psi.DataStructure.GCS).SerializeToString()
-        response = server.ProcessRequest(request).SerializeToString()
+        setup_message, response_message = psi_answer(server, request, mine)
+        setup, response = setup_message.SerializeToString(), response_message.SerializeToString()
     except RuntimeError as exc:  # points not on the curve, and the like
         raise GatewayError(f"the PSI request is malformed: {exc}") from None
     answer = {"ref": fields["ref"], "responder": gw.brand_address, "request_sha256": hashlib.sha256(_unb64(fields["request"], "request")).hexdigest(),
@@ -227,7 +288,7 @@ def _measure(gw: Any, actor: str, peer_url: str, kind: str, http: httpx.Client) 
     read = consented_set(gw, kind)
     psi = _psi()
     me = psi.client.CreateWithNewKey(False)
-    request = me.CreateRequest(padded(read.identifiers)).SerializeToString()
+    request = psi_request(me, padded(read.identifiers)).SerializeToString()
     fields = {"ref": str(uuid.uuid4()), "kind": kind, "at": now.isoformat(), "initiator": gw.brand_address, "request": _b64(request)}
     try:
         r = http.post(peer_url + "/v1/alliance/overlap", json=fields | {"signature": _sign(gw, fields)})
@@ -253,7 +314,7 @@ def _measure(gw: Any, actor: str, peer_url: str, kind: str, http: httpx.Client) 
     except Exception:
         raise GatewayError(f"{peer_url} answered PSI messages that do not parse") from None
     try:
-        exact = me.GetIntersectionSize(setup, response)  # stays in this function: only the noisy count leaves
+        exact = psi_count(me, setup, response)  # stays in this function: only the noisy count leaves
     except RuntimeError as exc:
         raise GatewayError(f"{peer_url} answered PSI messages that do not fit the request: {exc}") from None
     noisy = max(0, exact + geometric_noise(s.overlap_epsilon))

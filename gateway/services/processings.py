@@ -95,7 +95,7 @@ def _released_model(gw: Gateway, model_version: str | None) -> Any:
         model = scoring.load_model(path)
         if not isinstance(model.record.get("model_version"), str):
             raise KeyError("model_version")
-        return model
+        return scoring.for_brand(model, gw.engine, gw.settings.brand_id)
     except OSError:
         raise Conflict(f"release {name}: its model file cannot be read") from None
     except KeyError as exc:
@@ -129,10 +129,10 @@ def run_campaign(gw: Gateway, actor: str, *, model_version: str | None, top_k: i
         targeting = scoring.select_targets(conn, scored, top_k=top_k, min_score=min_score, now=gw.now())
         record(conn, "campaign", ref, targeting.decided_at, targeting.relied_on)
         audit.record(session, actor, "campaign.targeted", now, campaign_ref=ref, model_version=model.record["model_version"],
-                     model_sha256=model.record["model_sha256"], as_of=as_of.isoformat(), top_k=top_k, min_score=min_score,
-                     targets=len(targeting.rows))
+                     model_sha256=model.record["model_sha256"], model_used=model.uses, as_of=as_of.isoformat(), top_k=top_k,
+                     min_score=min_score, targets=len(targeting.rows))
     return {"campaign_ref": ref, "model_version": model.record["model_version"], "model_sha256": model.record["model_sha256"],
-            "as_of": as_of, "decided_at": targeting.decided_at, "count": len(targeting.rows), "targets": targeting.rows}
+            "model_used": model.uses, "as_of": as_of, "decided_at": targeting.decided_at, "count": len(targeting.rows), "targets": targeting.rows}
 
 
 # ------------------------------------------------------------------------------------ the auditor's listing

@@ -68,6 +68,22 @@ def test_unknown_source_and_partition_are_refused() -> None:
         data.load_partition(_ctx(0, 3, **{"data-source": "nope"}))
     with pytest.raises(ValueError, match="telco split has 4 brands"):
         data.load_partition(_ctx(4, 5, **{"data-source": "telco"}))
+    with pytest.raises(ValueError, match="telco split has 3 brands"):
+        data.load_partition(_ctx(3, 4, **{"data-source": "telco", "telco-split": "contract"}))
+    with pytest.raises(ValueError, match="unknown telco split"):
+        data.load_partition(_ctx(0, 3, **{"data-source": "telco", "telco-split": "region"}))
+
+
+def test_contract_split_gives_brands_with_very_different_base_rates() -> None:
+    """The heterogeneous telco split: one brand per contract type, every customer in exactly one."""
+    brands = data.all_brands({"data-source": "telco", "telco-split": "contract"}, 3)
+    assert [b.brand_id for b in brands] == ["telco-month-to-month", "telco-one-year", "telco-two-year"]
+    rates = [float(np.concatenate([b.y, b.y_test]).mean()) for b in brands]
+    assert rates[0] > 0.4 and 0.08 < rates[1] < 0.15 and rates[2] < 0.05, rates
+    ids = [set(b.row_ids) | set(b.test_row_ids) for b in brands]
+    assert sum(map(len, ids)) == len(set().union(*ids)) == 7043  # the whole sample, no customer twice
+    contract = data.telco_feature_names().index("Contract=Two year")
+    assert (brands[2].X[:, contract] == 1).all() and (brands[0].X[:, contract] == 0).all()
 
 
 def test_flwr_app_toml_matches_the_defaults() -> None:

@@ -331,6 +331,25 @@ def test_short_simulation_on_gateway_source_release_audited_and_anchored(allianc
         assert period == 1 and anchor.size == 1
         assert anchor.root == releases_root([digest]) and anchor.root.hex() == out[b]["root"]
         assert gw.alliance.anchor.is_anchored(gw.brand_address, RELEASE_ANCHOR_KIND, 1, releases_root([digest]))
+    # every brand adapted the model on its own rows after the last round (the read recorded), kept its
+    # personal model in its own database, and its audit entry names the one the release records
+    from federation import scoring
+    from gateway.services import personal
+
+    uses = rec["personalisation"]["brands"]
+    assert set(uses) == set(BRANDS)
+    for b in BRANDS:
+        gw = gws[b]
+        with gw.engine.connect() as conn:
+            refs = set(conn.execute(select(Processing.ref).where(Processing.kind == "training")).scalars())
+            held = personal.load(conn, rec["model_sha256"])
+        assert f"run:{rec['run_id']}:round:3:personalise" in refs
+        assert held is not None and models.sha256_hex(held) == uses[b]["model_sha256"] and uses[b]["kept"] is True
+        with transaction(gw.sessions) as s:
+            released = [json.loads(e.payload) for e in logs.entries(s, AuditLogEntry) if "model.released" in e.payload]
+        assert released[0]["details"]["personal_model"] == uses[b]
+        mine = scoring.for_brand(scoring.load_model(rec["_path"]), gw.engine, b)
+        assert mine.uses == uses[b]["uses"] and (mine.personal is None) == (uses[b]["uses"] == "global")
 
 
 def test_a_release_is_not_published_without_every_participating_gateway(alliance, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from federation import models
+from federation import models, personalise
 from federation.client_app import dp_plan
 from federation.config import effective
 from federation.data import all_brands
@@ -103,7 +103,7 @@ def test_no_message_the_operator_receives_reveals_a_brands_count(tmp_path: Path,
     """Every reply of a run, captured as the operator receives it: no field equals a brand's count of
     training or held-out members, of positives or negatives, or what derives from a count (its DP-SGD
     sample rate, steps, noise multiplier); the histograms' sums are not the counts either."""
-    ov = {"data-source": "synthetic", "num-rounds": 2, "dp-epsilon": 4.0, "seed": 3}
+    ov = {"data-source": "synthetic", "num-rounds": 2, "dp-epsilon": 4.0, "personal-dp-epsilon": 6.0, "seed": 3}
     if secagg:
         ov |= {"secagg": True, "secagg-num-shares": 3, "secagg-threshold": 2}
     replies: list = []
@@ -113,8 +113,12 @@ def test_no_message_the_operator_receives_reveals_a_brands_count(tmp_path: Path,
     secrets_of = {}
     for b in all_brands(ov, 3):
         plan = dp_plan(cfg, b.n_train)
+        adapting = personalise.dp_adaptation_plan(cfg, b.n_train, plan)  # the personalisation's DP-SGD too
         secrets_of[b.brand_id] = [b.n_train, len(b.y_test), int(b.y_test.sum()), int((1 - b.y_test).sum()),
-                                  plan.sample_rate, plan.steps, plan.steps * cfg["num-rounds"], plan.noise_multiplier]
+                                  plan.sample_rate, plan.steps, plan.steps * cfg["num-rounds"], plan.noise_multiplier,
+                                  adapting.sample_rate, adapting.steps, adapting.noise_multiplier]
+    personal = [dict(m.content["personal"]) for m in replies if "personal" in m.content.config_records]
+    assert sorted(p["brand-id"] for p in personal) == sorted(rec["personalisation"]["brands"]) == ["brand-0", "brand-1", "brand-2"]
     seen = [v for m in replies if not m.has_error() for v in _values(m.content) if isinstance(v, (int, float)) and not isinstance(v, bool)]
     for brand, secret in secrets_of.items():
         leaked = [s for s in secret if any(v == pytest.approx(s, rel=1e-9, abs=0) for v in seen)]
