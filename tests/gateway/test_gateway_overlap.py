@@ -109,3 +109,19 @@ def test_the_brand_to_brand_endpoint_takes_only_fresh_signed_requests_of_admitte
         r = b.client.post("/v1/alliance/overlap", json=fields | {"signature": overlap._sign(a.gw, fields)})
         assert r.status_code == 400, (n, r.status_code, r.text)
     assert len({p["ref"] for p in _processings(b)}) == 1  # only the one answered request was a processing
+
+
+def test_the_protocol_split_across_threads_counts_exactly_what_one_call_counts(monkeypatch):
+    """Each PSI step runs in chunks on the machine's cores with one key: the request is element for
+    element the one a single call makes, and the count is exact."""
+    import private_set_intersection.python as psi
+
+    monkeypatch.setattr(overlap, "THREADS", 3)  # more chunks than this machine has cores, unevenly sized
+    mine = overlap.padded([f"phone:+8613800{i:06d}" for i in range(2_500)])
+    theirs = overlap.padded([f"phone:+8613800{i:06d}" for i in range(1_266, 4_000)])
+    client, server = psi.client.CreateWithNewKey(False), psi.server.CreateWithNewKey(False)
+    request = overlap.psi_request(client, mine)
+    assert list(request.encrypted_elements) == list(client.CreateRequest(mine).encrypted_elements)
+    setup, response = overlap.psi_answer(server, request, theirs)
+    assert len(response.encrypted_elements) == len(mine)
+    assert overlap.psi_count(client, setup, response) == 1_234 == client.GetIntersectionSize(setup, server.ProcessRequest(request))
