@@ -28,8 +28,8 @@ brands' base rates, something a global model without a brand feature cannot do; 
 the mean of the per-brand AUCs), ``min_gain_small_brands`` (federated minus local-only AUC, the worst brand
 below median size; ``..._vs_best_local`` takes, per brand, the better of the two local families).
 ``auc_personalised``: each brand scoring with its own personal model of the selected family's release
-(:mod:`federation.personalise`, chosen by each brand in cross-validation on its training rows and
-rebuilt here, checked to be the model the brand kept); ``min_gain_small_brands_personalised``:
+(:mod:`federation.personalise`, chosen by each brand on its validation members, which the federated
+rounds leave out; rebuilt here and checked to be the model the brand kept); ``min_gain_small_brands_personalised``:
 personalised minus the best local-only model of either family (the better one on the held-out rows),
 the worst brand with fewer than 1,000 members; ``brands_worse_than_local``: brands whose 95% interval
 of that gain lies below zero (``brands_below_local``: whose point estimate does).
@@ -214,7 +214,7 @@ def personalised(rec: dict, brands: list[BrandData], cfg: dict) -> dict[str, dic
     blob = (Path(rec["_path"]).parent / rec["model_file"]).read_bytes()
     out = {}
     for i, b in enumerate(brands):
-        adaptation = personalise.adapt(cfg, b.X, b.y, rec["model"], blob, brand_index=i)
+        adaptation = personalise.adapt(cfg, b.X, b.y, b.row_ids, rec["model"], blob, brand_index=i)
         recorded = rec["personalisation"]["brands"][b.brand_id]
         if adaptation.model.sha256 != recorded["model_sha256"]:
             raise RuntimeError(f"{b.brand_id}: the rebuilt personal model is not the one its ClientApp kept")

@@ -22,6 +22,7 @@ needs for that is replaced by 1 before the reply leaves (``private_secaggplus_mo
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any
 
@@ -144,11 +145,20 @@ def local_evaluate(cfg: dict[str, Any], data: BrandData, arrays: dict[str, np.nd
     return {"weight": 1.0, "unit-weight": 1.0, "hist-pos": noisy[0], "hist-neg": noisy[1]}
 
 
+def federated_rows(cfg: dict[str, Any], data: BrandData) -> BrandData:
+    """The rows a brand trains on in the federated rounds: all but its validation members
+    (:func:`federation.personalise.validation_mask`), on which it later chooses its own model."""
+    keep = ~personalise.validation_mask(data.row_ids, cfg)
+    if keep.all():
+        return data
+    return dataclasses.replace(data, X=data.X[keep], y=data.y[keep], row_ids=[r for r, k in zip(data.row_ids, keep) if k])
+
+
 def local_personalise(cfg: dict[str, Any], data: BrandData, context: Context, global_model: bytes) -> dict[str, Any]:
     """Adapt the released global model on the brand's own rows and keep the result at the brand."""
     kind = "xgb" if cfg["model"] == "xgb" else "logreg"
-    adaptation = personalise.adapt(cfg, data.X, data.y, kind, global_model, brand_index=_brand_index(context),
-                                   federated_dp=dp_plan(cfg, data.n_train))
+    adaptation = personalise.adapt(cfg, data.X, data.y, data.row_ids, kind, global_model, brand_index=_brand_index(context),
+                                   federated_dp=dp_plan(cfg, federated_rows(cfg, data).n_train))
     model = adaptation.model.serialise()
     kept = keep_personal_model(cfg, context.node_config, global_sha256=models.sha256_hex(global_model),
                                choice=adaptation.choice, model=model)
@@ -176,7 +186,7 @@ def build_client_app(overrides: dict[str, Any] | None = None) -> ClientApp:
     @app.train()
     def train(msg: Message, context: Context) -> Message:
         cfg, context = resolve(context, overrides)
-        data = load_partition(context, processing_ref(msg, context, "train"))
+        data = federated_rows(cfg, load_partition(context, processing_ref(msg, context, "train")))
         content = msg.content
         if "fitins.parameters" in content.array_records:  # legacy path (SecAgg+ workflow)
             fitins = compat.recorddict_to_fitins(content, keep_input=True)

@@ -59,7 +59,8 @@ eval-as-of           ``gateway`` source: as-of time of the held-out rows (empty 
 round-timeout        seconds the server waits for replies in a round
 personalise          ``true``: after the last round every brand adapts the global model on its own
                      rows and keeps the candidate that validates best (:mod:`federation.personalise`)
-personal-folds       cross-validation folds a brand chooses its candidate on
+personal-holdout     share of each brand's members kept out of the federated rounds to choose its
+                     candidate on (``personalise``; 0 when off)
 personal-epochs      epochs of the fine-tuned logistic regression (and of every DP-SGD adaptation)
 personal-mu          its proximal pull towards the global weights
 personal-trees       trees the fine-tuned XGBoost adds, at ``personal-eta``
@@ -113,7 +114,7 @@ DEFAULTS: dict[str, Any] = {
     "eval-as-of": "",
     "round-timeout": 600.0,
     "personalise": True,
-    "personal-folds": 4,
+    "personal-holdout": 0.25,
     "personal-epochs": 10,
     "personal-mu": 0.1,
     "personal-trees": 5,

@@ -14,16 +14,17 @@ members best on rows it did not train on:
 * ``mixture-0.25|0.5|0.75``: the global model's and the better local model's log-odds mixed with
   the weight given to the global model (the adaptive mixture of APFL, Deng et al. 2020).
 
-Validation: ``personal-folds``-fold cross-validation over the brand's members (each training row
-is one member at the training as-of): every trained candidate is trained on the other folds and
-scores the held-out fold, and the candidate with the best AUC over all out-of-fold scores wins (on a
-tie, the earlier in the list above). The winner is then trained once more on all the rows. A
-brand with fewer than ``personal-folds`` positives or negatives cannot validate and keeps the
-global model.
+Validation: a share of the brand's members (``personal-holdout``, picked by a keyed hash of their
+ids) never takes part in the federated rounds. Every trained candidate is trained on the other
+members, all are scored on these, and the one with the best AUC there wins (on a tie, the earlier in
+the list above). Judged on rows no candidate saw (the global model included, which had seen the
+rest), the choice does not favour the global model at a brand that supplied much of its data. The
+winner is then trained once more on all the brand's rows. A brand with fewer than ``MIN_VALIDATION``
+positives or negatives among its validation members keeps the global model.
 
 Calibration: one global model carries the alliance's base rate, not the brand's (a contract
 carrier's churn rate is a tenth of a prepaid one's). So the chosen candidate's log-odds are rescaled
-to the brand's own rate (Platt scaling: a slope and an intercept fitted on its out-of-fold scores);
+to the brand's own rate (Platt scaling: a slope and an intercept fitted on its validation scores);
 ranking within the brand is unchanged, and scores from different brands' models become comparable.
 
 A personal model is a weighted sum of component models' log-odds, calibrated, serialised with the
@@ -32,8 +33,8 @@ operator learns which candidate a brand chose and the SHA-256 of its model, noth
 
 Record-level DP (``dp-epsilon`` > 0, logistic regression): the adaptation reads member data again,
 so every training it runs is DP-SGD too, with one noise multiplier calibrated so that the brand's
-federated rounds and all its adaptation trainings (every fold and the refit, each counted as a
-full pass over the brand's rows) compose to at most ``personal-dp-epsilon`` (RDP accountant), and
+federated rounds and all its adaptation trainings (each candidate and the refit, each counted as a
+pass over all the brand's rows) compose to at most ``personal-dp-epsilon`` (RDP accountant), and
 there is no calibration (it would read the rows once more).
 Without that budget (``personal-dp-epsilon`` <= ``dp-epsilon``) the brand keeps the global model.
 XGBoost has no DP-SGD, so ``local-xgb`` is not a candidate under DP. The choice among the
@@ -43,8 +44,8 @@ candidates, made on the brand's validation scores, is not covered by that epsilo
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +55,7 @@ from federation import models
 
 FORMAT = "alliance.personal/1"
 MIXTURES = (0.25, 0.5, 0.75)
+MIN_VALIDATION = 5  # positives and negatives a brand needs among its validation members to choose at all
 CANDIDATES = ("global", "fine-tuned", "local-logreg", "local-xgb", *(f"mixture-{a}" for a in MIXTURES))
 
 Component = tuple[float, str, bytes]  # (weight on its log-odds, model kind, model bytes)
@@ -110,7 +112,7 @@ class Adaptation:
     """What one brand's adaptation produced; only ``choice`` and ``model.sha256`` leave the brand."""
 
     model: PersonalModel
-    validation_auc: dict[str, float] = field(default_factory=dict)  # out-of-fold AUC per candidate
+    validation_auc: dict[str, float] = field(default_factory=dict)  # AUC of each candidate on the validation members
     dp_noise_multiplier: float | None = None
 
     @property
@@ -160,88 +162,81 @@ def trained_candidates(dp: bool) -> tuple[str, ...]:
     return ("fine-tuned", "local-logreg") if dp else ("fine-tuned", "local-logreg", "local-xgb")
 
 
-def dp_trainings(cfg: dict[str, Any]) -> int:
-    """DP-SGD trainings one adaptation runs: every trained candidate on every fold, and the refit."""
-    return int(cfg["personal-folds"]) * len(trained_candidates(True)) + 1
+def dp_trainings() -> int:
+    """DP-SGD trainings one adaptation runs: every trained candidate once, and the winner's refit."""
+    return len(trained_candidates(True)) + 1
 
 
-def dp_adaptation_plan(cfg: dict[str, Any], n_train: int, federated: models.DPSGD) -> models.DPSGD | None:
+def dp_adaptation_plan(cfg: dict[str, Any], n_fit: int, federated: models.DPSGD) -> models.DPSGD | None:
     """The adaptation's DP-SGD settings (per training of ``personal-epochs``), its noise calibrated so
     that the brand's federated rounds (``federated``, per round) and all its adaptation trainings
-    compose to ``personal-dp-epsilon``; None when there is no budget left for it."""
+    compose to ``personal-dp-epsilon``; None when there is no budget left for it. ``n_fit``: the rows
+    the candidates train on (the refit on all rows samples at the same rate, so no more often)."""
     from privacy.dp import calibrate_noise_multiplier
 
     target, eps = float(cfg["personal-dp-epsilon"]), float(cfg["dp-epsilon"])
     if not target > eps:
         return None
-    # The smallest training set (a fold's complement) gives the largest sample rate: used for all.
-    q = models.dp_sample_rate(int(cfg["dp-batch-size"]), max(1, n_train - math.ceil(n_train / int(cfg["personal-folds"]))))
-    steps = models.dp_steps_per_round(int(cfg["personal-epochs"]), q) * dp_trainings(cfg)
+    q = models.dp_sample_rate(int(cfg["dp-batch-size"]), max(1, n_fit))
+    steps = models.dp_steps_per_round(int(cfg["personal-epochs"]), q) * dp_trainings()
     before = ((federated.noise_multiplier, federated.sample_rate, federated.steps * int(cfg["num-rounds"])),)
     sigma = calibrate_noise_multiplier(target, float(cfg["dp-delta"]), q, steps, after=before)
     return models.DPSGD(noise_multiplier=sigma, clip=float(cfg["dp-clip"]), sample_rate=q, steps=steps)
 
 
-def platt(z: np.ndarray, y: np.ndarray, iterations: int = 25) -> tuple[float, float]:
-    """(scale, shift) maximising the likelihood of ``y`` under sigmoid(scale * z + shift) (Newton's
-    method, a tiny ridge for stability); the identity if the fit would flip or flatten the ranking."""
-    A = np.column_stack([np.asarray(z, dtype=np.float64), np.ones(len(z))])
-    yf = np.asarray(y, dtype=np.float64)
-    theta = np.array([1.0, 0.0])
-    for _ in range(iterations):
-        p = models.sigmoid(A @ theta)
-        hessian = (A * (p * (1 - p))[:, None]).T @ A + 1e-6 * np.eye(2)
-        theta -= np.linalg.solve(hessian, A.T @ (p - yf))
-    scale, shift = (round(float(v), 6) for v in theta)
+def platt(z: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """(scale, shift) of sigmoid(scale * z + shift) fitted to ``y`` (scikit-learn's logistic regression,
+    lightly regularised); the identity if the fit would flip or flatten the ranking."""
+    from sklearn.linear_model import LogisticRegression
+
+    fit = LogisticRegression(C=100.0).fit(np.asarray(z, dtype=np.float64).reshape(-1, 1), np.asarray(y))
+    scale, shift = round(float(fit.coef_[0][0]), 6), round(float(fit.intercept_[0]), 6)
     return (scale, shift) if np.isfinite([scale, shift]).all() and scale > 1e-3 else (1.0, 0.0)
 
 
-def folds(n: int, k: int, seed: list[int]) -> np.ndarray:
-    """The fold of each row (members at one as-of: one row each)."""
-    return np.random.default_rng(seed).permutation(np.arange(n) % k)
+def validation_mask(row_ids: list[str], cfg: dict[str, Any]) -> np.ndarray:
+    """The brand's validation members: a ``personal-holdout`` share of them, picked by a keyed hash of
+    the member's id (so the same members whatever the order of the rows or who joined since), kept
+    out of the federated rounds: every candidate, the global model too, is judged on rows it never saw."""
+    share = float(cfg["personal-holdout"]) if cfg["personalise"] else 0.0
+    key = f"{int(cfg['seed'])}:validation:".encode()
+    draws = [int.from_bytes(hashlib.sha256(key + str(r).encode()).digest()[:8], "big") / 2**64 for r in row_ids]
+    return np.asarray(draws, dtype=np.float64) < share
 
 
-def adapt(cfg: dict[str, Any], X: np.ndarray, y: np.ndarray, global_kind: str, global_blob: bytes, *,
+def adapt(cfg: dict[str, Any], X: np.ndarray, y: np.ndarray, row_ids: list[str], global_kind: str, global_blob: bytes, *,
           brand_index: int = 0, federated_dp: models.DPSGD | None = None) -> Adaptation:
     """The brand's personal model from the global model and its training rows (see the module)."""
     global_sha = models.sha256_hex(global_blob)
     keep_global = PersonalModel("global", global_sha, ((1.0, global_kind, global_blob),))
-    k = int(cfg["personal-folds"])
     y = np.asarray(y).astype(np.int64)
-    if min(int(y.sum()), int(len(y) - y.sum())) < k:
+    val = validation_mask(row_ids, cfg)
+    fit = ~val
+    if min(int(y[val].sum()), int((1 - y[val]).sum())) < MIN_VALIDATION or min(int(y[fit].sum()), int((1 - y[fit]).sum())) < 2:
         return Adaptation(keep_global)  # too few of a class to validate anything
     dp = None
     if float(cfg["dp-epsilon"]) > 0:
         if federated_dp is None or global_kind != "logreg":
             return Adaptation(keep_global)
-        dp = dp_adaptation_plan(cfg, len(y), federated_dp)
+        dp = dp_adaptation_plan(cfg, int(fit.sum()), federated_dp)
         if dp is None:
             return Adaptation(keep_global)
-    seed = [int(cfg["seed"]), brand_index + 1, 7919]
-    trainer = _Trainer(cfg, global_kind, global_blob, dp, seed)
-    fold = folds(len(y), k, seed)
-    g = _logit(_predict(global_kind, global_blob, X))
-    oof = {"global": g}
+    trainer = _Trainer(cfg, global_kind, global_blob, dp, [int(cfg["seed"]), brand_index + 1, 7919])
+    z = {"global": _logit(_predict(global_kind, global_blob, X[val]))}
     for name in trained_candidates(dp is not None):
-        z = np.zeros(len(y))
-        for f in range(k):
-            kind, blob = trainer.train(name, X[fold != f], y[fold != f])
-            z[fold == f] = _logit(_predict(kind, blob, X[fold == f]))
-        oof[name] = z
-    auc = {name: models.roc_auc(y, z) for name, z in oof.items()}
-    local = max((n for n in oof if n.startswith("local-")), key=lambda n: auc[n])
+        kind, blob = trainer.train(name, X[fit], y[fit])
+        z[name] = _logit(_predict(kind, blob, X[val]))
+    local = max((n for n in z if n.startswith("local-")), key=lambda n: models.roc_auc(y[val], z[n]))
     for a in MIXTURES:
-        auc[f"mixture-{a}"] = models.roc_auc(y, a * g + (1 - a) * oof[local])
+        z[f"mixture-{a}"] = a * z["global"] + (1 - a) * z[local]
+    auc = {name: models.roc_auc(y[val], v) for name, v in z.items()}
     choice = max((n for n in CANDIDATES if n in auc), key=lambda n: (auc[n], -CANDIDATES.index(n)))
-    if choice.startswith("mixture-"):
-        a = float(choice.split("-", 1)[1])
-        z = a * g + (1 - a) * oof[local]
-    else:
-        z = oof[choice]
-    scale, shift = platt(z, y) if dp is None else (1.0, 0.0)
+    scale, shift = platt(z[choice], y[val]) if dp is None else (1.0, 0.0)
+    # The winner, trained once more on all the brand's rows.
     if choice == "global":
         components = keep_global.components
     elif choice.startswith("mixture-"):
+        a = float(choice.split("-", 1)[1])
         kind, blob = trainer.train(local, X, y)
         components = ((a, global_kind, global_blob), (1 - a, kind, blob))
     else:

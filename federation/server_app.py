@@ -301,8 +301,8 @@ def privacy_section(cfg: dict[str, Any], recorder: RunRecorder, client_dp_spent:
                          if adapting else "none: without a budget above dp-epsilon every brand keeps the global model",
             "accountant": "dp_accounting.rdp via privacy.dp.calibrate_noise_multiplier(after=the brand's federated rounds)",
             "covers": "a brand's personal model as a whole: its federated rounds and every adaptation training "
-                      "(each cross-validation fold and the refit, each counted as a pass over all its rows), composed",
-            "not_covered": "which candidate a brand chose (on its out-of-fold scores) and so uses",
+                      "(each candidate and the refit, each counted as a pass over all its rows), composed",
+            "not_covered": "which candidate a brand chose (on its validation members' scores) and so uses",
         }
     guarantee = "+".join(g for g, x in (("record-level", record_level), ("client-level", client_level)) if x) or "none"
     return {
@@ -438,7 +438,7 @@ def personalisation_section(cfg: dict[str, Any], uses: dict[str, dict[str, Any]]
     return {
         "enabled": bool(cfg["personalise"]),
         "candidates": list(personalise.CANDIDATES),
-        "chosen_on": f"{int(cfg['personal-folds'])}-fold cross-validation over each brand's own training members (out-of-fold AUC)",
+        "chosen_on": f"AUC on each brand's validation members ({float(cfg['personal-holdout']):g} of them, kept out of the rounds)",
         "brands": uses,
     }
 

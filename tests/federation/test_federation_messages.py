@@ -15,7 +15,8 @@ from flwr.common import FitIns
 from flwr.compat.common import recorddict_compat as compat
 
 from federation import models
-from federation.client_app import build_client_app
+from federation.client_app import build_client_app, federated_rows
+from federation.config import effective
 from federation.data import BrandData, load_partition
 from federation.models import HIST_BINS
 
@@ -41,14 +42,15 @@ def _all_bytes(content: RecordDict) -> bytes:
     return b"\n".join(parts)
 
 
-def _assert_no_member_data(content: RecordDict, data: BrandData) -> None:
+def _assert_no_member_data(content: RecordDict, data: BrandData, n_trained: int) -> None:
+    """``n_trained``: the rows the brand trained on (all but its validation members)."""
     blob = _all_bytes(content)
     for rid in data.row_ids[:300] + data.test_row_ids[:100]:
         assert rid.encode() not in blob, f"row id {rid} leaked"
     for rec in content.array_records.values():
         for arr in rec.values():
             a = arr.numpy()
-            assert data.n_train not in a.shape and len(data.y_test) not in a.shape
+            assert data.n_train not in a.shape and n_trained not in a.shape and len(data.y_test) not in a.shape
             if a.dtype == np.float32 and a.ndim and a.size >= data.X.shape[1]:
                 # not a feature row of any member
                 for row in data.X[:500]:
@@ -79,6 +81,7 @@ def test_train_and_evaluate_replies_carry_only_model_and_aggregates(source: str,
     run_config = {"data-source": source, "num-rounds": 2, "dp-epsilon": dp_epsilon}
     ctx = _ctx(1, 3, run_config)
     data = load_partition(ctx)
+    trained = federated_rows(effective(ctx.run_config), data).n_train
     app = build_client_app()
     reply = app(_lr_message("train", data.X.shape[1]), ctx)
     assert not reply.has_error(), reply.error
@@ -90,8 +93,8 @@ def test_train_and_evaluate_replies_carry_only_model_and_aggregates(source: str,
     assert np.any(arrays["w"].numpy() != 0)  # it trained
     m = dict(c["metrics"])
     assert set(m) == {"weight", "unit-weight"}  # no count, no loss, no DP parameter derived from the count
-    assert m["weight"] != data.n_train and abs(m["weight"] - data.n_train) < 200  # the count with Laplace noise (scale 10)
-    _assert_no_member_data(c, data)
+    assert m["weight"] != trained and abs(m["weight"] - trained) < 200  # the count with Laplace noise (scale 10)
+    _assert_no_member_data(c, data, trained)
 
     ev = app(
         Message(RecordDict({"arrays": arrays, "config": ConfigRecord({"server-round": 1})}), dst_node_id=1, message_type="evaluate"),
@@ -105,12 +108,13 @@ def test_train_and_evaluate_replies_carry_only_model_and_aggregates(source: str,
     true_pos, true_neg = models.score_histograms(data.y_test, models.lr_predict({k: arrays[k].numpy() for k in ("w", "b")}, data.X_test))
     assert abs(sum(em["hist-pos"]) - sum(true_pos)) < 60 and abs(sum(em["hist-neg"]) - sum(true_neg)) < 60
     assert [round(v) for v in em["hist-pos"]] != true_pos
-    _assert_no_member_data(ev.content, data)
+    _assert_no_member_data(ev.content, data, trained)
 
 
 def test_xgboost_reply_is_one_booster_and_no_rows() -> None:
     ctx = _ctx(0, 3, {"data-source": "synthetic", "model": "xgb", "strategy": "xgb-bagging"})
     data = load_partition(ctx)
+    trained = federated_rows(effective(ctx.run_config), data).n_train
     app = build_client_app()
     msg = Message(
         RecordDict({"arrays": ArrayRecord({"0": Array(np.zeros(0, dtype=np.uint8))}), "config": ConfigRecord({"server-round": 1})}),
@@ -123,13 +127,14 @@ def test_xgboost_reply_is_one_booster_and_no_rows() -> None:
     assert arr.dtype == np.uint8
     booster = json.loads(arr.tobytes())
     assert int(booster["learner"]["gradient_booster"]["model"]["gbtree_model_param"]["num_trees"]) == 1  # one tree per round (bagging)
-    _assert_no_member_data(reply.content, data)
+    _assert_no_member_data(reply.content, data, trained)
 
 
 def test_legacy_fit_reply_used_by_secagg_carries_only_parameters() -> None:
     """The FitRes path that SecAgg+ masks: parameters of the model's shape and scalar metrics."""
     ctx = _ctx(2, 3, {"data-source": "synthetic", "num-rounds": 1})
     data = load_partition(ctx)
+    trained = federated_rows(effective(ctx.run_config), data).n_train
     p = models.lr_init(data.X.shape[1])
     content = compat.fitins_to_recorddict(FitIns(ndarrays_to_parameters([p["w"], p["b"]]), {"server-round": 1}), keep_input=True)
     reply = build_client_app()(Message(content, dst_node_id=1, message_type="train"), ctx)
@@ -139,7 +144,7 @@ def test_legacy_fit_reply_used_by_secagg_carries_only_parameters() -> None:
 
     nds = parameters_to_ndarrays(fitres.parameters)
     assert [a.shape for a in nds] == [(data.X.shape[1],), (1,)]
-    assert fitres.num_examples == data.n_train  # SecAgg+'s weight: the mod masks it, then sets the plain field to 1
+    assert fitres.num_examples == trained  # SecAgg+'s weight: the mod masks it, then sets the plain field to 1
     assert set(fitres.metrics) == {"brand-id"}
     assert all(isinstance(v, (int, float)) or k == "brand-id" for k, v in fitres.metrics.items())
     blob = b"".join(a.tobytes() for a in nds) + repr(fitres.metrics).encode()

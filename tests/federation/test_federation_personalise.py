@@ -1,5 +1,6 @@
 """Personalised models (federation.personalise): each brand adapts the global model on its own rows,
-chooses on its validation folds, keeps the model at home, and under DP stays within its budget."""
+chooses on validation members the federated rounds left out, keeps the model at home, and under DP
+stays within its budget."""
 
 from __future__ import annotations
 
@@ -13,6 +14,10 @@ from federation.data import load_partition
 from privacy.dp import dpsgd_epsilon
 
 DIM = 6
+
+
+def _ids(n: int, seed: int) -> list[str]:
+    return [f"m-{seed}-{i}" for i in range(n)]
 
 
 def _brand(n: int, sign: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -33,10 +38,13 @@ def test_a_brand_unlike_the_others_scores_with_its_own_model() -> None:
     blob = _global(cfg)
     X, y = _brand(1_200, -1.0, 2)  # this brand's members respond to x0 the other way round
     X_test, y_test = _brand(4_000, -1.0, 3)
-    adaptation = personalise.adapt(cfg, X, y, "logreg", blob, brand_index=0)
+    adaptation = personalise.adapt(cfg, X, y, _ids(len(y), 2), "logreg", blob, brand_index=0)
     auc = adaptation.validation_auc
     assert adaptation.choice != "global" and auc[adaptation.choice] == max(auc.values())
     assert set(auc) == set(personalise.CANDIDATES)
+    # the choice was made on members no candidate trained on: about a quarter, the same whatever the row order
+    val = personalise.validation_mask(_ids(len(y), 2), cfg)
+    assert 0.2 < val.mean() < 0.3 and np.array_equal(val[::-1], personalise.validation_mask(_ids(len(y), 2)[::-1], cfg))
     mine = models.roc_auc(y_test, adaptation.model.predict(X_test))
     theirs = models.roc_auc(y_test, models.lr_predict(models.deserialise_logreg(blob), X_test))
     assert mine > theirs + 0.2, (mine, theirs)
@@ -45,7 +53,7 @@ def test_a_brand_unlike_the_others_scores_with_its_own_model() -> None:
     assert np.array_equal(again.predict(X_test), adaptation.model.predict(X_test))
     assert again.global_sha256 == models.sha256_hex(blob) and again.sha256 == adaptation.model.sha256
     # the same rows and seed give the same model (the release's SHA-256 can be checked by rebuilding it)
-    assert personalise.adapt(cfg, X, y, "logreg", blob, brand_index=0).model.sha256 == adaptation.model.sha256
+    assert personalise.adapt(cfg, X, y, _ids(len(y), 2), "logreg", blob, brand_index=0).model.sha256 == adaptation.model.sha256
 
 
 def test_a_brand_like_the_others_is_not_left_with_its_noisy_own_model() -> None:
@@ -53,7 +61,7 @@ def test_a_brand_like_the_others_is_not_left_with_its_noisy_own_model() -> None:
     blob = _global(cfg)
     X, y = _brand(150, +1.0, 4)  # a small brand whose members behave like everyone else's
     X_test, y_test = _brand(4_000, +1.0, 5)
-    adaptation = personalise.adapt(cfg, X, y, "logreg", blob, brand_index=1)
+    adaptation = personalise.adapt(cfg, X, y, _ids(len(y), 4), "logreg", blob, brand_index=1)
     assert not adaptation.choice.startswith("local-")
     local = models.lr_predict(models.lr_fit_centralized(X, y, epochs=6, seed=0), X_test)
     assert models.roc_auc(y_test, adaptation.model.predict(X_test)) >= models.roc_auc(y_test, local)
@@ -62,10 +70,12 @@ def test_a_brand_like_the_others_is_not_left_with_its_noisy_own_model() -> None:
 def test_a_brand_too_small_to_validate_keeps_the_global_model() -> None:
     cfg = effective({})
     blob = _global(cfg)
-    X, y = _brand(40, +1.0, 6)
+    X, y = _brand(400, +1.0, 6)
+    val = personalise.validation_mask(_ids(400, 6), cfg)
     y[:] = 0
-    y[:3] = 1  # fewer positives than folds
-    adaptation = personalise.adapt(cfg, X, y, "logreg", blob)
+    y[np.flatnonzero(val)[:4]] = 1  # four positives among its validation members: too few to tell models apart
+    y[np.flatnonzero(~val)[:50]] = 1
+    adaptation = personalise.adapt(cfg, X, y, _ids(400, 6), "logreg", blob)
     assert adaptation.choice == "global" and adaptation.model.components == ((1.0, "logreg", blob),)
     assert adaptation.validation_auc == {}
 
@@ -75,7 +85,7 @@ def test_xgboost_global_model_is_adapted_with_more_trees() -> None:
     X, y = _brand(3_000, +1.0, 7)
     blob = models.xgb_fit_centralized(X, y, rounds=5, params=models.xgb_params(0.3, 3, 7))
     Xb, yb = _brand(800, -1.0, 8)
-    adaptation = personalise.adapt(cfg, Xb, yb, "xgb", blob, brand_index=2)
+    adaptation = personalise.adapt(cfg, Xb, yb, _ids(len(yb), 8), "xgb", blob, brand_index=2)
     assert adaptation.choice != "global"
     X_test, y_test = _brand(3_000, -1.0, 9)
     assert models.roc_auc(y_test, adaptation.model.predict(X_test)) > models.roc_auc(y_test, models.xgb_predict(blob, X_test)) + 0.2
@@ -85,8 +95,9 @@ def test_under_dp_every_adaptation_step_is_accounted_within_the_personal_budget(
     cfg = effective({"num-rounds": 3, "dp-epsilon": 2.0, "personal-dp-epsilon": 3.0, "dp-batch-size": 64})
     blob = _global(cfg)
     X, y = _brand(2_000, -1.0, 10)
-    federated = client_app.dp_plan(cfg, len(y))
-    plan = personalise.dp_adaptation_plan(cfg, len(y), federated)
+    fit = int((~personalise.validation_mask(_ids(len(y), 10), cfg)).sum())  # the rows the federated rounds trained on
+    federated = client_app.dp_plan(cfg, fit)
+    plan = personalise.dp_adaptation_plan(cfg, fit, federated)
     assert plan is not None
     before = ((federated.noise_multiplier, federated.sample_rate, federated.steps * 3),)
     assert dpsgd_epsilon(federated.noise_multiplier, federated.sample_rate, federated.steps * 3, 1e-5) <= 2.0
@@ -101,7 +112,7 @@ def test_under_dp_every_adaptation_step_is_accounted_within_the_personal_budget(
         return real(*args, **kwargs)
 
     monkeypatch.setattr(models, "lr_train", spy)
-    adaptation = personalise.adapt(cfg, X, y, "logreg", blob, brand_index=0, federated_dp=federated)
+    adaptation = personalise.adapt(cfg, X, y, _ids(len(y), 10), "logreg", blob, brand_index=0, federated_dp=federated)
     assert ran and all(dp is not None and dp.noise_multiplier == plan.noise_multiplier for dp in ran)
     assert all(dp.sample_rate == plan.sample_rate for dp in ran if dp is not None)
     assert sum(dp.steps for dp in ran if dp is not None) <= plan.steps
@@ -110,7 +121,7 @@ def test_under_dp_every_adaptation_step_is_accounted_within_the_personal_budget(
     # without a budget above the federated one there is no adaptation at all
     no_budget = effective({**cfg, "personal-dp-epsilon": 2.0})
     ran.clear()
-    assert personalise.adapt(no_budget, X, y, "logreg", blob, federated_dp=federated).choice == "global" and not ran
+    assert personalise.adapt(no_budget, X, y, _ids(len(y), 10), "logreg", blob, federated_dp=federated).choice == "global" and not ran
 
 
 @pytest.mark.usefixtures("task_identity")
@@ -128,7 +139,7 @@ def test_the_personalise_reply_carries_the_choice_and_a_digest_only() -> None:
     personal = dict(reply.content["personal"])
     assert set(personal) == {"brand-id", "choice", "model-sha256", "kept"}
     assert personal["choice"] in personalise.CANDIDATES and personal["kept"] is False  # telco: no brand database to keep it in
-    assert personal["model-sha256"] == personalise.adapt(effective(run_config), data.X, data.y, "logreg", blob,
+    assert personal["model-sha256"] == personalise.adapt(effective(run_config), data.X, data.y, data.row_ids, "logreg", blob,
                                                          brand_index=1).model.sha256
     # a model that does not match its digest is refused, not adapted
     tampered = RecordDict({"model": content["model"], "config": ConfigRecord({"model-sha256": "0" * 64, "server-round": 2})})
@@ -184,7 +195,7 @@ def test_a_personal_model_carries_its_brand_base_rate() -> None:
     rng = np.random.default_rng(11)
     X = rng.normal(size=(6_000, DIM)).astype(np.float32)
     y = (rng.random(6_000) < models.sigmoid(2.0 * X[:, 0] + 1.5 * X[:, 1] - 3.5)).astype(np.int64)  # this brand: a few percent
-    adaptation = personalise.adapt(cfg, X[:3_000], y[:3_000], "logreg", blob)
+    adaptation = personalise.adapt(cfg, X[:3_000], y[:3_000], _ids(3_000, 11), "logreg", blob)
     rate = y[3_000:].mean()
     theirs = models.lr_predict(models.deserialise_logreg(blob), X[3_000:]).mean()
     mine = adaptation.model.predict(X[3_000:]).mean()

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from federation import models, personalise
-from federation.client_app import dp_plan
+from federation.client_app import dp_plan, federated_rows
 from federation.config import effective
 from federation.data import all_brands
 from federation.releases import REQUIRED_FIELDS, verify_release
@@ -59,7 +59,7 @@ def test_dp_release_states_the_epsilon_each_brand_calibrated_to_and_what_it_cove
     # Each brand's own accountant, on its own sample rate, meets the stated epsilon for the whole run.
     cfg = effective(ov)
     for brand in all_brands(ov, 3):
-        plan = dp_plan(cfg, brand.n_train)
+        plan = dp_plan(cfg, federated_rows(cfg, brand).n_train)
         acc = PrivacyAccountant(plan.noise_multiplier, plan.sample_rate)
         acc.step(plan.steps * cfg["num-rounds"])
         assert acc.epsilon(1e-5) == pytest.approx(4.0, abs=0.01) and acc.epsilon(1e-5) <= 4.0
@@ -112,9 +112,10 @@ def test_no_message_the_operator_receives_reveals_a_brands_count(tmp_path: Path,
     cfg = effective(ov)
     secrets_of = {}
     for b in all_brands(ov, 3):
-        plan = dp_plan(cfg, b.n_train)
-        adapting = personalise.dp_adaptation_plan(cfg, b.n_train, plan)  # the personalisation's DP-SGD too
-        secrets_of[b.brand_id] = [b.n_train, len(b.y_test), int(b.y_test.sum()), int((1 - b.y_test).sum()),
+        trained = federated_rows(cfg, b).n_train  # all but its validation members
+        plan = dp_plan(cfg, trained)
+        adapting = personalise.dp_adaptation_plan(cfg, trained, plan)  # the personalisation's DP-SGD too
+        secrets_of[b.brand_id] = [b.n_train, trained, len(b.y_test), int(b.y_test.sum()), int((1 - b.y_test).sum()),
                                   plan.sample_rate, plan.steps, plan.steps * cfg["num-rounds"], plan.noise_multiplier,
                                   adapting.sample_rate, adapting.steps, adapting.noise_multiplier]
     personal = [dict(m.content["personal"]) for m in replies if "personal" in m.content.config_records]

@@ -14,7 +14,7 @@ import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
 
 from federation import models
-from federation.client_app import bagging_eta_share, build_client_app
+from federation.client_app import bagging_eta_share, build_client_app, federated_rows
 from federation.config import effective
 from federation.data import load_partition
 from federation.server_app import RunRecorder, _announce_row_counts, _instrument, build_strategy
@@ -51,7 +51,7 @@ def test_eta_share_is_the_brands_share_of_last_rounds_rows_and_equal_in_round_on
 
 def test_a_brands_tree_is_its_full_eta_tree_scaled_by_its_share() -> None:
     ctx = _ctx(0)
-    n = load_partition(ctx).n_train
+    n = federated_rows(effective(ctx.run_config), load_partition(ctx)).n_train  # its validation members stay out
     app = build_client_app()
 
     def tree(total: int) -> dict:
@@ -74,7 +74,7 @@ def test_bagging_rounds_keep_every_brands_tree_and_announce_the_noisy_row_total(
     strategy = _announce_row_counts(_instrument(build_strategy(cfg, BRANDS), recorder), recorder)
     app = build_client_app()
     contexts = {pid + 1: _ctx(pid) for pid in range(BRANDS)}
-    n_rows = sum(load_partition(c).n_train for c in contexts.values())
+    n_rows = sum(federated_rows(cfg, load_partition(c)).n_train for c in contexts.values())
     arrays = ArrayRecord({"0": Array(np.zeros(0, dtype=np.uint8))})
     rounds = 3
     for server_round in range(1, rounds + 1):
