@@ -14,7 +14,7 @@ members best on rows it did not train on:
 * ``mixture-0.25|0.5|0.75``: the global model's and the better local model's log-odds mixed with
   the weight given to the global model (the adaptive mixture of APFL, Deng et al. 2020).
 
-Validation: a share of the brand's members (``personal-holdout``, picked by a keyed hash of their
+Validation: a share of the brand's members (``personal-holdout``, picked by a seeded hash of their
 ids) never takes part in the federated rounds. Every trained candidate is trained on the other
 members, all are scored on these, and the one with the best AUC there wins (on a tie, the earlier in
 the list above). Judged on rows no candidate saw (the global model included, which had seen the
@@ -195,7 +195,7 @@ def platt(z: np.ndarray, y: np.ndarray) -> tuple[float, float]:
 
 
 def validation_mask(row_ids: list[str], cfg: dict[str, Any]) -> np.ndarray:
-    """The brand's validation members: a ``personal-holdout`` share of them, picked by a keyed hash of
+    """The brand's validation members: a ``personal-holdout`` share of them, picked by a seeded hash of
     the member's id (so the same members whatever the order of the rows or who joined since), kept
     out of the federated rounds: every candidate, the global model too, is judged on rows it never saw."""
     share = float(cfg["personal-holdout"]) if cfg["personalise"] else 0.0

@@ -66,12 +66,13 @@ def load_model(release_path: str | Path) -> ReleasedModel:
 
 
 def for_brand(model: ReleasedModel, engine: Any, brand_id: str) -> ReleasedModel:
-    """The model this brand scores with: its personal model where the release records one for it (read
-    from its own database and refused unless it is exactly the model the release names), else the global."""
+    """The model this brand scores with: its personal model where the release records that it kept one
+    (even when that is the global model, calibrated to the brand; read from its own database and
+    refused unless it is exactly the model the release names), else the global model."""
     from gateway.services import personal
 
     entry = ((model.record.get("personalisation") or {}).get("brands") or {}).get(brand_id)
-    if not entry or entry.get("uses") == "global":
+    if not entry or not entry.get("kept"):
         return model
     with engine.connect() as conn:
         blob = personal.load(conn, str(model.record["model_sha256"]))

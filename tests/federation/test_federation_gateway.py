@@ -349,7 +349,7 @@ def test_short_simulation_on_gateway_source_release_audited_and_anchored(allianc
             released = [json.loads(e.payload) for e in logs.entries(s, AuditLogEntry) if "model.released" in e.payload]
         assert released[0]["details"]["personal_model"] == uses[b]
         mine = scoring.for_brand(scoring.load_model(rec["_path"]), gw.engine, b)
-        assert mine.uses == uses[b]["uses"] and (mine.personal is None) == (uses[b]["uses"] == "global")
+        assert mine.uses == uses[b]["uses"] and mine.personal is not None and mine.personal.sha256 == uses[b]["model_sha256"]
 
 
 def test_a_release_is_not_published_without_every_participating_gateway(alliance, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

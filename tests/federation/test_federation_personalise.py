@@ -179,7 +179,7 @@ def test_scoring_uses_the_brand_model_the_release_names_and_refuses_another(tmp_
     X = rng.normal(size=(50, len(names)))
     assert used.uses == "local-logreg" and np.array_equal(used.predict(X), mine.predict(X))
     assert scoring.for_brand(named, engine, "cinema").uses == "global"  # a brand the release names no model for
-    assert scoring.for_brand(release({"cafe": {"uses": "global", "model_sha256": "", "kept": True}}), engine, "cafe").personal is None
+    assert scoring.for_brand(release({"cafe": {"uses": "fine-tuned", "model_sha256": "", "kept": False}}), engine, "cafe").personal is None
     other = release({"cafe": {"uses": "local-logreg", "model_sha256": "f" * 64, "kept": True}})
     with pytest.raises(ValueError, match="does not hold"):
         scoring.for_brand(other, engine, "cafe")  # the database holds a different model than the release names

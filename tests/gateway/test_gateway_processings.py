@@ -170,3 +170,34 @@ def test_campaign_refuses_a_malformed_release_record(brand, tmp_path):
         (release_dir / f"{name}.release.json").write_text(text)
         r = brand.client.post("/v1/campaigns/targets", json={"model_version": name}, headers=brand.as_("operator"))
         assert r.status_code == 409 and name in r.json()["detail"], r.text
+
+
+def test_a_campaign_scores_with_the_brands_own_model_where_the_release_names_one(brand, clock, tmp_path):
+    from federation import models, personalise
+    from federation.releases import load_release, model_path
+    from federation.releases import write_release as write
+    from gateway.services import personal
+
+    for m in _members(brand, clock):
+        consent(brand, m, "marketing")
+    ask = lambda version: brand.client.post("/v1/campaigns/targets", json={"top_k": 10, "model_version": version},  # noqa: E731
+                                            headers=brand.as_("operator"))
+    plain = ask("redeem-logreg-gateway-v1")
+    assert plain.status_code == 200 and plain.json()["model_used"] == "global"
+    # The next release of the same model names this brand's own model of it: here one that ranks the other way round.
+    first = tmp_path / "releases" / "redeem-logreg-gateway-v1.release.json"
+    record, blob = load_release(first), model_path(first, load_release(first)).read_bytes()
+    own = personalise.PersonalModel("fine-tuned", models.sha256_hex(blob), ((-1.0, "logreg", blob),))
+    fields = {k: record[k] for k in ("task", "model", "strategy", "data_source", "feature_names", "num_rounds", "rounds_completed",
+                                     "participating_brands", "privacy", "secure_aggregation", "metrics_per_round", "final_metrics")}
+    write(tmp_path / "releases", model_bytes=blob, model_format=record["model_format"], fields=fields | {
+        "personalisation": {"enabled": True, "brands": {"shop": {"uses": "fine-tuned", "model_sha256": own.sha256, "kept": True}}}})
+    r = ask("redeem-logreg-gateway-v2")
+    assert r.status_code == 409 and "does not hold" in r.json()["detail"]  # named, but not in this brand's database: refused
+    with brand.gw.engine.begin() as conn:
+        personal.store(conn, global_sha256=models.sha256_hex(blob), task="redeem", choice="fine-tuned", model=own.serialise())
+    mine = ask("redeem-logreg-gateway-v2")
+    assert mine.status_code == 200 and mine.json()["model_used"] == "fine-tuned"
+    assert [t["member_ref"] for t in mine.json()["targets"]] == [t["member_ref"] for t in plain.json()["targets"]][::-1]
+    logged = [e["payload"] for e in brand.client.get("/v1/audit/logs/audit-log", headers=brand.as_("auditor")).json()["entries"]]
+    assert [e["details"]["model_used"] for e in logged if e["action"] == "campaign.targeted"] == ["global", "fine-tuned"]
