@@ -213,8 +213,8 @@ def personalised(rec: dict, brands: list[BrandData], cfg: dict) -> dict[str, dic
     its scores on the brand's held-out rows."""
     blob = (Path(rec["_path"]).parent / rec["model_file"]).read_bytes()
     out = {}
-    for i, b in enumerate(brands):
-        adaptation = personalise.adapt(cfg, b.X, b.y, b.row_ids, rec["model"], blob, brand_index=i)
+    for b in brands:
+        adaptation = personalise.adapt(cfg, b.X, b.y, b.row_ids, rec["model"], blob)
         recorded = rec["personalisation"]["brands"][b.brand_id]
         if adaptation.model.sha256 != recorded["model_sha256"]:
             raise RuntimeError(f"{b.brand_id}: the rebuilt personal model is not the one its ClientApp kept")

@@ -157,7 +157,7 @@ def federated_rows(cfg: dict[str, Any], data: BrandData) -> BrandData:
 def local_personalise(cfg: dict[str, Any], data: BrandData, context: Context, global_model: bytes) -> dict[str, Any]:
     """Adapt the released global model on the brand's own rows and keep the result at the brand."""
     kind = "xgb" if cfg["model"] == "xgb" else "logreg"
-    adaptation = personalise.adapt(cfg, data.X, data.y, data.row_ids, kind, global_model, brand_index=_brand_index(context),
+    adaptation = personalise.adapt(cfg, data.X, data.y, data.row_ids, kind, global_model,
                                    federated_dp=dp_plan(cfg, federated_rows(cfg, data).n_train))
     model = adaptation.model.serialise()
     kept = keep_personal_model(cfg, context.node_config, global_sha256=models.sha256_hex(global_model),

@@ -24,7 +24,8 @@ positives or negatives among its validation members keeps the global model.
 
 Calibration: one global model carries the alliance's base rate, not the brand's (a contract
 carrier's churn rate is a tenth of a prepaid one's). So the chosen candidate's log-odds are rescaled
-to the brand's own rate (Platt scaling: a slope and an intercept fitted on its validation scores);
+to the brand's own rate (Platt scaling: a slope and an intercept fitted on the validation members'
+scores of the final model, as it will score: a retrained model's intercept is not the validated one's);
 ranking within the brand is unchanged, and scores from different brands' models become comparable.
 
 A personal model is a weighted sum of component models' log-odds, calibrated, serialised with the
@@ -44,6 +45,7 @@ candidates, made on the brand's validation scores, is not covered by that epsilo
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -123,9 +125,8 @@ class Adaptation:
 class _Trainer:
     """Trains the candidates' own components for one brand (DP-SGD when a plan is given)."""
 
-    def __init__(self, cfg: dict[str, Any], global_kind: str, global_blob: bytes, dp: models.DPSGD | None, seed: list[int]):
+    def __init__(self, cfg: dict[str, Any], global_kind: str, global_blob: bytes, dp: models.DPSGD | None):
         self.cfg, self.kind, self.global_blob, self.dp = cfg, global_kind, global_blob, dp
-        self.rng = np.random.default_rng(seed) if dp is None else np.random.default_rng()  # DP noise: not replayable
 
     def _lr(self, init: dict[str, np.ndarray], X: np.ndarray, y: np.ndarray, epochs: int, mu: float) -> bytes:
         dp = None
@@ -134,8 +135,13 @@ class _Trainer:
             dp = models.DPSGD(self.dp.noise_multiplier, self.dp.clip, q, models.dp_steps_per_round(epochs, q))
         params, _ = models.lr_train({k: v.copy() for k, v in init.items()}, X, y, epochs=epochs, lr=float(self.cfg["lr"]),
                                     batch_size=int(self.cfg["batch-size"]), l2=float(self.cfg["l2"]), proximal_mu=mu,
-                                    dp=dp, rng=self.rng)
+                                    dp=dp, rng=self._rng())
         return models.serialise_logreg(params)
+
+    def _rng(self) -> np.random.Generator:
+        # Each training from the run's seed, as a brand's local-only model trains (the same rows give the
+        # same model); DP-SGD's noise from the operating system, which nobody can replay.
+        return np.random.default_rng() if self.dp is not None else np.random.default_rng(int(self.cfg["seed"]))
 
     def _xgb(self, base: bytes, X: np.ndarray, y: np.ndarray, trees: int, eta: float) -> bytes:
         params = models.xgb_params(eta, int(self.cfg["xgb-max-depth"]), int(self.cfg["seed"]))
@@ -205,7 +211,7 @@ def validation_mask(row_ids: list[str], cfg: dict[str, Any]) -> np.ndarray:
 
 
 def adapt(cfg: dict[str, Any], X: np.ndarray, y: np.ndarray, row_ids: list[str], global_kind: str, global_blob: bytes, *,
-          brand_index: int = 0, federated_dp: models.DPSGD | None = None) -> Adaptation:
+          federated_dp: models.DPSGD | None = None) -> Adaptation:
     """The brand's personal model from the global model and its training rows (see the module)."""
     global_sha = models.sha256_hex(global_blob)
     keep_global = PersonalModel("global", global_sha, ((1.0, global_kind, global_blob),))
@@ -221,7 +227,7 @@ def adapt(cfg: dict[str, Any], X: np.ndarray, y: np.ndarray, row_ids: list[str],
         dp = dp_adaptation_plan(cfg, int(fit.sum()), federated_dp)
         if dp is None:
             return Adaptation(keep_global)
-    trainer = _Trainer(cfg, global_kind, global_blob, dp, [int(cfg["seed"]), brand_index + 1, 7919])
+    trainer = _Trainer(cfg, global_kind, global_blob, dp)
     z = {"global": _logit(_predict(global_kind, global_blob, X[val]))}
     for name in trained_candidates(dp is not None):
         kind, blob = trainer.train(name, X[fit], y[fit])
@@ -231,7 +237,6 @@ def adapt(cfg: dict[str, Any], X: np.ndarray, y: np.ndarray, row_ids: list[str],
         z[f"mixture-{a}"] = a * z["global"] + (1 - a) * z[local]
     auc = {name: models.roc_auc(y[val], v) for name, v in z.items()}
     choice = max((n for n in CANDIDATES if n in auc), key=lambda n: (auc[n], -CANDIDATES.index(n)))
-    scale, shift = platt(z[choice], y[val]) if dp is None else (1.0, 0.0)
     # The winner, trained once more on all the brand's rows.
     if choice == "global":
         components = keep_global.components
@@ -242,5 +247,8 @@ def adapt(cfg: dict[str, Any], X: np.ndarray, y: np.ndarray, row_ids: list[str],
     else:
         kind, blob = trainer.train(choice, X, y)
         components = ((1.0, kind, blob),)
-    model = PersonalModel(choice, global_sha, components, scale, shift)
+    model = PersonalModel(choice, global_sha, components)
+    if dp is None:  # calibrated as it will score: a retrained model's intercept is not the validated one's
+        scale, shift = platt(_logit(model.predict(X[val])), y[val])
+        model = dataclasses.replace(model, scale=scale, shift=shift)
     return Adaptation(model, auc, None if dp is None else dp.noise_multiplier)

@@ -38,7 +38,7 @@ def test_a_brand_unlike_the_others_scores_with_its_own_model() -> None:
     blob = _global(cfg)
     X, y = _brand(1_200, -1.0, 2)  # this brand's members respond to x0 the other way round
     X_test, y_test = _brand(4_000, -1.0, 3)
-    adaptation = personalise.adapt(cfg, X, y, _ids(len(y), 2), "logreg", blob, brand_index=0)
+    adaptation = personalise.adapt(cfg, X, y, _ids(len(y), 2), "logreg", blob)
     auc = adaptation.validation_auc
     assert adaptation.choice != "global" and auc[adaptation.choice] == max(auc.values())
     assert set(auc) == set(personalise.CANDIDATES)
@@ -53,7 +53,7 @@ def test_a_brand_unlike_the_others_scores_with_its_own_model() -> None:
     assert np.array_equal(again.predict(X_test), adaptation.model.predict(X_test))
     assert again.global_sha256 == models.sha256_hex(blob) and again.sha256 == adaptation.model.sha256
     # the same rows and seed give the same model (the release's SHA-256 can be checked by rebuilding it)
-    assert personalise.adapt(cfg, X, y, _ids(len(y), 2), "logreg", blob, brand_index=0).model.sha256 == adaptation.model.sha256
+    assert personalise.adapt(cfg, X, y, _ids(len(y), 2), "logreg", blob).model.sha256 == adaptation.model.sha256
 
 
 def test_a_brand_like_the_others_is_not_left_with_its_noisy_own_model() -> None:
@@ -61,7 +61,7 @@ def test_a_brand_like_the_others_is_not_left_with_its_noisy_own_model() -> None:
     blob = _global(cfg)
     X, y = _brand(150, +1.0, 4)  # a small brand whose members behave like everyone else's
     X_test, y_test = _brand(4_000, +1.0, 5)
-    adaptation = personalise.adapt(cfg, X, y, _ids(len(y), 4), "logreg", blob, brand_index=1)
+    adaptation = personalise.adapt(cfg, X, y, _ids(len(y), 4), "logreg", blob)
     assert not adaptation.choice.startswith("local-")
     local = models.lr_predict(models.lr_fit_centralized(X, y, epochs=6, seed=0), X_test)
     assert models.roc_auc(y_test, adaptation.model.predict(X_test)) >= models.roc_auc(y_test, local)
@@ -85,7 +85,7 @@ def test_xgboost_global_model_is_adapted_with_more_trees() -> None:
     X, y = _brand(3_000, +1.0, 7)
     blob = models.xgb_fit_centralized(X, y, rounds=5, params=models.xgb_params(0.3, 3, 7))
     Xb, yb = _brand(800, -1.0, 8)
-    adaptation = personalise.adapt(cfg, Xb, yb, _ids(len(yb), 8), "xgb", blob, brand_index=2)
+    adaptation = personalise.adapt(cfg, Xb, yb, _ids(len(yb), 8), "xgb", blob)
     assert adaptation.choice != "global"
     X_test, y_test = _brand(3_000, -1.0, 9)
     assert models.roc_auc(y_test, adaptation.model.predict(X_test)) > models.roc_auc(y_test, models.xgb_predict(blob, X_test)) + 0.2
@@ -112,7 +112,7 @@ def test_under_dp_every_adaptation_step_is_accounted_within_the_personal_budget(
         return real(*args, **kwargs)
 
     monkeypatch.setattr(models, "lr_train", spy)
-    adaptation = personalise.adapt(cfg, X, y, _ids(len(y), 10), "logreg", blob, brand_index=0, federated_dp=federated)
+    adaptation = personalise.adapt(cfg, X, y, _ids(len(y), 10), "logreg", blob, federated_dp=federated)
     assert ran and all(dp is not None and dp.noise_multiplier == plan.noise_multiplier for dp in ran)
     assert all(dp.sample_rate == plan.sample_rate for dp in ran if dp is not None)
     assert sum(dp.steps for dp in ran if dp is not None) <= plan.steps
@@ -139,8 +139,7 @@ def test_the_personalise_reply_carries_the_choice_and_a_digest_only() -> None:
     personal = dict(reply.content["personal"])
     assert set(personal) == {"brand-id", "choice", "model-sha256", "kept"}
     assert personal["choice"] in personalise.CANDIDATES and personal["kept"] is False  # telco: no brand database to keep it in
-    assert personal["model-sha256"] == personalise.adapt(effective(run_config), data.X, data.y, data.row_ids, "logreg", blob,
-                                                         brand_index=1).model.sha256
+    assert personal["model-sha256"] == personalise.adapt(effective(run_config), data.X, data.y, data.row_ids, "logreg", blob).model.sha256
     # a model that does not match its digest is refused, not adapted
     tampered = RecordDict({"model": content["model"], "config": ConfigRecord({"model-sha256": "0" * 64, "server-round": 2})})
     with pytest.raises(ValueError, match="SHA-256"):  # Flower's runtime turns it into an error reply
@@ -201,3 +200,17 @@ def test_a_personal_model_carries_its_brand_base_rate() -> None:
     mine = adaptation.model.predict(X[3_000:]).mean()
     assert abs(theirs - rate) > 0.1 and abs(mine - rate) < 0.02, (rate, theirs, mine)
     assert adaptation.model.scale > 0  # rescaled, never reversed: the brand's ranking is the candidate's
+
+
+def test_a_brand_that_keeps_its_local_model_keeps_exactly_its_local_only_model() -> None:
+    """Chosen, a local candidate is trained on all the brand's rows as its local-only model is (same
+    seed, same passes), so a brand is never worse off than on its own by training noise alone."""
+    cfg = effective({"num-rounds": 3})
+    X, y = _brand(3_000, -1.0, 12)
+    blob = _global(cfg)  # ranks this brand's members the wrong way round: the local model wins
+    adaptation = personalise.adapt(cfg, X, y, _ids(3_000, 12), "logreg", blob)
+    assert adaptation.choice == "local-logreg"
+    (weight, kind, mine), = adaptation.model.components
+    local = models.lr_fit_centralized(X, y, epochs=3 * int(cfg["local-epochs"]), lr=float(cfg["lr"]), batch_size=int(cfg["batch-size"]),
+                                      l2=float(cfg["l2"]), seed=int(cfg["seed"]))
+    assert weight == 1.0 and kind == "logreg" and mine == models.serialise_logreg(local)
