@@ -28,10 +28,11 @@ brands' base rates, something a global model without a brand feature cannot do; 
 the mean of the per-brand AUCs), ``min_gain_small_brands`` (federated minus local-only AUC, the worst brand
 below median size; ``..._vs_best_local`` takes, per brand, the better of the two local families).
 ``auc_personalised``: each brand scoring with its own personal model of the selected family's release
-(:mod:`federation.personalise`, chosen by each brand on its validation members, which the federated
+(:mod:`federation.personalise`, mixed by each brand on its validation members, which the federated
 rounds leave out; rebuilt here and checked to be the model the brand kept); ``min_gain_small_brands_personalised``:
 personalised minus the best local-only model of either family (the better one on the held-out rows),
-the worst brand with fewer than 1,000 members; ``brands_worse_than_local``: brands whose 95% interval
+the worst brand with fewer than 1,000 members (``min_gain_small_brands_centralized``: the same for the
+centralized model of the better family, the headroom pooled data would give there); ``brands_worse_than_local``: brands whose 95% interval
 of that gain lies below zero (``brands_below_local``: whose point estimate does).
 The other family's figures are under ``families``.  DP-SGD (``auc_dp_eps{1,4,8}``, delta 1e-5),
 FedProx and SecAgg+ exist for logistic regression only, so they and ``dp_eps8_relative_loss`` are
@@ -267,6 +268,7 @@ def task_block(brands: list[BrandData], base: dict, tmp: Path, name: str, *, ful
                     "ci95": gain_interval(b, sel["_scores"]["federated"][k], sel["_scores"]["local"][k]),
                     "gain_vs_best_local": sel["per_brand"][k]["auc_federated"] - best_local,
                     "gain_personalised_vs_best_local": sel["per_brand"][k]["auc_personalised"] - best_local,
+                    "gain_centralized_vs_best_local": max(f["per_brand"][k]["auc_centralized"] for f in fam.values()) - best_local,
                     "personalised_ci95": gain_interval(b, sel["_scores"]["personalised"][k], fam[best]["_scores"]["local"][k]),
                     "personalised_uses": sel["per_brand"][k]["personalised_uses"], "best_local_family": best,
                     "n_train": b.n_train, "n_members": b.n_members, "n_test": int(len(b.y_test)),
@@ -280,6 +282,9 @@ def task_block(brands: list[BrandData], base: dict, tmp: Path, name: str, *, ful
         "auc_personalised": sel["auc_personalised"],
         "brands_under_1000_members": under_1000,
         "min_gain_small_brands_personalised": min((gains[k]["gain_personalised_vs_best_local"] for k in under_1000), default=None),
+        # What pooling every brand's rows in one place attains there (the better family): the headroom a
+        # federation has at its small brands over their own data.
+        "min_gain_small_brands_centralized": min((gains[k]["gain_centralized_vs_best_local"] for k in under_1000), default=None),
         # Worse: the 95% interval of (personalised - best local) lies below zero; below: the point estimate does.
         "brands_worse_than_local": sum(g["personalised_ci95"][1] < 0 for g in gains.values()),
         "brands_below_local": sum(g["gain_personalised_vs_best_local"] < 0 for g in gains.values()),

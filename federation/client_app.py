@@ -6,7 +6,7 @@ What leaves a brand (and the tests inspect the real reply messages for it):
   one uint8 array of booster bytes for XGBoost), a ``MetricRecord`` with the brand's FedAvg weight
   (``weight``: its training count plus Laplace noise of scale 1 / ``weight-dp-epsilon``; and
   ``unit-weight``, 1, for client-level DP), and a ``ConfigRecord`` with the brand's id;
-* personalise replies (after the last round): which candidate the brand chose and the SHA-256 of
+* personalise replies (after the last round): what the brand uses (global, local or a mixture) and the SHA-256 of
   its personal model (:mod:`federation.personalise`), which stays at the brand;
 * evaluate replies: two 100-bin score histograms (positives / negatives per score bin) with
   Laplace noise of scale 1 / ``eval-dp-epsilon`` on every bin, from which the operator computes

@@ -57,13 +57,12 @@ as-of                ``gateway`` source: as-of time of the training features (IS
 eval-as-of           ``gateway`` source: as-of time of the held-out rows (empty = the map's
                      ``eval_as_of``, else as-of + 90 days)
 round-timeout        seconds the server waits for replies in a round
-personalise          ``true``: after the last round every brand adapts the global model on its own
-                     rows and keeps the candidate that validates best (:mod:`federation.personalise`)
-personal-holdout     share of each brand's members kept out of the federated rounds to choose its
-                     candidate on (``personalise``; 0 when off)
-personal-epochs      epochs of the fine-tuned logistic regression (and of every DP-SGD adaptation)
-personal-mu          its proximal pull towards the global weights
-personal-trees       trees the fine-tuned XGBoost adds, at ``personal-eta``
+personalise          ``true``: after the last round every brand mixes the global model with its own
+                     local model, in the proportion its validation members call for
+                     (:mod:`federation.personalise`)
+personal-holdout     share of each brand's members kept out of the federated rounds to learn that
+                     mixture on (``personalise``; 0 when off)
+personal-epochs      under record-level DP: epochs of each DP-SGD training of the brand's local model
 personal-dp-epsilon  under record-level DP: the epsilon of a brand's personal model as a whole
                      (federated rounds and adaptation composed; <= dp-epsilon: no adaptation)
 telco-split          ``telco`` source: brands by ``payment`` method (4) or by ``contract`` (3, base
@@ -116,9 +115,6 @@ DEFAULTS: dict[str, Any] = {
     "personalise": True,
     "personal-holdout": 0.25,
     "personal-epochs": 10,
-    "personal-mu": 0.1,
-    "personal-trees": 5,
-    "personal-eta": 0.1,
     "personal-dp-epsilon": 0.0,
     "telco-split": "payment",
 }

@@ -192,7 +192,7 @@ def record_release(record: dict[str, Any], gw: Any, *, actor: str, anchor: bool 
     """Record a release in one participating gateway's audit log and anchor that log of releases.
 
     One audit entry ``model.released`` with :func:`audit_summary` and the brand's own model of it
-    (``personal_model``: the candidate it uses, checked against its database); then (when the gateway has a
+    (``personal_model``: what it uses, checked against its database); then (when the gateway has a
     chain) the ConsentAnchor post of kind ``model-releases`` with period = release number at this
     brand, size = number of releases, root = Merkle root over the release record digests, signed
     with the brand's own key, and an audit entry ``model-releases.anchored`` with the transaction.

@@ -42,7 +42,7 @@ class ReleasedModel:
 
     @property
     def uses(self) -> str:
-        """Which model scores: ``global`` or the brand's personal candidate."""
+        """Which model scores: ``global`` or what the brand's personal model uses."""
         return self.personal.choice if self.personal is not None else "global"
 
     def predict(self, X: np.ndarray) -> np.ndarray:

@@ -17,7 +17,7 @@ Record-level DP (``dp-epsilon > 0``) happens inside every brand (DP-SGD, see
 and the operator recomputes epsilon with :class:`privacy.dp.PrivacyAccountant` for the release.
 
 After the last round, every brand adapts the global model on its own rows (``personalise``, see
-:mod:`federation.personalise`); the operator learns only which candidate each brand uses and the
+:mod:`federation.personalise`); the operator learns only what each brand uses (the global model's share) and the
 SHA-256 of its personal model, which stays at the brand.
 
 Every run ends with a release record (:mod:`federation.releases`).  A ServerApp built with the
@@ -301,8 +301,8 @@ def privacy_section(cfg: dict[str, Any], recorder: RunRecorder, client_dp_spent:
                          if adapting else "none: without a budget above dp-epsilon every brand keeps the global model",
             "accountant": "dp_accounting.rdp via privacy.dp.calibrate_noise_multiplier(after=the brand's federated rounds)",
             "covers": "a brand's personal model as a whole: its federated rounds and every adaptation training "
-                      "(each candidate and the refit, each counted as a pass over all its rows), composed",
-            "not_covered": "which candidate a brand chose (on its validation members' scores) and so uses",
+                      "(its local model on the other members and on all, each counted as passes over all its rows), composed",
+            "not_covered": "the mixture's two weights a brand fits on its validation members' scores, and so what it uses",
         }
     guarantee = "+".join(g for g, x in (("record-level", record_level), ("client-level", client_level)) if x) or "none"
     return {
@@ -416,7 +416,7 @@ def _run_secagg(grid: Grid, context: Context, cfg: dict[str, Any], dim: int, num
 
 def personalise_brands(grid: Grid, cfg: dict[str, Any], blob: bytes) -> dict[str, dict[str, Any]]:
     """Every connected brand adapts the released model ``blob`` on its own rows; returns brand id ->
-    what it uses (the candidate, its personal model's SHA-256, whether the brand kept it). A brand
+    what it uses (global, local or a mixture, its personal model's SHA-256, whether the brand kept it). A brand
     that fails or does not answer in time uses the global model."""
     content = RecordDict({
         "model": ArrayRecord({"bytes": Array(np.frombuffer(blob, dtype=np.uint8).copy())}),
@@ -437,8 +437,8 @@ def personalisation_section(cfg: dict[str, Any], uses: dict[str, dict[str, Any]]
     """The release record's account of the brands' personal models."""
     return {
         "enabled": bool(cfg["personalise"]),
-        "candidates": list(personalise.CANDIDATES),
-        "chosen_on": f"AUC on each brand's validation members ({float(cfg['personal-holdout']):g} of them, kept out of the rounds)",
+        "uses_one_of": list(personalise.USES),
+        "mixed_on": f"each brand's validation members ({float(cfg['personal-holdout']):g} of them, kept out of the rounds)",
         "brands": uses,
     }
 

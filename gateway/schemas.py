@@ -446,7 +446,7 @@ class CampaignResponse(BaseModel):
     campaign_ref: str = Field(description="the processing recorded for the auditor")
     model_version: str
     model_sha256: str
-    model_used: str = Field(description="`global`, or the candidate of this brand's personal model of the release that scored")
+    model_used: str = Field(description="`global`, or what this brand's personal model of the release that scored uses (`local-logreg`, `local-xgb`, `mixture-<alpha>`)")
     as_of: datetime
     decided_at: datetime = Field(description="when the marketing consents were checked")
     count: int

@@ -187,17 +187,17 @@ def test_a_campaign_scores_with_the_brands_own_model_where_the_release_names_one
     # The next release of the same model names this brand's own model of it: here one that ranks the other way round.
     first = tmp_path / "releases" / "redeem-logreg-gateway-v1.release.json"
     record, blob = load_release(first), model_path(first, load_release(first)).read_bytes()
-    own = personalise.PersonalModel("fine-tuned", models.sha256_hex(blob), ((-1.0, "logreg", blob),))
+    own = personalise.PersonalModel("local-logreg", models.sha256_hex(blob), ((-1.0, "logreg", blob),))
     fields = {k: record[k] for k in ("task", "model", "strategy", "data_source", "feature_names", "num_rounds", "rounds_completed",
                                      "participating_brands", "privacy", "secure_aggregation", "metrics_per_round", "final_metrics")}
     write(tmp_path / "releases", model_bytes=blob, model_format=record["model_format"], fields=fields | {
-        "personalisation": {"enabled": True, "brands": {"shop": {"uses": "fine-tuned", "model_sha256": own.sha256, "kept": True}}}})
+        "personalisation": {"enabled": True, "brands": {"shop": {"uses": "local-logreg", "model_sha256": own.sha256, "kept": True}}}})
     r = ask("redeem-logreg-gateway-v2")
     assert r.status_code == 409 and "does not hold" in r.json()["detail"]  # named, but not in this brand's database: refused
     with brand.gw.engine.begin() as conn:
-        personal.store(conn, global_sha256=models.sha256_hex(blob), task="redeem", choice="fine-tuned", model=own.serialise())
+        personal.store(conn, global_sha256=models.sha256_hex(blob), task="redeem", choice="local-logreg", model=own.serialise())
     mine = ask("redeem-logreg-gateway-v2")
-    assert mine.status_code == 200 and mine.json()["model_used"] == "fine-tuned"
+    assert mine.status_code == 200 and mine.json()["model_used"] == "local-logreg"
     assert [t["member_ref"] for t in mine.json()["targets"]] == [t["member_ref"] for t in plain.json()["targets"]][::-1]
     logged = [e["payload"] for e in brand.client.get("/v1/audit/logs/audit-log", headers=brand.as_("auditor")).json()["entries"]]
-    assert [e["details"]["model_used"] for e in logged if e["action"] == "campaign.targeted"] == ["global", "fine-tuned"]
+    assert [e["details"]["model_used"] for e in logged if e["action"] == "campaign.targeted"] == ["global", "local-logreg"]
