@@ -4,6 +4,8 @@ stays within its budget."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
@@ -186,6 +188,7 @@ def test_the_personalise_reply_carries_the_choice_and_a_digest_only() -> None:
     personal = dict(reply.content["personal"])
     assert set(personal) == {"brand-id", "choice", "model-sha256", "kept"}
     assert personal["kept"] is False  # telco: no brand database to keep it in
+    assert personal["choice"] in ("global", *personalise.LOCALS) or re.fullmatch(r"mixture-0\.\d{1,2}", personal["choice"])
     assert personal["model-sha256"] == personalise.adapt(effective(run_config), data.X, data.y, data.row_ids, "logreg", blob).model.sha256
     # a model that does not match its digest is refused, not adapted
     tampered = RecordDict({"model": content["model"], "config": ConfigRecord({"model-sha256": "0" * 64, "server-round": 2})})
