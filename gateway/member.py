@@ -46,7 +46,14 @@ class MemberClient:
         headers = kwargs.pop("headers", {})
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
-        response = self.http.request(method, path, headers=headers, **kwargs)
+        try:
+            response = self.http.request(method, path, headers=headers, **kwargs)
+        except (httpx.RemoteProtocolError, httpx.ReadError):
+            # A kept-alive connection the gateway closed just as the request went out, so no answer came:
+            # a read is safe to send again (RFC 9110, 9.2.2), once, on a fresh connection; a write is not.
+            if method != "GET":
+                raise
+            response = self.http.request(method, path, headers=headers, **kwargs)
         body = response.json() if response.content else {}
         if response.status_code >= 400:
             raise GatewayRefused(response.status_code, body if isinstance(body, dict) else {"detail": body})

@@ -66,7 +66,7 @@ port = {ports[1]}
 [federation.training]
 times = ["{at:%H:%M:%S}"]
 tasks = ["churn"]
-run_config = {{ num-rounds = 2, round-timeout = 30.0, as-of = "{population.TRAIN_AS_OF.isoformat()}", eval-as-of = "{population.EVAL_AS_OF.isoformat()}" }}
+run_config = {{ num-rounds = 2, round-timeout = 90.0, as-of = "{population.TRAIN_AS_OF.isoformat()}", eval-as-of = "{population.EVAL_AS_OF.isoformat()}" }}
 """ + "".join(f"""
 [[brands]]
 id = "{b}"

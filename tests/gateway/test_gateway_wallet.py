@@ -63,3 +63,42 @@ def test_each_exchange_mints_to_a_fresh_address_and_redemption_gathers_them(requ
     assert at_b.balance()["points"] == 100 + 40 * 5
     text = b.client.get("/v1/brand").json()["purposes"]["alliance_exchange"]
     assert all(w in text for w in ("public and permanent", "wallet address", "fresh address", "links each address"))
+
+
+def test_a_read_the_gateway_dropped_unanswered_is_sent_once_more_and_a_write_never():
+    """A gateway closes an idle kept-alive connection just as a request goes out (uvicorn's keep-alive
+    timeout): no answer comes. A read is sent again on a fresh connection; a write is left to the caller,
+    who knows whether it may repeat it (an idempotency key)."""
+    import socket
+    import threading
+
+    import httpx
+    import pytest
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    seen: list[bytes] = []
+
+    def serve() -> None:  # the first connection of each pair closed unanswered, the second answered
+        for n in range(4):
+            conn, _ = listener.accept()
+            with conn:
+                request = b""
+                while b"\r\n\r\n" not in request:  # the whole request, so that closing sends no reset
+                    request += conn.recv(65536)
+                head, _, body = request.partition(b"\r\n\r\n")
+                length = next((int(line.split(b":")[1]) for line in head.lower().split(b"\r\n") if line.startswith(b"content-length:")), 0)
+                while len(body) < length:
+                    body += conn.recv(65536)
+                seen.append(request.split(b" ", 1)[0])
+                if n % 2:
+                    answer = b'{"brand_id": "cafe"}'
+                    conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
+                                 b"connection: close\r\n\r\n%s" % (len(answer), answer))
+
+    threading.Thread(target=serve, daemon=True).start()
+    client = MemberClient(httpx.Client(base_url=f"http://127.0.0.1:{listener.getsockname()[1]}", timeout=10))
+    assert client.brand() == {"brand_id": "cafe"} and seen == [b"GET", b"GET"]
+    with pytest.raises(httpx.TransportError):
+        client._call("POST", "/v1/me/exchanges", json={"ap_amount": 1})
+    assert seen == [b"GET", b"GET", b"POST"]
+    listener.close()
