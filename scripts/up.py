@@ -28,6 +28,7 @@ import time
 import tomllib
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from functools import cache
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -35,6 +36,10 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 
 ROOT = Path(__file__).resolve().parents[1]
 ENCODING = "utf-8"
+# Seconds a process may take to answer its health check after `up` starts it. Every gateway starts at
+# once (two workers each, importing web3 and the rest), so on a small machine that is busy the
+# slowest can need well over a minute.
+START_S = 180
 
 
 class ChainSpec(BaseModel):
@@ -322,13 +327,22 @@ class Child:
                 "health": self.health, "restarts": self.restarts}
 
 
-def _healthy(url: str, timeout: float = 1.0) -> bool:
+@cache
+def _prober():
+    """One client for every health check: a new one builds a TLS context (tens of ms of CPU) each
+    time, taken from the processes that are starting. No kept-alive connections to a process that dies."""
+    import httpx
+
+    return httpx.Client(timeout=1.0, limits=httpx.Limits(max_keepalive_connections=0))
+
+
+def _healthy(url: str) -> bool:
     import httpx
 
     try:
         if url.endswith("/healthz"):
-            return httpx.get(url, timeout=timeout).status_code == 200
-        r = httpx.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_blockNumber", "params": []}, timeout=timeout)
+            return _prober().get(url).status_code == 200
+        r = _prober().post(url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_blockNumber", "params": []})
         return r.status_code == 200 and "result" in r.json()
     except (httpx.HTTPError, ValueError):
         return False
@@ -427,7 +441,7 @@ def supervise(spec: AllianceSpec) -> int:
         children[-1].start()
         publish()
         for child in children:
-            _wait_healthy(child, 60)
+            _wait_healthy(child, START_S)
         state["ready"] = True
         publish()
         log("alliance up: " + ", ".join(c.name for c in children))
@@ -467,7 +481,7 @@ def supervise(spec: AllianceSpec) -> int:
 # ---------------------------------------------------------------- the commands
 
 
-def up(spec: AllianceSpec, timeout_s: float = 180) -> dict:
+def up(spec: AllianceSpec, timeout_s: float = START_S + 120) -> dict:
     """Start the supervisor in the background; return the state once every process is healthy.
     Raises RuntimeError (with the supervisor log's end) if it fails or takes too long."""
     workdir = spec.workdir

@@ -9,13 +9,16 @@ import time
 import httpx
 
 RETRY_FOR_S = 120
+# One client for every thread, as an integrator keeps one: a new client per attempt builds a TLS
+# context each time (30 ms of CPU), and dozens of threads retrying so starve the gateway that restarts.
+CLIENT = httpx.Client(timeout=30, limits=httpx.Limits(max_connections=None, max_keepalive_connections=64))
 
 
 def retrying(method: str, url: str, **kwargs) -> httpx.Response:
     deadline = time.monotonic() + RETRY_FOR_S
     while True:
         try:
-            r = httpx.request(method, url, timeout=30, **kwargs)
+            r = CLIENT.request(method, url, **kwargs)
             if r.status_code < 500:
                 return r
         except httpx.TransportError:

@@ -43,7 +43,6 @@ from eth_account.messages import encode_defunct
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from privacy.dp import geometric_noise
 from privacy.receipts import Purpose
 
 from ..db import reading, transaction
@@ -317,6 +316,8 @@ def _measure(gw: Any, actor: str, peer_url: str, kind: str, http: httpx.Client) 
         exact = psi_count(me, setup, response)  # stays in this function: only the noisy count leaves
     except RuntimeError as exc:
         raise GatewayError(f"{peer_url} answered PSI messages that do not fit the request: {exc}") from None
+    from privacy.dp import geometric_noise  # here: privacy.dp loads dp_accounting and SciPy, a second of every gateway's start
+
     noisy = max(0, exact + geometric_noise(s.overlap_epsilon))
     released = noisy if noisy >= s.overlap_k else None
     _record(gw, f"overlap:{fields['ref']}", read, peer, actor, role="initiator", kind=kind)
