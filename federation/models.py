@@ -173,7 +173,7 @@ def lr_train(
 def lr_fit_centralized(
     X: np.ndarray, y: np.ndarray, *, epochs: int = 60, lr: float = 0.1, batch_size: int = 32, l2: float = 1e-4, seed: int = 0
 ) -> dict[str, np.ndarray]:
-    """Same model family trained on pooled rows (simulation yardstick only)."""
+    """Trained on these rows alone from ``seed``: a brand's local-only model, or on pooled rows the centralized yardstick."""
     params = lr_init(X.shape[1])
     params, _ = lr_train(params, X, y, epochs=epochs, lr=lr, batch_size=batch_size, l2=l2, rng=np.random.default_rng(seed))
     return params

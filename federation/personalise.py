@@ -129,31 +129,23 @@ class Adaptation:
         return self.model.choice
 
 
-class _Trainer:
-    """Trains the brand's local models (DP-SGD when a plan is given)."""
-
-    def __init__(self, cfg: dict[str, Any], dp: models.DPSGD | None):
-        self.cfg, self.dp = cfg, dp
-
-    def _rng(self) -> np.random.Generator:
-        # Each training from the run's seed, as a brand's local-only model trains (the same rows give the
-        # same model); DP-SGD's noise from the operating system, which nobody can replay.
-        return np.random.default_rng() if self.dp is not None else np.random.default_rng(int(self.cfg["seed"]))
-
-    def train(self, name: str, X: np.ndarray, y: np.ndarray) -> tuple[str, bytes]:
-        cfg = self.cfg
-        if name == "local-logreg":
-            dp, epochs = None, int(cfg["num-rounds"]) * int(cfg["local-epochs"])
-            if self.dp is not None:
-                q, epochs = self.dp.sample_rate, int(cfg["personal-epochs"])
-                dp = models.DPSGD(self.dp.noise_multiplier, self.dp.clip, q, models.dp_steps_per_round(epochs, q))
-            params, _ = models.lr_train(models.lr_init(X.shape[1]), X, y, epochs=epochs, lr=float(cfg["lr"]),
-                                        batch_size=int(cfg["batch-size"]), l2=float(cfg["l2"]), dp=dp, rng=self._rng())
-            return "logreg", models.serialise_logreg(params)
-        if name == "local-xgb":
-            params = models.xgb_params(float(cfg["xgb-eta"]), int(cfg["xgb-max-depth"]), int(cfg["seed"]))
-            return "xgb", models.xgb_fit_centralized(X, y, rounds=int(cfg["num-rounds"]) * int(cfg["xgb-local-rounds"]), params=params)
+def _train_local(name: str, cfg: dict[str, Any], dp: models.DPSGD | None, X: np.ndarray, y: np.ndarray) -> tuple[str, bytes]:
+    """The brand's local model ``name`` on these rows: without DP exactly as its local-only model
+    trains (the run's seed, the passes a federated run gives a brand); with a DP plan, DP-SGD of
+    ``personal-epochs`` epochs, its noise from the operating system, which nobody can replay."""
+    if name == "local-xgb":
+        params = models.xgb_params(float(cfg["xgb-eta"]), int(cfg["xgb-max-depth"]), int(cfg["seed"]))
+        return "xgb", models.xgb_fit_centralized(X, y, rounds=int(cfg["num-rounds"]) * int(cfg["xgb-local-rounds"]), params=params)
+    if name != "local-logreg":
         raise ValueError(f"{name!r} is not a local model")
+    hyper = {"lr": float(cfg["lr"]), "batch_size": int(cfg["batch-size"]), "l2": float(cfg["l2"])}
+    if dp is None:
+        params = models.lr_fit_centralized(X, y, epochs=int(cfg["num-rounds"]) * int(cfg["local-epochs"]), seed=int(cfg["seed"]), **hyper)
+    else:
+        epochs = int(cfg["personal-epochs"])
+        plan = models.DPSGD(dp.noise_multiplier, dp.clip, dp.sample_rate, models.dp_steps_per_round(epochs, dp.sample_rate))
+        params, _ = models.lr_train(models.lr_init(X.shape[1]), X, y, epochs=epochs, dp=plan, rng=np.random.default_rng(), **hyper)
+    return "logreg", models.serialise_logreg(params)
 
 
 def local_models(dp: bool) -> tuple[str, ...]:
@@ -234,10 +226,9 @@ def adapt(cfg: dict[str, Any], X: np.ndarray, y: np.ndarray, row_ids: list[str],
         dp = dp_adaptation_plan(cfg, int(fit.sum()), federated_dp)
         if dp is None:
             return Adaptation(keep_global)
-    trainer = _Trainer(cfg, dp)
     z = {"global": _logit(_predict(global_kind, global_blob, X[val]))}
     for name in local_models(dp is not None):
-        kind, blob = trainer.train(name, X[fit], y[fit])
+        kind, blob = _train_local(name, cfg, dp, X[fit], y[fit])
         z[name] = _logit(_predict(kind, blob, X[val]))
     auc = {name: models.roc_auc(y[val], v) for name, v in z.items()}
     local = max(local_models(dp is not None), key=lambda n: (auc[n], -LOCALS.index(n)))
@@ -245,7 +236,7 @@ def adapt(cfg: dict[str, Any], X: np.ndarray, y: np.ndarray, row_ids: list[str],
     if alpha == 1.0:
         model = keep_global
     else:  # the local model once more on all the brand's rows: exactly its local-only model
-        kind, blob = trainer.train(local, X, y)
+        kind, blob = _train_local(local, cfg, dp, X, y)
         if alpha == 0.0:
             model = PersonalModel(local, global_sha, ((1.0, kind, blob),))
         else:

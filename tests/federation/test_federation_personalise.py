@@ -165,7 +165,7 @@ def test_under_dp_every_adaptation_step_is_accounted_within_the_personal_budget(
     assert ran and all(dp is not None and dp.noise_multiplier == plan.noise_multiplier for dp in ran)
     assert all(dp.sample_rate == plan.sample_rate for dp in ran if dp is not None)
     assert sum(dp.steps for dp in ran if dp is not None) <= plan.steps
-    assert "local-xgb" not in adaptation.validation_auc  # XGBoost has no DP-SGD: not a candidate
+    assert "local-xgb" not in adaptation.validation_auc  # XGBoost has no DP-SGD: not a local model under DP
     assert adaptation.dp_noise_multiplier == plan.noise_multiplier
     # without a budget above the federated one there is no adaptation at all
     no_budget = effective({**cfg, "personal-dp-epsilon": 2.0})
@@ -249,11 +249,11 @@ def test_a_personal_model_carries_its_brand_base_rate() -> None:
     theirs = models.lr_predict(models.deserialise_logreg(blob), X[3_000:]).mean()
     mine = adaptation.model.predict(X[3_000:]).mean()
     assert abs(theirs - rate) > 0.1 and abs(mine - rate) < 0.02, (rate, theirs, mine)
-    assert adaptation.model.scale > 0  # rescaled, never reversed: the brand's ranking is the candidate's
+    assert adaptation.model.scale > 0  # rescaled, never reversed: the brand's ranking is its mixture's
 
 
 def test_a_brand_that_keeps_its_local_model_keeps_exactly_its_local_only_model() -> None:
-    """Chosen, a local candidate is trained on all the brand's rows as its local-only model is (same
+    """Kept alone, a local model is trained on all the brand's rows as its local-only model is (same
     seed, same passes), so a brand is never worse off than on its own by training noise alone."""
     cfg = effective({"num-rounds": 3})
     X, y = _brand(3_000, -1.0, 12)

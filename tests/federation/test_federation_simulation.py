@@ -120,6 +120,8 @@ def test_no_message_the_operator_receives_reveals_a_brands_count(tmp_path: Path,
                                   adapting.sample_rate, adapting.steps, adapting.noise_multiplier]
     personal = [dict(m.content["personal"]) for m in replies if "personal" in m.content.config_records]
     assert sorted(p["brand-id"] for p in personal) == sorted(rec["personalisation"]["brands"]) == ["brand-0", "brand-1", "brand-2"]
+    # the release records what each brand said it uses
+    assert {p["brand-id"]: p["choice"] for p in personal} == {b: u["uses"] for b, u in rec["personalisation"]["brands"].items()}
     seen = [v for m in replies if not m.has_error() for v in _values(m.content) if isinstance(v, (int, float)) and not isinstance(v, bool)]
     for brand, secret in secrets_of.items():
         leaked = [s for s in secret if any(v == pytest.approx(s, rel=1e-9, abs=0) for v in seen)]
